@@ -1,0 +1,110 @@
+"""Run benchmarks and rewrite BENCHMARKS.md from their latest results.
+
+    python benchmarks/run.py              # every benchmarks/bench_*.py
+    python benchmarks/run.py trainer      # only bench_trainer.py
+    python benchmarks/run.py --render     # only rebuild BENCHMARKS.md from benchmarks/results/*.json
+
+Each ``bench_<name>.py`` defines ``run() -> dict`` returning ``{"title", "rows": [[...], ...],
+"header": [...], "notes": [...]}``; figures are ratios measured side by side in one run. The result,
+stamped with the command, date and machine, goes to ``benchmarks/results/<name>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib.util
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+DOC = HERE.parent / "BENCHMARKS.md"
+
+
+def machine() -> str:
+    import torch
+
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB, {platform.system()} {platform.machine()}, "
+            f"Python {platform.python_version()}, torch {torch.__version__}")
+
+
+def _load(path: Path):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(HERE))
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_one(name: str) -> None:
+    path = HERE / f"bench_{name}.py"
+    print(f"== {name}", flush=True)
+    t0 = time.perf_counter()
+    result = _load(path).run()
+    result.update(
+        name=name,
+        command=f"make bench (python benchmarks/run.py {name})",
+        date=dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
+        machine=machine(),
+        seconds=round(time.perf_counter() - t0, 1),
+    )
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(render_section(result), flush=True)
+
+
+def _cell(v) -> str:
+    if isinstance(v, float):
+        return f"{v:,.3g}" if abs(v) < 1000 else f"{v:,.0f}"
+    return str(v)
+
+
+def render_section(r: dict) -> str:
+    lines = [f"## {r['title']}", "", f"`{r['command']}` · {r['date']} · {r['machine']} · {r['seconds']} s", ""]
+    lines.append("| " + " | ".join(r["header"]) + " |")
+    lines.append("|" + "---|" * len(r["header"]))
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in r["rows"]]
+    lines += [""] + [f"- {n}" for n in r.get("notes", [])]
+    return "\n".join(lines) + "\n"
+
+
+def render() -> None:
+    results = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
+    order = ["trainer", "scaling", "loader", "quality"]
+    results.sort(key=lambda r: (order.index(r["name"]) if r["name"] in order else len(order), r["name"]))
+    head = ("# Benchmarks\n\nLatest figures from `make bench` (each section says when and where it ran). "
+            "Timing on a shared 2-core machine is noisy, so every figure that matters is a ratio of two "
+            "things measured side by side in the same run.\n\n")
+    DOC.write_text(head + "\n".join(render_section(r) for r in results))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("names", nargs="*")
+    p.add_argument("--render", action="store_true")
+    args = p.parse_args()
+    if not args.render:
+        names = args.names or sorted(f.stem.removeprefix("bench_") for f in HERE.glob("bench_*.py"))
+        for name in names:
+            run_one(name)
+    render()
+    print(f"wrote {DOC}")
+
+
+if __name__ == "__main__":
+    main()

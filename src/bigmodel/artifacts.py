@@ -1,0 +1,182 @@
+"""The model directory: the one contract between stages.
+
+    model.safetensors   weights (never a pickle)
+    model.json          architecture, task, features, preprocessing, metrics, config, lineage,
+                        and the sha256 + size of every artifact file in the directory
+
+model.json is written last, atomically, so a directory without it is not a model; every load
+checks the recorded hashes, so a changed file is refused. The digest of a model (used for lineage
+and the registry) is the sha256 of its model.json, which covers every file through their hashes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from bigmodel.errors import BigModelError
+from bigmodel.fsutil import atomic_path, sha256_file, write_json_atomic
+from bigmodel.models import build_model
+from bigmodel.tasks import TaskSpec
+
+WEIGHTS = "model.safetensors"
+META = "model.json"
+FORMAT = "bigmodel.model/1"
+
+
+class FileInfo(BaseModel):
+    sha256: str
+    bytes: int
+
+
+class Lineage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    method: str = "train"  # train, prune, quantize, distill, consolidate, ...
+    parent: dict[str, Any] | None = None  # {"path": ..., "digest": ...}
+    params: dict[str, Any] = Field(default_factory=dict)
+    data_manifest_hash: str | None = None
+
+
+class ModelMeta(BaseModel):
+    """model.json. Later stages may add their own keys (``extra="allow"``)."""
+
+    model_config = ConfigDict(extra="allow")
+    format: str = FORMAT
+    architecture: dict[str, Any]
+    task: dict[str, Any]  # TaskSpec.to_json()
+    features: list[str]
+    label: str | None = None
+    preprocessing: dict[str, Any] = Field(default_factory=dict)  # {"mean": [...], "std": [...]}
+    metrics: dict[str, float] = Field(default_factory=dict)
+    config: dict[str, Any] | None = None
+    dataset: dict[str, Any] | None = None  # {"path", "name", "content_hash"}
+    lineage: Lineage = Field(default_factory=Lineage)
+    files: dict[str, FileInfo] = Field(default_factory=dict)
+    created_at: str = ""
+
+    @property
+    def spec(self) -> TaskSpec:
+        return TaskSpec.from_json(self.task)
+
+
+@dataclass
+class LoadedModel:
+    path: Path
+    meta: ModelMeta
+    module: nn.Module
+
+    @property
+    def spec(self) -> TaskSpec:
+        return self.meta.spec
+
+
+def save_weights(path: str | Path, module: nn.Module) -> None:
+    """Write a module's state dict as safetensors, atomically."""
+    state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={"format": FORMAT})
+
+
+def write_model_dir(
+    path: str | Path, module: nn.Module, meta: ModelMeta, *, extra_files: tuple[str, ...] = ()
+) -> ModelMeta:
+    """Write weights, then model.json (last) with the hash of every artifact, into ``path``.
+
+    ``extra_files`` are other artifacts already written in ``path`` (e.g. model.onnx) that the
+    model.json must vouch for.
+    """
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    save_weights(path / WEIGHTS, module)
+    meta = meta.model_copy(deep=True)
+    meta.files = {
+        name: FileInfo(sha256=sha256_file(path / name), bytes=(path / name).stat().st_size)
+        for name in [WEIGHTS, *extra_files]
+    }
+    meta.created_at = meta.created_at or dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    write_json_atomic(path / META, meta.model_dump(mode="json"))
+    return meta
+
+
+def read_meta(path: str | Path) -> ModelMeta:
+    """Read and validate model.json (no hash checks: see ``verify``)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise BigModelError(f"model directory not found: {path}")
+    try:
+        data = json.loads((path / META).read_text())
+    except FileNotFoundError:
+        raise BigModelError(f"{path} is not a model directory (no {META})") from None
+    except (OSError, json.JSONDecodeError) as err:
+        raise BigModelError(f"cannot read {path / META}: {err}") from None
+    try:
+        meta = ModelMeta.model_validate(data)
+    except ValidationError as err:
+        e = err.errors()[0]
+        raise BigModelError(f"{path / META}: bad key '{'.'.join(map(str, e['loc']))}': {e['msg']}") from None
+    if meta.format != FORMAT:
+        raise BigModelError(f"{path / META}: unsupported format {meta.format!r} (expected {FORMAT})")
+    return meta
+
+
+def verify(path: str | Path, meta: ModelMeta) -> None:
+    """Refuse a directory whose files differ from what model.json recorded."""
+    path = Path(path)
+    if WEIGHTS not in meta.files:
+        raise BigModelError(f"{path / META} records no hash for {WEIGHTS}")
+    for name, info in meta.files.items():
+        f = path / name
+        if not f.is_file():
+            raise BigModelError(f"{path}: artifact {name} is missing")
+        got = sha256_file(f)
+        if got != info.sha256:
+            raise BigModelError(
+                f"{f}: sha256 mismatch (model.json says {info.sha256[:12]}..., file is "
+                f"{got[:12]}...): the file changed after it was written; refusing to load it"
+            )
+
+
+def load_state(path: str | Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as err:
+        raise BigModelError(f"cannot read weights {path}: {err}") from None
+
+
+def load_model(path: str | Path, *, check: bool = True) -> LoadedModel:
+    """Load a model directory: verify hashes, rebuild the architecture, load the safetensors weights."""
+    path = Path(path)
+    meta = read_meta(path)
+    if check:
+        verify(path, meta)
+    module = build_model(meta.architecture)
+    state = load_state(path / WEIGHTS)
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise BigModelError(
+            f"{path / WEIGHTS} does not fit the architecture in {META}: {str(err).splitlines()[0]}"
+        ) from None
+    module.eval()
+    return LoadedModel(path, meta, module)
+
+
+def digest(path: str | Path) -> str:
+    """A model's identity: sha256 of its model.json (which holds every artifact's hash)."""
+    return hashlib.sha256((Path(path) / META).read_bytes()).hexdigest()
+
+
+def dir_bytes(path: str | Path, meta: ModelMeta | None = None) -> int:
+    """Bytes of the model's artifacts on disk (weights, ONNX, ...), model.json included."""
+    meta = meta or read_meta(path)
+    return sum(f.bytes for f in meta.files.values()) + (Path(path) / META).stat().st_size

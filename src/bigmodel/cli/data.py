@@ -1,0 +1,121 @@
+"""``bigmodel data prepare|generate|stats``."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from bigmodel.cli.common import add_json, emit
+from bigmodel.console import grid_table, kv_table
+from bigmodel.data import dataset_stats, generate_synthetic, prepare
+from bigmodel.data.manifest import Manifest
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("data", help="prepare, generate and inspect datasets")
+    dsub = p.add_subparsers(dest="data_verb", required=True, metavar="ACTION")
+
+    q = dsub.add_parser(
+        "prepare", help="CSV/Parquet file or folder (local or fsspec URL) -> Parquet shards + manifest"
+    )
+    q.add_argument("src")
+    q.add_argument("dst")
+    q.add_argument("--label", default="label", help="label column (default: label)")
+    q.add_argument("--val-fraction", type=float, default=0.2)
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument(
+        "--task",
+        choices=["binary", "multiclass", "regression"],
+        default=None,
+        help="default: regression for a float label, else classification",
+    )
+    add_json(q)
+    q.set_defaults(func=_prepare)
+
+    g = dsub.add_parser("generate", help="write a seeded synthetic dataset in bounded memory")
+    g.add_argument("kind", choices=["synthetic"])
+    g.add_argument("dst")
+    g.add_argument("--rows", type=int, required=True)
+    g.add_argument("--features", type=int, required=True)
+    g.add_argument("--task", choices=["binary", "multiclass", "regression"], default="binary")
+    g.add_argument("--classes", type=int, default=2)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--val-fraction", type=float, default=0.2)
+    add_json(g)
+    g.set_defaults(func=_generate)
+
+    s = dsub.add_parser("stats", help="show a prepared dataset's manifest and feature statistics")
+    s.add_argument("dir")
+    add_json(s)
+    s.set_defaults(func=_stats)
+
+
+def _summary(m: Manifest, path: str) -> dict[str, Any]:
+    return {
+        "path": path,
+        "name": m.name,
+        "task": m.task,
+        "features": len(m.features),
+        "classes": m.num_classes,
+        "rows": {k: v.rows for k, v in m.splits.items()},
+        "files": sum(len(v.files) for v in m.splits.values()),
+        "content_hash": m.content_hash,
+    }
+
+
+def _manifest_tables(m: Manifest, path: str) -> list[Any]:
+    s = _summary(m, path)
+    rows = {
+        "path": path,
+        "task": m.task,
+        "features": s["features"],
+        "classes": s["classes"] or "-",
+        **{f"{k} rows": v for k, v in s["rows"].items()},
+        "shard files": s["files"],
+        "content hash": m.content_hash[:16] + "...",
+    }
+    return [kv_table(f"dataset {m.name}", rows)]
+
+
+def _prepare(args: argparse.Namespace) -> None:
+    m = prepare(
+        args.src, args.dst, label=args.label, val_fraction=args.val_fraction, seed=args.seed, task=args.task
+    )
+    emit(args, _summary(m, args.dst), lambda: _manifest_tables(m, args.dst))
+
+
+def _generate(args: argparse.Namespace) -> None:
+    m = generate_synthetic(
+        args.dst,
+        rows=args.rows,
+        features=args.features,
+        task=args.task,
+        classes=args.classes,
+        seed=args.seed,
+        val_fraction=args.val_fraction,
+        progress=not args.json,
+    )
+    emit(args, _summary(m, args.dst), lambda: _manifest_tables(m, args.dst))
+
+
+def _stats(args: argparse.Namespace) -> None:
+    m = dataset_stats(args.dir)
+    result = {
+        **_summary(m, args.dir),
+        "feature_names": m.features,
+        "mean": m.mean,
+        "std": m.std,
+        "label": m.label,
+        "label_values": m.label_values,
+    }
+
+    def tables() -> list[Any]:
+        shown = list(zip(m.features, m.mean, m.std, strict=True))[:30]
+        t = grid_table(
+            f"features (training split{', first 30' if len(m.features) > 30 else ''})",
+            ["feature", "mean", "std"],
+            [list(r) for r in shown],
+        )
+        return [*_manifest_tables(m, args.dir), t]
+
+    emit(args, result, tables)

@@ -1,0 +1,136 @@
+"""``bigmodel train`` and ``bigmodel evaluate``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from bigmodel import config
+from bigmodel.cli.common import add_json, emit, int_list
+from bigmodel.console import kv_table
+from bigmodel.errors import BigModelError
+from bigmodel.train import evaluate, train
+
+# flag -> config key; a flag left out (None) does not override the YAML file or a resumed run
+FLAGS = {
+    "dataset": "data.dataset",
+    "model": "model.name",
+    "hidden": "model.hidden",
+    "compile": "model.compile",
+    "optimizer": "optim.name",
+    "lr": "optim.lr",
+    "momentum": "optim.momentum",
+    "batch_size": "batch_size",
+    "epochs": "epochs",
+    "until_converged": "until_converged",
+    "workers": "dist.workers",
+    "seed": "seed",
+    "run_dir": "run_dir",
+    "device": "device",
+    "checkpoint_every": "checkpoint_every",
+}
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("train", help="train a model (1 process, N local workers, or under torchrun)")
+    p.add_argument("config", nargs="?", help="YAML config file (flags and --set override it)")
+    p.add_argument("--dataset", help="built-in name (breast_cancer, digits, synthetic) or prepared folder")
+    p.add_argument("--model", help="model family (mlp)")
+    p.add_argument("--hidden", type=int_list, help="hidden layer sizes, e.g. 10,10")
+    p.add_argument("--optimizer", help="gd | sgd | adam | adamw")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--momentum", type=float)
+    p.add_argument("--batch-size", type=int, help="global batch; each of N workers takes 1/N of it")
+    p.add_argument("--epochs", type=int)
+    p.add_argument(
+        "--until-converged",
+        action="store_true",
+        default=None,
+        help="stop when validation loss stops improving (tol, patience)",
+    )
+    p.add_argument("--workers", type=int, help="local worker processes (torch.distributed + DDP)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="auto | cpu | cuda")
+    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
+    p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (0: only at the end)")
+    p.add_argument("--run-dir", help="where the model, metrics, plot and checkpoints go")
+    p.add_argument(
+        "--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint"
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any config key, e.g. --set optim.schedule=cosine (repeatable)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_json(p)
+    p.set_defaults(func=_train)
+
+    e = sub.add_parser("evaluate", help="score a model directory on a dataset's validation split")
+    e.add_argument("model_dir")
+    e.add_argument("--dataset", help="default: the dataset the model was trained on")
+    e.add_argument("--split", default="val")
+    add_json(e)
+    e.set_defaults(func=_evaluate)
+
+
+def config_from_args(args: argparse.Namespace) -> config.TrainConfig:
+    overrides: dict[str, Any] = {key: getattr(args, flag) for flag, key in FLAGS.items()}
+    if args.no_progress:
+        overrides["progress"] = False
+    base = None
+    if args.resume:
+        if not args.run_dir:
+            raise BigModelError("--resume needs --run-dir (the run to continue)")
+        saved = Path(args.run_dir) / "config.yaml"
+        if not saved.exists():
+            raise BigModelError(f"--resume: {saved} not found; is {args.run_dir} a run directory?")
+        base = config.load_yaml(saved)
+        overrides["resume"] = True
+    return config.build(args.config, overrides, args.set, base=base)
+
+
+def _train(args: argparse.Namespace) -> None:
+    cfg = config_from_args(args)
+    result = train(cfg)
+
+    def tables() -> list[Any]:
+        m = result["metrics"]
+        rows = {
+            "dataset": cfg.data.dataset,
+            "model": f"{cfg.model.name} {cfg.model.hidden} ({result['params']:,} params)",
+            "optimizer": f"{cfg.optim.name} lr={cfg.optim.lr:g}",
+            "workers": result["world_size"],
+            "epochs": result["epochs"],
+            "steps": result["steps"],
+            "train loss": result["train_loss"],
+            **{f"val {k}": v for k, v in m.items()},
+            "samples/s": result["samples_per_s"],
+            "data wait": f"{100 * result['data_wait_fraction']:.1f}%",
+            "train seconds": result["seconds"],
+            "run dir": result["run_dir"],
+            "loss plot": str(Path(result["run_dir"]) / "loss.png"),
+        }
+        return [kv_table("training summary", rows)]
+
+    import os
+
+    if os.environ.get("RANK", "0") == "0":  # under torchrun every rank returns; one prints
+        emit(args, result, tables)
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    result = evaluate(args.model_dir, args.dataset, split=args.split)
+    emit(
+        args,
+        result,
+        lambda: [
+            kv_table(
+                f"{args.model_dir} on {result['dataset']} ({result['split']}, {result['rows']:,} rows)",
+                result["metrics"],
+            )
+        ],
+    )

@@ -1,0 +1,212 @@
+"""Typed, validated training config: data, model, optimizer and distribution in one object.
+
+It loads from YAML; CLI flags and ``--set section.key=value`` override it. Unknown keys and bad
+values are rejected with one line that names the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from bigmodel.errors import BigModelError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Strict):
+    dataset: str = "breast_cancer"  # a built-in name or a prepared dataset directory
+    val_fraction: float = Field(0.2, gt=0.0, lt=1.0)  # used when a built-in is prepared
+    loader_workers: int = Field(0, ge=0)  # DataLoader worker processes per rank
+    shuffle_window: int = Field(65536, ge=1)  # rows shuffled together (rounded up to batches)
+    prefetch: int = Field(2, ge=0)  # windows read ahead in a background thread (0: none)
+
+
+class ModelConfig(_Strict):
+    name: Literal["mlp"] = "mlp"
+    hidden: list[int] = Field(default_factory=lambda: [10, 10])
+    activation: Literal["relu", "gelu", "tanh", "sigmoid", "silu"] = "relu"
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    compile: bool = False
+
+    @model_validator(mode="after")
+    def _positive_hidden(self) -> ModelConfig:
+        if any(h <= 0 for h in self.hidden):
+            raise ValueError(f"model.hidden sizes must be positive, got {self.hidden}")
+        return self
+
+
+class OptimConfig(_Strict):
+    name: Literal["gd", "sgd", "adam", "adamw"] = "adam"
+    lr: float = Field(1e-3, gt=0.0)
+    momentum: float = Field(0.0, ge=0.0, lt=1.0)
+    nesterov: bool = False
+    weight_decay: float = Field(0.0, ge=0.0)
+    schedule: Literal["constant", "step", "cosine"] = "constant"
+    warmup_steps: int = Field(0, ge=0)
+    step_size: int = Field(1000, ge=1)  # steps between decays for schedule=step
+    gamma: float = Field(0.1, gt=0.0, le=1.0)
+    grad_clip: float | None = Field(None, gt=0.0)  # max global L2 norm
+    grad_accum: int = Field(1, ge=1)  # batches per optimizer step
+
+    @model_validator(mode="after")
+    def _nesterov_needs_momentum(self) -> OptimConfig:
+        if self.nesterov and self.momentum == 0.0:
+            raise ValueError("optim.nesterov needs optim.momentum > 0")
+        return self
+
+
+class DistConfig(_Strict):
+    workers: int = Field(1, ge=1)  # local worker processes (ignored under torchrun)
+    backend: Literal["auto", "gloo", "nccl"] = "auto"
+    strategy: Literal["ddp"] = "ddp"
+    comm_hook: Literal["none", "fp16", "powersgd"] = "none"  # gradient compression for DDP
+    powersgd_rank: int = Field(2, ge=1)
+    local_sgd_period: int = Field(0, ge=0)  # >1: average parameters every N steps instead of gradients
+    warmup_steps: int = Field(10, ge=0)  # exact all-reduce steps before powersgd or local SGD takes over
+    threads: int = Field(0, ge=0)  # torch threads per worker; 0: cores / local workers
+    timeout_s: float = Field(300.0, gt=0.0)  # a collective that waits this long fails instead of hanging
+
+    @model_validator(mode="after")
+    def _one_reduction(self) -> DistConfig:
+        if self.local_sgd_period > 1 and self.comm_hook != "none":
+            raise ValueError("dist.local_sgd_period and dist.comm_hook cannot be combined")
+        return self
+
+
+class TrainConfig(_Strict):
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    dist: DistConfig = Field(default_factory=DistConfig)
+    batch_size: int = Field(32, ge=1)  # global: per-worker batch = batch_size / workers
+    epochs: int = Field(100, ge=1)  # the cap when until_converged is on
+    until_converged: bool = False
+    tol: float = Field(1e-4, ge=0.0)  # smallest val-loss improvement that counts
+    patience: int = Field(10, ge=1)  # epochs without improvement before stopping
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    run_dir: str | None = None
+    resume: bool = False
+    checkpoint_every: int = Field(500, ge=0)  # steps; 0: only at the end
+    keep_checkpoints: int = Field(2, ge=1)
+    eval_batch_size: int = Field(4096, ge=1)
+    progress: bool = True
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in loc if not isinstance(p, int)) or "config"
+
+
+def _fields_of(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The allowed keys at a dotted location, for 'unknown key' messages."""
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        ann = getattr(field, "annotation", None)
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return []
+        model = ann
+    return list(model.model_fields)
+
+
+def _one_line(err: ValidationError, model: type[BaseModel]) -> str:
+    e = err.errors()[0]
+    where = _format_loc(e["loc"])
+    if e["type"] == "extra_forbidden":
+        allowed = ", ".join(_fields_of(model, e["loc"]))
+        return f"unknown config key '{where}' (allowed: {allowed})"
+    msg = e["msg"].removeprefix("Value error, ")
+    return f"config key '{where}': {msg} (got {e.get('input')!r})"
+
+
+def validate(data: dict[str, Any]) -> TrainConfig:
+    """Build a TrainConfig from a plain dict, turning pydantic errors into one-line BigModelErrors."""
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as err:
+        raise BigModelError(_one_line(err, TrainConfig)) from None
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text())
+    except FileNotFoundError:
+        raise BigModelError(f"config file not found: {p}") from None
+    except (OSError, yaml.YAMLError) as err:
+        raise BigModelError(f"cannot read config file {p}: {str(err).splitlines()[0]}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise BigModelError(f"config file {p} must hold a mapping of keys, not {type(data).__name__}")
+    return data
+
+
+def set_key(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``a.b.c`` in a nested dict, creating sections on the way."""
+    parts = dotted.split(".")
+    node = data
+    for part in parts[:-1]:
+        nxt = node.setdefault(part, {})
+        if not isinstance(nxt, dict):
+            raise BigModelError(f"config key '{dotted}': '{part}' is not a section")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def parse_set(item: str) -> tuple[str, Any]:
+    """``key=value`` with the value read as YAML (numbers, booleans, lists)."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise BigModelError(f"--set expects key=value, got {item!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def build(
+    yaml_path: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    sets: list[str] | None = None,
+    base: dict[str, Any] | None = None,
+) -> TrainConfig:
+    """base (e.g. a resumed run's config) < YAML file < flag overrides < ``--set`` items."""
+    data: dict[str, Any] = dict(base or {})
+    if yaml_path is not None:
+        for key, value in _flatten(load_yaml(yaml_path)):
+            set_key(data, key, value)
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            set_key(data, key, value)
+    for item in sets or []:
+        set_key(data, *parse_set(item))
+    return validate(data)
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and key in _SECTIONS:
+            out.extend(_flatten(v, key + "."))
+        else:
+            out.append((key, v))
+    return out
+
+
+_SECTIONS = {
+    name
+    for name, f in TrainConfig.model_fields.items()
+    if isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel)
+}
+
+
+def to_dict(cfg: TrainConfig) -> dict[str, Any]:
+    return cfg.model_dump(mode="json")

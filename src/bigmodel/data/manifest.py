@@ -1,0 +1,84 @@
+"""The prepared-dataset contract: a folder of Parquet shards per split and ``manifest.json``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from bigmodel.errors import BigModelError
+
+MANIFEST = "manifest.json"
+FORMAT = "bigmodel.dataset/1"
+Task = Literal["binary", "multiclass", "regression"]
+
+
+class Split(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    files: list[str]  # relative to the dataset folder
+    rows: int
+
+
+class Manifest(BaseModel):
+    """What a prepared dataset holds. Feature columns are float32; the label column holds class
+    codes 0..K-1 (int64) for classification and float32 targets for regression."""
+
+    model_config = ConfigDict(extra="forbid")
+    format: str = FORMAT
+    name: str
+    source: str
+    task: Task
+    features: list[str]
+    label: str
+    label_values: list[Any] | None = None  # classification: original label of each code
+    splits: dict[str, Split]
+    mean: list[float]  # per feature, training split
+    std: list[float]  # per feature, training split (1.0 where a feature is constant)
+    target_mean: float = 0.0  # regression target, training split
+    target_std: float = 1.0
+    seed: int
+    val_fraction: float
+    content_hash: str  # sha256 over the shard files' hashes, in order
+    file_hashes: dict[str, str]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.label_values or []) if self.task != "regression" else 0
+
+    @property
+    def num_outputs(self) -> int:
+        return self.num_classes if self.task == "multiclass" else 1
+
+    def split(self, name: str) -> Split:
+        if name not in self.splits:
+            raise BigModelError(f"dataset {self.name} has no split '{name}' (has: {', '.join(self.splits)})")
+        return self.splits[name]
+
+
+def load_manifest(folder: str | Path) -> Manifest:
+    """Read and validate ``folder/manifest.json``; a one-line error if it is missing or malformed."""
+    path = Path(folder) / MANIFEST
+    if not Path(folder).is_dir():
+        raise BigModelError(f"dataset folder not found: {folder}")
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BigModelError(
+            f"{folder} is not a prepared dataset (no {MANIFEST}); run 'bigmodel data prepare'"
+        ) from None
+    except (OSError, json.JSONDecodeError) as err:
+        raise BigModelError(f"cannot read {path}: {err}") from None
+    try:
+        manifest = Manifest.model_validate(data)
+    except ValidationError as err:
+        e = err.errors()[0]
+        raise BigModelError(f"{path}: bad key '{'.'.join(map(str, e['loc']))}': {e['msg']}") from None
+    if manifest.format != FORMAT:
+        raise BigModelError(f"{path}: unsupported format {manifest.format!r} (expected {FORMAT})")
+    for split in manifest.splits.values():
+        for f in split.files:
+            if not (Path(folder) / f).is_file():
+                raise BigModelError(f"dataset {folder} is incomplete: shard {f} is missing")
+    return manifest

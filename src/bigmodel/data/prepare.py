@@ -1,0 +1,197 @@
+"""``bigmodel data prepare``: a CSV or Parquet file or folder (local or any fsspec URL) becomes a
+prepared dataset: Parquet shards per split plus a manifest with statistics and a content hash."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
+
+from bigmodel.data.manifest import Manifest, Task
+from bigmodel.data.shards import ShardWriter
+from bigmodel.errors import BigModelError
+from bigmodel.fsutil import atomic_dir
+
+_PARQUET = (".parquet", ".pq")
+_CSV = (".csv", ".csv.gz", ".tsv")
+_BATCH_ROWS = 65536
+
+
+def _list_files(src: str) -> tuple[fsspec.AbstractFileSystem, list[str]]:
+    try:
+        fs, path = fsspec.core.url_to_fs(src)
+    except (ValueError, ImportError) as err:
+        raise BigModelError(f"cannot open {src}: {err}") from None
+    if not fs.exists(path):
+        raise BigModelError(f"source not found: {src}")
+    if fs.isdir(path):
+        files = sorted(f for f in fs.find(path) if f.lower().endswith(_PARQUET + _CSV))
+        if not files:
+            raise BigModelError(f"no .csv or .parquet files in {src}")
+    else:
+        if not path.lower().endswith(_PARQUET + _CSV):
+            raise BigModelError(f"{src}: expected a .csv or .parquet file")
+        files = [path]
+    return fs, files
+
+
+def _batches(
+    fs: fsspec.AbstractFileSystem, path: str, columns: list[str] | None = None
+) -> Iterator[pa.RecordBatch]:
+    """Stream one file as record batches in bounded memory."""
+    try:
+        with fs.open(path, "rb") as f:
+            if path.lower().endswith(_PARQUET):
+                pf = pq.ParquetFile(f)
+                yield from pf.iter_batches(batch_size=_BATCH_ROWS, columns=columns)
+            else:
+                delim = "\t" if path.lower().endswith(".tsv") else ","
+                compression = "gzip" if path.lower().endswith(".gz") else None
+                stream = pa.CompressedInputStream(f, compression) if compression else f
+                reader = pcsv.open_csv(
+                    stream,
+                    read_options=pcsv.ReadOptions(block_size=16 << 20),
+                    parse_options=pcsv.ParseOptions(delimiter=delim),
+                    convert_options=pcsv.ConvertOptions(include_columns=columns),
+                )
+                yield from reader
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as err:
+        raise BigModelError(f"cannot read {path}: {str(err).splitlines()[0]}") from None
+
+
+def _schema(fs: fsspec.AbstractFileSystem, path: str) -> pa.Schema:
+    for batch in _batches(fs, path):
+        return batch.schema
+    raise BigModelError(f"{path} is empty: no rows")
+
+
+def _is_numeric(t: pa.DataType) -> bool:
+    return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
+
+
+def _label_values(fs: fsspec.AbstractFileSystem, files: list[str], label: str) -> list[Any]:
+    """First pass, label column only: the sorted distinct labels."""
+    seen: set[Any] = set()
+    for path in files:
+        for batch in _batches(fs, path, columns=[label]):
+            col = batch.column(0)
+            if col.null_count:
+                raise BigModelError(f"{path}: label column '{label}' has missing values")
+            seen.update(pc.unique(col).to_pylist())
+            if len(seen) > 10000:
+                raise BigModelError(
+                    f"label column '{label}' has over 10000 distinct values; use --task regression"
+                )
+    return sorted(seen, key=lambda v: (str(type(v)), v))
+
+
+def prepare(
+    src: str,
+    dst: str | Path,
+    *,
+    label: str = "label",
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    task: Task | None = None,
+    name: str | None = None,
+) -> Manifest:
+    """Turn a CSV/Parquet file or folder into a prepared dataset at ``dst`` (which must not exist).
+
+    Features must be numeric and finite; classification labels become codes 0..K-1 with the
+    original values kept in the manifest. Written under a temporary name and renamed when complete.
+    """
+    dst = Path(dst)
+    if dst.exists():
+        raise BigModelError(
+            f"destination already exists: {dst} (choose a new folder; nothing was overwritten)"
+        )
+    fs, files = _list_files(src)
+    schema = _schema(fs, files[0])
+    if label not in schema.names:
+        raise BigModelError(
+            f"label column '{label}' not found in {files[0]} (columns: {', '.join(schema.names)}); "
+            "pass --label COL"
+        )
+    features = [c for c in schema.names if c != label]
+    if not features:
+        raise BigModelError(f"{files[0]} has no feature columns besides the label '{label}'")
+    label_type = schema.field(label).type
+    if task is None:
+        task = "regression" if pa.types.is_floating(label_type) else "multiclass"
+    values: list[Any] | None = None
+    if task == "regression":
+        if not _is_numeric(label_type):
+            raise BigModelError(f"--task regression needs a numeric label column; '{label}' is {label_type}")
+    else:
+        values = _label_values(fs, files, label)
+        if len(values) < 2:
+            raise BigModelError(f"label column '{label}' has a single value {values}: nothing to learn")
+        if task == "binary" and len(values) != 2:
+            raise BigModelError(f"--task binary needs 2 distinct labels in '{label}', found {len(values)}")
+        if len(values) == 2:
+            task = "binary"
+
+    with atomic_dir(dst) as tmp:
+        writer = ShardWriter(
+            tmp,
+            name=name or Path(str(src).rstrip("/")).name,
+            source=str(src),
+            task=task,
+            features=features,
+            label=label,
+            label_values=values,
+            seed=seed,
+            val_fraction=val_fraction,
+        )
+        value_set = pa.array(values) if values is not None else None
+        row = 0
+        for path in files:
+            for batch in _batches(fs, path):
+                if batch.schema.names != schema.names:
+                    raise BigModelError(
+                        f"{path}: columns {batch.schema.names} differ from {files[0]}'s {schema.names}"
+                    )
+                x = _features(batch, features, path, row)
+                y = _labels(batch.column(label), value_set, path, label)
+                writer.write(x, y)
+                row += batch.num_rows
+        manifest = writer.close()
+    return manifest
+
+
+def _features(batch: pa.RecordBatch, features: list[str], path: str, first_row: int) -> np.ndarray:
+    x = np.empty((batch.num_rows, len(features)), dtype=np.float32, order="F")
+    for j, name in enumerate(features):
+        col = batch.column(name)
+        if not _is_numeric(col.type):
+            raise BigModelError(f"{path}: feature column '{name}' is not numeric ({col.type})")
+        if col.null_count:
+            bad = first_row + int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
+            raise BigModelError(f"{path}: feature column '{name}' has a missing value (row {bad})")
+        x[:, j] = col.to_numpy(zero_copy_only=False)
+    finite = np.isfinite(x)
+    if not finite.all():
+        j = int(np.flatnonzero(~finite.all(axis=0))[0])
+        i = first_row + int(np.flatnonzero(~finite[:, j])[0])
+        raise BigModelError(f"{path}: feature column '{features[j]}' has a NaN or infinite value (row {i})")
+    return np.ascontiguousarray(x)
+
+
+def _labels(col: pa.Array, value_set: pa.Array | None, path: str, label: str) -> np.ndarray:
+    if col.null_count:
+        raise BigModelError(f"{path}: label column '{label}' has missing values")
+    if value_set is None:  # regression
+        y = col.to_numpy(zero_copy_only=False).astype(np.float32)
+        if not np.isfinite(y).all():
+            raise BigModelError(f"{path}: label column '{label}' has a NaN or infinite value")
+        return y
+    return (
+        pc.index_in(col, value_set=value_set.cast(col.type)).to_numpy(zero_copy_only=False).astype(np.int64)
+    )

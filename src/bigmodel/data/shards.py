@@ -1,0 +1,194 @@
+"""Write a prepared dataset chunk by chunk in bounded memory: split, shard, and count statistics.
+
+Every source (CSV/Parquet, the built-ins, the synthetic generator) feeds one ``ShardWriter``,
+so there is one place that decides the split, the file layout and the statistics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from bigmodel.data.manifest import MANIFEST, Manifest, Split, Task
+from bigmodel.errors import BigModelError
+from bigmodel.fsutil import sha256_file, write_json_atomic
+
+ROW_GROUP_ROWS = 65536  # the reader's unit of I/O: ~16 MB at 64 float32 features
+SHARD_ROWS = 1 << 20  # rows per Parquet file
+
+
+@dataclass
+class RunningStats:
+    """Per-column mean and variance over a stream (Chan et al.'s parallel update, float64)."""
+
+    n: int = 0
+    mean: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    m2: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    def update(self, x: np.ndarray) -> None:  # x: (n, F) or (n,)
+        if len(x) == 0:
+            return
+        x = x.astype(np.float64, copy=False)
+        nb = len(x)
+        mb = x.mean(axis=0)
+        m2b = ((x - mb) ** 2).sum(axis=0)
+        if self.n == 0:
+            self.n, self.mean, self.m2 = nb, mb, m2b
+            return
+        n = self.n + nb
+        delta = mb - self.mean
+        self.mean = self.mean + delta * nb / n
+        self.m2 = self.m2 + m2b + delta**2 * self.n * nb / n
+        self.n = n
+
+    def std(self) -> np.ndarray:
+        var = self.m2 / max(self.n, 1)
+        sd = np.sqrt(var)
+        # A constant feature carries no signal; dividing by 1 keeps it finite.
+        return np.where(sd > 1e-12, sd, 1.0)
+
+
+class _SplitWriter:
+    def __init__(self, root: Path, split: str, schema: pa.Schema, row_group_rows: int, shard_rows: int):
+        self.root, self.split, self.schema = root, split, schema
+        self.row_group_rows, self.shard_rows = row_group_rows, shard_rows
+        self.files: list[str] = []
+        self.rows = 0
+        self._writer: pq.ParquetWriter | None = None
+        self._rows_in_file = 0
+        self._buf: list[pa.RecordBatch] = []
+        self._buf_rows = 0
+        (root / split).mkdir(parents=True, exist_ok=True)
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        self._buf.append(batch)
+        self._buf_rows += batch.num_rows
+        while self._buf_rows >= self.row_group_rows:
+            self._flush(self.row_group_rows)
+
+    def _flush(self, rows: int) -> None:
+        table = pa.Table.from_batches(self._buf, schema=self.schema)
+        head, rest = table.slice(0, rows), table.slice(rows)
+        if self._writer is None or self._rows_in_file >= self.shard_rows:
+            self._open_next()
+        assert self._writer is not None
+        # One call, one row group: the reader shuffles and shards by row group.
+        self._writer.write_table(head, row_group_size=rows)
+        self._rows_in_file += rows
+        self.rows += rows
+        self._buf = rest.to_batches()
+        self._buf_rows = rest.num_rows
+
+    def _open_next(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        name = f"{self.split}/part-{len(self.files):05d}.parquet"
+        self.files.append(name)
+        # Uncompressed: float features barely compress and decoding speed is the whole game.
+        self._writer = pq.ParquetWriter(self.root / name, self.schema, compression="none")
+        self._rows_in_file = 0
+
+    def close(self) -> None:
+        if self._buf_rows:
+            self._flush(self._buf_rows)
+        if self._writer is not None:
+            self._writer.close()
+
+
+class ShardWriter:
+    """Takes ``(X, y)`` chunks, assigns each row to train or val, writes row-grouped Parquet shards
+    and computes training-split statistics in the same pass. ``close()`` writes the manifest."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        name: str,
+        source: str,
+        task: Task,
+        features: list[str],
+        label: str,
+        label_values: list[Any] | None,
+        seed: int = 0,
+        val_fraction: float = 0.2,
+        row_group_rows: int = ROW_GROUP_ROWS,
+        shard_rows: int = SHARD_ROWS,
+    ):
+        if not 0.0 < val_fraction < 1.0:
+            raise BigModelError(f"--val-fraction must be in (0, 1), got {val_fraction}")
+        self.root = Path(root)
+        self.meta: dict[str, Any] = dict(
+            name=name,
+            source=source,
+            task=task,
+            features=features,
+            label=label,
+            label_values=label_values,
+            seed=seed,
+            val_fraction=val_fraction,
+        )
+        label_type = pa.float32() if task == "regression" else pa.int64()
+        self.schema = pa.schema([(f, pa.float32()) for f in features] + [(label, label_type)])
+        self._label_dtype = np.float32 if task == "regression" else np.int64
+        self.splits = {
+            s: _SplitWriter(self.root, s, self.schema, row_group_rows, shard_rows) for s in ("train", "val")
+        }
+        self.x_stats = RunningStats()
+        self.y_stats = RunningStats()
+        self._chunk = 0
+        self._rows_seen = 0
+
+    def write(self, x: np.ndarray, y: np.ndarray) -> None:
+        """Append rows: ``x`` (n, F) float32, ``y`` (n,) codes or targets."""
+        n = len(x)
+        if n == 0:
+            return
+        # The split of a row depends on the seed and its chunk only: re-running gives the same split.
+        is_val = np.random.default_rng([self.meta["seed"], self._chunk]).random(n) < self.meta["val_fraction"]
+        self._chunk += 1
+        self._rows_seen += n
+        y = y.astype(self._label_dtype, copy=False)
+        for split, mask in (("train", ~is_val), ("val", is_val)):
+            xs, ys = x[mask], y[mask]
+            if not len(xs):
+                continue
+            if split == "train":
+                self.x_stats.update(xs)
+                if self.meta["task"] == "regression":
+                    self.y_stats.update(ys)
+            cols = [pa.array(xs[:, j]) for j in range(xs.shape[1])] + [pa.array(ys)]
+            self.splits[split].add(pa.RecordBatch.from_arrays(cols, schema=self.schema))
+
+    def close(self) -> Manifest:
+        for w in self.splits.values():
+            w.close()
+        if self._rows_seen == 0:
+            raise BigModelError(f"dataset {self.meta['source']} is empty: no rows")
+        for split, w in self.splits.items():
+            if w.rows == 0:
+                raise BigModelError(
+                    f"dataset {self.meta['source']} has too few rows ({self._rows_seen}) for a {split} split "
+                    f"with --val-fraction {self.meta['val_fraction']}"
+                )
+        file_hashes = {f: sha256_file(self.root / f) for w in self.splits.values() for f in w.files}
+        content = hashlib.sha256("".join(f"{k}:{v}\n" for k, v in file_hashes.items()).encode()).hexdigest()
+        extra: dict[str, Any] = {}
+        if self.meta["task"] == "regression":
+            extra = dict(target_mean=float(self.y_stats.mean), target_std=float(self.y_stats.std()))
+        manifest = Manifest(
+            **self.meta,
+            splits={s: Split(files=w.files, rows=w.rows) for s, w in self.splits.items()},
+            mean=[float(v) for v in self.x_stats.mean],
+            std=[float(v) for v in self.x_stats.std()],
+            content_hash=content,
+            file_hashes=file_hashes,
+            **extra,
+        )
+        write_json_atomic(self.root / MANIFEST, manifest.model_dump(mode="json"))
+        return manifest

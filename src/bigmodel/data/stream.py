@@ -1,0 +1,222 @@
+"""Stream a prepared split in global batches that do not depend on the number of workers.
+
+The order of rows in an epoch is a function of (seed, epoch) only: row groups are permuted, their
+rows laid end to end as a *stream*, and the stream is cut into windows of ``W`` rows (a multiple of
+the global batch ``B``) whose rows are shuffled among themselves. Global batch ``j`` is stream rows
+``[jB, (j+1)B)``; rank ``r`` of ``N`` takes the slice ``[r*b//N, (r+1)*b//N)`` of it. So N workers see,
+step by step, exactly the rows one worker sees, every rank gets the same number of batches (no hang
+on unequal shards), and DataLoader workers take whole windows in turn, which keeps the order.
+
+Memory is bounded by a few windows whatever the dataset size. Each rank decodes every row group of
+the windows it reads and keeps its ``1/N`` share: the price of world-size-independent batches.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from bigmodel.data.manifest import Manifest
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    x: torch.Tensor  # (b_r, F) float32, this rank's rows of the global batch
+    y: torch.Tensor  # (b_r,) int64 codes (multiclass) or float32 (binary, regression)
+    rows: int  # rows in the global batch, over all ranks
+    index: int  # batch number within the epoch
+
+
+@dataclass(frozen=True)
+class RowGroup:
+    path: str
+    index: int
+    rows: int
+
+
+def rank_slice(b: int, world: int, rank: int) -> tuple[int, int]:
+    """Rank ``rank``'s half-open share of a global batch of ``b`` rows."""
+    return rank * b // world, (rank + 1) * b // world
+
+
+def list_row_groups(root: str | Path, manifest: Manifest, split: str) -> list[RowGroup]:
+    groups: list[RowGroup] = []
+    for f in manifest.split(split).files:
+        path = str(Path(root) / f)
+        meta = pq.ParquetFile(path).metadata
+        groups.extend(RowGroup(path, i, meta.row_group(i).num_rows) for i in range(meta.num_row_groups))
+    return groups
+
+
+class ParquetStream(IterableDataset):
+    """Yields ``(window, x, y)``: this rank's rows of one window, in stream order."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        manifest: Manifest,
+        split: str,
+        *,
+        batch_size: int,
+        rank: int = 0,
+        world: int = 1,
+        seed: int = 0,
+        shuffle: bool = True,
+        window_rows: int = 65536,
+    ):
+        self.manifest = manifest
+        self.groups: list[RowGroup] = list_row_groups(root, manifest, split)
+        self.n = sum(g.rows for g in self.groups)
+        self.batch_size = batch_size
+        self.rank, self.world = rank, world
+        self.seed, self.shuffle = seed, shuffle
+        self.window = math.ceil(window_rows / batch_size) * batch_size  # whole global batches
+        self.columns = [*manifest.features, manifest.label]
+        self.y_dtype = np.int64 if manifest.task == "multiclass" else np.float32
+        self.epoch = 0
+        self.start_batch = 0
+
+    @property
+    def num_batches(self) -> int:
+        return math.ceil(self.n / self.batch_size)
+
+    def batch_rows(self, j: int) -> int:
+        return min(self.batch_size, self.n - j * self.batch_size)
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def _order(self) -> list[RowGroup]:
+        if not self.shuffle:
+            return self.groups
+        perm = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.groups))
+        return [self.groups[i] for i in perm]
+
+    def __iter__(self) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+        info = get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info else (0, 1)
+        order = self._order()
+        starts = np.cumsum([0] + [g.rows for g in order])
+        files: dict[str, pq.ParquetFile] = {}
+        first = self.start_batch * self.batch_size // self.window
+        for k in range(first, math.ceil(self.n / self.window)):
+            if (k - first) % nw == wid:
+                yield self._read_window(k, order, starts, files)
+
+    def _read_window(
+        self, k: int, order: list[RowGroup], starts: np.ndarray, files: dict[str, pq.ParquetFile]
+    ) -> tuple[int, torch.Tensor, torch.Tensor]:
+        lo, hi = k * self.window, min(self.n, (k + 1) * self.window)
+        w, nf = hi - lo, len(self.manifest.features)
+        xf = np.empty((w, nf), dtype=np.float32, order="F")  # column copies are plain memcpys
+        yw = np.empty(w, dtype=self.y_dtype)
+        g = int(np.searchsorted(starts, lo, side="right")) - 1
+        pos = lo
+        while pos < hi:
+            rg = order[g]
+            a, b = pos - starts[g], min(rg.rows, hi - starts[g])  # rows of this group in the window
+            pf = files.get(rg.path) or files.setdefault(rg.path, pq.ParquetFile(rg.path))
+            table = pf.read_row_group(rg.index, columns=self.columns).slice(a, b - a)
+            at = pos - lo
+            for j in range(nf):
+                xf[at : at + b - a, j] = table.column(j).to_numpy()
+            yw[at : at + b - a] = table.column(nf).to_numpy()
+            pos += b - a
+            g += 1
+        x = np.ascontiguousarray(xf)  # (w, F) row-major for the gathers below
+        take = self._rank_rows(k, w)
+        if self.shuffle:
+            perm = np.random.default_rng([self.seed, self.epoch, k]).permutation(w)
+            take = perm if take is None else perm[take]
+        if take is not None:
+            x, yw = np.take(x, take, axis=0), np.take(yw, take)
+        return k, torch.from_numpy(x), torch.from_numpy(yw)
+
+    def _rank_rows(self, k: int, w: int) -> np.ndarray | None:
+        """Positions within window k that belong to this rank, in stream order (None: all)."""
+        if self.world == 1:
+            return None
+        parts = []
+        first_batch = k * self.window // self.batch_size
+        for j in range(first_batch, first_batch + math.ceil(w / self.batch_size)):
+            a, b = rank_slice(self.batch_rows(j), self.world, self.rank)
+            off = j * self.batch_size - k * self.window
+            parts.append(np.arange(off + a, off + b))
+        return np.concatenate(parts)
+
+    def split_window(self, k: int, x: torch.Tensor, y: torch.Tensor) -> Iterator[Batch]:
+        """Cut one window's rows into this rank's batches, skipping those before start_batch."""
+        at = 0
+        first_batch = k * self.window // self.batch_size
+        last = min(self.num_batches, first_batch + self.window // self.batch_size)
+        for j in range(first_batch, last):
+            rows = self.batch_rows(j)
+            a, b = rank_slice(rows, self.world, self.rank)
+            if j >= self.start_batch:
+                yield Batch(x[at : at + b - a], y[at : at + b - a], rows, j)
+            at += b - a
+
+
+def iterate(
+    stream: ParquetStream, epoch: int, *, start_batch: int = 0, loader_workers: int = 0, prefetch: int = 2
+) -> Iterator[Batch]:
+    """This rank's batches of one epoch, from ``start_batch`` on (resuming mid-epoch)."""
+    stream.set_epoch(epoch, start_batch)
+    windows: Iterable[tuple[int, torch.Tensor, torch.Tensor]]
+    if loader_workers > 0:
+        windows = DataLoader(
+            stream, batch_size=None, num_workers=loader_workers, prefetch_factor=max(prefetch, 1)
+        )
+    elif prefetch > 0:
+        windows = background(stream, prefetch)
+    else:
+        windows = stream
+    for k, x, y in windows:
+        yield from stream.split_window(k, x, y)
+
+
+_DONE = object()
+
+
+def background(items: Iterable[T], depth: int) -> Iterator[T]:
+    """Produce ``items`` in a daemon thread, ``depth`` ahead (Parquet decoding and numpy gathers
+    release the GIL, so reading overlaps with the training step)."""
+    q: queue.Queue[object] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(_DONE)
+        except BaseException as err:  # handed to the consumer, which re-raises it
+            q.put(err)
+
+    t = threading.Thread(target=produce, daemon=True, name="bigmodel-prefetch")
+    t.start()
+    try:
+        while (item := q.get()) is not _DONE:
+            if isinstance(item, BaseException):
+                raise item
+            yield item  # type: ignore[misc]
+    finally:
+        stop.set()

@@ -1,0 +1,92 @@
+"""Atomic writes and content hashes: nothing half-written is ever trusted later."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in bounded chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_path(dst: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``dst``; on success it is fsynced and renamed over ``dst``.
+
+    On error the temporary file is removed and ``dst`` is left as it was.
+    """
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp_path, dst)
+        _fsync_dir(dst.parent)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def write_bytes_atomic(dst: str | os.PathLike[str], data: bytes) -> None:
+    with atomic_path(dst) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text_atomic(dst: str | os.PathLike[str], text: str) -> None:
+    write_bytes_atomic(dst, text.encode())
+
+
+def write_json_atomic(dst: str | os.PathLike[str], obj: Any) -> None:
+    write_text_atomic(dst, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+@contextlib.contextmanager
+def atomic_dir(dst: str | os.PathLike[str], *, exist_ok: bool = False) -> Iterator[Path]:
+    """Build a directory under a temporary name and rename it to ``dst`` when complete.
+
+    If ``dst`` already exists: with ``exist_ok`` the new copy is discarded (another process won a
+    race to build the same thing), otherwise ``FileExistsError`` is raised and nothing is touched.
+    """
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.exists() and not exist_ok:
+        raise FileExistsError(str(dst))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent))
+    try:
+        yield tmp
+        try:
+            os.rename(tmp, dst)  # fails if dst exists and is non-empty: never overwrite
+        except OSError:
+            if not (exist_ok and dst.exists()):
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+        _fsync_dir(dst.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

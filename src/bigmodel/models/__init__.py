@@ -1,0 +1,52 @@
+"""Model builders: an architecture dict (as stored in model.json) -> a plain nn.Module."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from bigmodel.errors import BigModelError
+from bigmodel.models.mlp import MLP, Standardize
+
+__all__ = ["MLP", "Standardize", "build_model", "mlp_architecture"]
+
+
+def mlp_architecture(
+    in_features: int, out_features: int, hidden: list[int], activation: str = "relu", dropout: float = 0.0
+) -> dict[str, Any]:
+    return {
+        "name": "mlp",
+        "in_features": in_features,
+        "out_features": out_features,
+        "hidden": list(hidden),
+        "activation": activation,
+        "dropout": dropout,
+    }
+
+
+def build_model(arch: dict[str, Any]) -> nn.Module:
+    """Rebuild the module an architecture dict describes (weights are loaded separately)."""
+    name = arch.get("name")
+    if name == "mlp":
+        return MLP(
+            arch["in_features"],
+            arch["out_features"],
+            arch["hidden"],
+            arch.get("activation", "relu"),
+            arch.get("dropout", 0.0),
+        )
+    raise BigModelError(f"unknown model '{name}' (known: mlp)")
+
+
+def set_standardization(model: nn.Module, mean: list[float], std: list[float]) -> None:
+    """Copy the dataset statistics into every Standardize layer of ``model``."""
+    for m in model.modules():
+        if isinstance(m, Standardize):
+            m.mean.copy_(torch.tensor(mean, dtype=m.mean.dtype))
+            m.std.copy_(torch.tensor(std, dtype=m.std.dtype))
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,123 @@
+"""What a task means for a model's outputs: the loss, the metrics, and how logits become answers.
+
+Shared by training, evaluation, compression and serving so that "accuracy" and "probability" mean
+the same thing everywhere. Outputs are logits: (B, 1) for binary and regression, (B, K) multiclass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+
+TaskName = Literal["binary", "multiclass", "regression"]
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    task: TaskName
+    num_outputs: int
+    label_values: list[Any] | None = None  # classification: the original label of each code
+    target_mean: float = 0.0  # regression: the model predicts (y - mean) / std
+    target_std: float = 1.0
+
+    @property
+    def primary_metric(self) -> str:
+        """The metric compression and the registry compare (higher is better)."""
+        return "r2" if self.task == "regression" else "accuracy"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "task": self.task,
+            "num_outputs": self.num_outputs,
+            "label_values": self.label_values,
+            "target_mean": self.target_mean,
+            "target_std": self.target_std,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> TaskSpec:
+        return cls(
+            d["task"],
+            d["num_outputs"],
+            d.get("label_values"),
+            d.get("target_mean", 0.0),
+            d.get("target_std", 1.0),
+        )
+
+
+def loss_sum(spec: TaskSpec, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Summed (not mean) per-row loss: callers divide by the global batch's rows, which makes
+    N workers' averaged gradients equal one worker's even when shards are unequal."""
+    if spec.task == "binary":
+        return F.binary_cross_entropy_with_logits(logits[:, 0], y, reduction="sum")
+    if spec.task == "multiclass":
+        return F.cross_entropy(logits, y, reduction="sum")
+    return F.mse_loss(logits[:, 0], (y - spec.target_mean) / spec.target_std, reduction="sum")
+
+
+# Sums kept per evaluation, in float64 so that they can be all-reduced and added exactly:
+# classification: [loss, rows, correct]; regression: [loss, rows, sse, sae, sum_y, sum_y2]
+def new_sums(spec: TaskSpec) -> torch.Tensor:
+    return torch.zeros(6 if spec.task == "regression" else 3, dtype=torch.float64)
+
+
+@torch.no_grad()
+def update_sums(spec: TaskSpec, sums: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
+    logits = logits.float()
+    sums[0] += float(loss_sum(spec, logits, y))
+    sums[1] += len(y)
+    if spec.task == "binary":
+        sums[2] += float(((logits[:, 0] > 0).float() == y).sum())
+    elif spec.task == "multiclass":
+        sums[2] += float((logits.argmax(dim=1) == y).sum())
+    else:
+        pred = logits[:, 0].double() * spec.target_std + spec.target_mean
+        err = pred - y.double()
+        sums[2] += float((err**2).sum())
+        sums[3] += float(err.abs().sum())
+        sums[4] += float(y.double().sum())
+        sums[5] += float((y.double() ** 2).sum())
+
+
+def finalize(spec: TaskSpec, sums: torch.Tensor) -> dict[str, float]:
+    s = sums.tolist()
+    n = max(s[1], 1.0)
+    if spec.task != "regression":
+        return {"loss": s[0] / n, "accuracy": s[2] / n}
+    mse = s[2] / n
+    var = s[5] / n - (s[4] / n) ** 2
+    return {
+        "loss": s[0] / n,
+        "mse": mse,
+        "rmse": mse**0.5,
+        "mae": s[3] / n,
+        "r2": 1.0 - mse / var if var > 0 else 0.0,
+    }
+
+
+def metrics(spec: TaskSpec, logits: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    sums = new_sums(spec)
+    update_sums(spec, sums, logits, y)
+    return finalize(spec, sums)
+
+
+@torch.no_grad()
+def postprocess(spec: TaskSpec, logits: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Logits -> what a client wants: ``probabilities`` (B, K) and ``label_codes`` (B,) for
+    classification (K=2 for binary: [P(code 0), P(code 1)]), ``predictions`` (B,) for regression."""
+    if spec.task == "regression":
+        return {"predictions": logits[:, 0] * spec.target_std + spec.target_mean}
+    if spec.task == "binary":
+        p1 = torch.sigmoid(logits[:, 0])
+        probs = torch.stack([1 - p1, p1], dim=1)
+    else:
+        probs = torch.softmax(logits, dim=1)
+    return {"probabilities": probs, "label_codes": probs.argmax(dim=1)}
+
+
+def labels_of(spec: TaskSpec, codes: torch.Tensor) -> list[Any]:
+    values = spec.label_values or []
+    return [values[i] if i < len(values) else i for i in codes.tolist()]

@@ -1,0 +1,118 @@
+"""Process groups and launching: N local workers, or whatever torchrun started.
+
+``bigmodel train --workers N`` starts N processes through torch's elastic launcher (the engine
+behind torchrun) on a free local port; under ``torchrun ... -m bigmodel train`` each process finds
+RANK/WORLD_SIZE in its environment and joins directly. Both paths run the same worker function.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as tdist
+
+from bigmodel.errors import BigModelError
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    rank: int
+    world: int
+    local_rank: int
+    local_world: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def under_launcher() -> bool:
+    """True inside a process started by torchrun (or our own launcher)."""
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def pick_device(kind: str, local_rank: int) -> torch.device:
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise BigModelError("--device cuda asked for, but no CUDA device is available")
+    if kind != "cpu" and torch.cuda.is_available():
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def setup(device: str = "auto", backend: str = "auto", timeout_s: float = 300.0, threads: int = 0) -> DistEnv:
+    """Join the process group named by the environment (a no-op for a single process)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
+    dev = pick_device(device, local_rank)
+    if dev.type == "cpu":
+        # One process per core by default; several threads per process fight over the same cores.
+        torch.set_num_threads(threads or max(1, (os.cpu_count() or 1) // local_world))
+    else:
+        torch.cuda.set_device(dev)
+    if world > 1 and not tdist.is_initialized():
+        name = backend if backend != "auto" else ("nccl" if dev.type == "cuda" else "gloo")
+        tdist.init_process_group(
+            name, timeout=dt.timedelta(seconds=timeout_s), device_id=dev if dev.type == "cuda" else None
+        )
+    return DistEnv(rank, world, local_rank, local_world, dev)
+
+
+def teardown() -> None:
+    if tdist.is_initialized():
+        tdist.destroy_process_group()
+
+
+def barrier(env: DistEnv) -> None:
+    if env.world > 1:
+        tdist.barrier()
+
+
+def all_reduce_sum(t: torch.Tensor, env: DistEnv) -> torch.Tensor:
+    """Sum a tensor over ranks (float64 stays float64: gloo reduces it exactly enough)."""
+    if env.world > 1:
+        dev = t.device
+        buf = t.to(env.device)
+        tdist.all_reduce(buf)
+        t = buf.to(dev)
+    return t
+
+
+def launch(fn: Callable[..., Any], args: tuple[Any, ...], nprocs: int, *, max_restarts: int = 0) -> Any:
+    """Run ``fn(*args)`` in ``nprocs`` local processes; return rank 0's result."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    config = LaunchConfig(
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=nprocs,
+        run_id=str(uuid.uuid4()),
+        rdzv_backend="c10d",
+        rdzv_endpoint="localhost:0",
+        max_restarts=max_restarts,
+        monitor_interval=0.1,
+        start_method="spawn",
+    )
+    try:
+        results = elastic_launch(config, fn)(*args)
+    except ChildFailedError as err:
+        rank, failure = err.get_first_failure()
+        raise BigModelError(f"worker {rank} failed: {_summary(failure.message)}") from None
+    return results[0]
+
+
+def _summary(message: object) -> str:
+    if isinstance(message, dict):
+        message = message.get("message", message)
+    text = str(message).strip()
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    return lines[-1] if lines else "no message (killed?)"

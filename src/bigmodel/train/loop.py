@@ -1,0 +1,328 @@
+"""``train(cfg)``: one training run, top to bottom.
+
+The parent checks everything a user can get wrong (dataset, batch size, run directory) before any
+worker starts, then runs ``worker(cfg)`` in 1 process, in N local processes, or in each process
+torchrun started. A step covers ``grad_accum`` global batches (all of them for ``gd``); each rank
+sums its rows' losses and divides by the rows of the whole step times 1/N, so DDP's gradient
+average equals single-process training on the same global batches, however the rows were split.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, cast
+
+import torch
+import yaml
+
+from bigmodel import artifacts, tasks
+from bigmodel.config import TrainConfig, to_dict, validate
+from bigmodel.console import progress_bar
+from bigmodel.data.builtin import resolve
+from bigmodel.data.manifest import Manifest
+from bigmodel.data.stream import ParquetStream, iterate
+from bigmodel.errors import BigModelError
+from bigmodel.fsutil import write_text_atomic
+from bigmodel.models import build_model, count_params, mlp_architecture, set_standardization
+from bigmodel.tasks import TaskSpec
+from bigmodel.train import checkpoint, dist
+from bigmodel.train.evaluate import evaluate_stream
+from bigmodel.train.optim import build_optimizer, build_scheduler
+from bigmodel.train.parallelize import parallelize
+from bigmodel.train.plots import loss_plot
+
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.jsonl"
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Train a model as ``cfg`` says and write its run directory; return the summary (rank 0's).
+
+    Returns ``{"metrics", "train_loss", "world_size", "samples_per_s", "data_wait_fraction",
+    "epochs", "steps", "seconds", "run_dir"}``.
+    """
+    cfg = prepare_run(cfg)
+    if dist.under_launcher():
+        return worker(to_dict(cfg))
+    if cfg.dist.workers > 1:
+        return dict(dist.launch(worker, (to_dict(cfg),), cfg.dist.workers))
+    return worker(to_dict(cfg))
+
+
+def prepare_run(cfg: TrainConfig) -> TrainConfig:
+    """Resolve the dataset and run directory and check them against the config (parent only)."""
+    _, manifest = resolve(cfg.data.dataset, seed=cfg.seed, val_fraction=cfg.data.val_fraction)
+    n_train = manifest.split("train").rows
+    if cfg.optim.name != "gd" and cfg.batch_size > n_train:
+        raise BigModelError(
+            f"--batch-size {cfg.batch_size} is larger than the training split of "
+            f"{cfg.data.dataset} ({n_train} rows)"
+        )
+    run_dir = Path(cfg.run_dir) if cfg.run_dir else _default_run_dir(manifest)
+    if cfg.resume:
+        if checkpoint.latest(run_dir) is None:
+            raise BigModelError(f"--resume: no complete checkpoint in {run_dir / 'checkpoints'}")
+    elif (run_dir / artifacts.META).exists() or (run_dir / "checkpoints").exists():
+        raise BigModelError(
+            f"run directory {run_dir} already holds a run; pass --resume to continue it "
+            "or choose a new --run-dir (nothing was overwritten)"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg = cfg.model_copy(update={"run_dir": str(run_dir)})
+    if dist.under_launcher() and os.environ["RANK"] != "0":
+        return cfg  # every torchrun rank runs this; one writes
+    write_text_atomic(run_dir / CONFIG_FILE, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    return cfg
+
+
+def _default_run_dir(manifest: Manifest) -> Path:
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    return Path("runs") / f"{manifest.name}-{stamp}"
+
+
+def worker(cfg_dict: dict[str, Any]) -> dict[str, Any]:
+    """The whole run inside one process (rank); every rank returns the same summary."""
+    cfg = validate(cfg_dict)
+    env = dist.setup(cfg.device, cfg.dist.backend, cfg.dist.timeout_s, cfg.dist.threads)
+    try:
+        return _train(cfg, env)
+    finally:
+        dist.teardown()
+
+
+def _train(cfg: TrainConfig, env: dist.DistEnv) -> dict[str, Any]:
+    main = env.is_main
+    run_dir = Path(str(cfg.run_dir))
+    root, manifest = resolve(cfg.data.dataset, seed=cfg.seed, val_fraction=cfg.data.val_fraction)
+    spec = TaskSpec(
+        manifest.task, manifest.num_outputs, manifest.label_values, manifest.target_mean, manifest.target_std
+    )
+
+    # model: plain PyTorch, initialised identically on every rank from the seed
+    torch.manual_seed(cfg.seed)
+    arch = mlp_architecture(
+        len(manifest.features), spec.num_outputs, cfg.model.hidden, cfg.model.activation, cfg.model.dropout
+    )
+    model = build_model(arch)
+    set_standardization(model, manifest.mean, manifest.std)
+    model.to(env.device)
+
+    # data: global batches, this rank's share of each
+    gd = cfg.optim.name == "gd"
+    train_rows = manifest.split("train").rows
+    batch = min(cfg.batch_size, train_rows) if gd else cfg.batch_size
+    train_stream = ParquetStream(
+        root,
+        manifest,
+        "train",
+        batch_size=batch,
+        rank=env.rank,
+        world=env.world,
+        seed=cfg.seed,
+        shuffle=True,
+        window_rows=cfg.data.shuffle_window,
+    )
+    val_stream = ParquetStream(
+        root, manifest, "val", batch_size=cfg.eval_batch_size, rank=env.rank, world=env.world, shuffle=False
+    )
+    nb = train_stream.num_batches
+    per_step = nb if gd else cfg.optim.grad_accum  # batches per optimizer step
+    steps_per_epoch = math.ceil(nb / per_step)
+
+    optimizer = build_optimizer(model.parameters(), cfg.optim)
+    scheduler = build_scheduler(optimizer, cfg.optim, total_steps=cfg.epochs * steps_per_epoch)
+    st: dict[str, Any] = {
+        "epoch": 0,
+        "batch": 0,
+        "step": 0,
+        "best_val": math.inf,
+        "bad_epochs": 0,
+        "train_seconds": 0.0,
+        "train_rows": 0,
+        "wait_seconds": 0.0,
+    }
+    if cfg.resume:
+        found = checkpoint.latest(run_dir)
+        assert found is not None  # checked by prepare_run
+        st = checkpoint.restore(*found, module=model, optimizer=optimizer, scheduler=scheduler, env=env)
+    history = _load_history(run_dir, upto_epoch=st["epoch"]) if main else []
+
+    ddp_model, averager = parallelize(model, cfg.dist, env)
+    net = cast(torch.nn.Module, torch.compile(ddp_model)) if cfg.model.compile else ddp_model
+    net.train()
+
+    def save_checkpoint(loss_acc: torch.Tensor | None = None, rows_local: int = 0) -> None:
+        if loss_acc is not None:  # bank the epoch's loss so far, so a resumed epoch reports all of it
+            sums = dist.all_reduce_sum(
+                torch.stack([loss_acc.detach().cpu(), torch.tensor(float(rows_local), dtype=torch.float64)]),
+                env,
+            )
+            st["epoch_loss"], st["epoch_rows"] = float(sums[0]), int(sums[1])
+        checkpoint.save(
+            run_dir,
+            step=st["step"],
+            module=model,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            trainer=st,
+            env=env,
+            keep=cfg.keep_checkpoints,
+        )
+
+    val_metrics: dict[str, float] = {}
+    no_sync = getattr(ddp_model, "no_sync", None)
+    for epoch in range(st["epoch"], cfg.epochs):
+        start_batch = st["batch"]
+        seconds0, rows0 = st["train_seconds"], st["train_rows"]
+        # This epoch's summed training loss and rows; a resumed epoch starts from the banked part.
+        loss_acc = torch.zeros((), dtype=torch.float64, device=env.device)
+        rows_local = 0
+        if main and start_batch:
+            loss_acc += st.get("epoch_loss", 0.0)
+            rows_local = st.get("epoch_rows", 0)
+        shown, last_shown = 0, time.perf_counter()
+        with progress_bar(
+            f"epoch {epoch + 1}/{cfg.epochs}", nb - start_batch, enabled=main and cfg.progress
+        ) as advance:
+            batches = iterate(
+                train_stream,
+                epoch,
+                start_batch=start_batch,
+                loader_workers=cfg.data.loader_workers,
+                prefetch=cfg.data.prefetch,
+            )
+            mark = time.perf_counter()
+            while True:
+                tw = time.perf_counter()
+                b = next(batches, None)
+                st["wait_seconds"] += time.perf_counter() - tw
+                if b is None:
+                    break
+                step_first = b.index // per_step * per_step
+                step_end = min(nb, step_first + per_step)
+                step_rows = min(train_stream.n, step_end * batch) - step_first * batch
+                sync = b.index == step_end - 1
+                with no_sync() if (no_sync is not None and not sync) else contextlib.nullcontext():
+                    x, y = b.x.to(env.device, non_blocking=True), b.y.to(env.device, non_blocking=True)
+                    loss = tasks.loss_sum(spec, net(x), y)
+                    (loss * (env.world / step_rows)).backward()
+                loss_acc += loss.detach()
+                rows_local += len(b.x)
+                if sync:
+                    if cfg.optim.grad_clip:
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+                    optimizer.step()
+                    scheduler.step()
+                    if averager is not None:  # before zero_grad: it averages parameters that have grads
+                        averager.average_parameters(model.parameters())
+                    optimizer.zero_grad(set_to_none=True)
+                    now = time.perf_counter()
+                    st["train_seconds"] += now - mark
+                    st["train_rows"] += step_rows
+                    st["step"] += 1
+                    st["batch"] = b.index + 1
+                    if cfg.checkpoint_every and st["step"] % cfg.checkpoint_every == 0:
+                        save_checkpoint(loss_acc, rows_local)
+                    mark = time.perf_counter()
+                    if main and mark - last_shown > 0.25:
+                        done = b.index + 1 - start_batch
+                        advance(done - shown, info=f"loss {loss_acc.item() / max(rows_local, 1):.4f}")
+                        shown, last_shown = done, mark
+            advance(nb - start_batch - shown)
+
+        sums = dist.all_reduce_sum(
+            torch.stack([loss_acc.cpu(), torch.tensor(float(rows_local), dtype=torch.float64)]), env
+        )
+        train_loss = float(sums[0]) / max(float(sums[1]), 1.0)
+        if averager is not None:
+            _average_now(model, env)  # evaluate (and save) the consensus model, not rank 0's local one
+        val_metrics = evaluate_stream(net, val_stream, spec, env)
+        st["epoch"], st["batch"] = epoch + 1, 0
+        record = {
+            "epoch": epoch + 1,
+            "step": st["step"],
+            "train_loss": train_loss,
+            "val_loss": val_metrics["loss"],
+            **{f"val_{k}": v for k, v in val_metrics.items() if k != "loss"},
+            "samples_per_s": (st["train_rows"] - rows0) / max(st["train_seconds"] - seconds0, 1e-9),
+            "seconds": st["train_seconds"] - seconds0,
+            "lr": scheduler.get_last_lr()[0],
+        }
+        if main:
+            history.append(record)
+            with open(run_dir / METRICS_FILE, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        improved = val_metrics["loss"] < st["best_val"] - cfg.tol
+        st["best_val"] = min(st["best_val"], val_metrics["loss"])
+        st["bad_epochs"] = 0 if improved else st["bad_epochs"] + 1
+        if cfg.until_converged and st["bad_epochs"] >= cfg.patience:
+            break
+
+    if not val_metrics:  # resumed a run whose epochs were all done
+        val_metrics = evaluate_stream(net, val_stream, spec, env)
+    save_checkpoint()
+    summary = {
+        "metrics": val_metrics,
+        "train_loss": history[-1]["train_loss"] if history else None,
+        "world_size": env.world,
+        "samples_per_s": st["train_rows"] / max(st["train_seconds"], 1e-9),
+        "data_wait_fraction": st["wait_seconds"] / max(st["train_seconds"], 1e-9),
+        "epochs": st["epoch"],
+        "steps": st["step"],
+        "seconds": st["train_seconds"],
+        "params": count_params(model),
+        "run_dir": str(run_dir),
+    }
+    if main:
+        meta = artifacts.ModelMeta(
+            architecture=arch,
+            task=spec.to_json(),
+            features=manifest.features,
+            label=manifest.label,
+            preprocessing={"mean": manifest.mean, "std": manifest.std},
+            metrics=summary["metrics"],
+            config=to_dict(cfg),
+            dataset={"path": str(root), "name": manifest.name, "content_hash": manifest.content_hash},
+            lineage=artifacts.Lineage(
+                method="train",
+                data_manifest_hash=manifest.content_hash,
+                params={"optimizer": cfg.optim.name, "epochs": st["epoch"]},
+            ),
+        )
+        artifacts.write_model_dir(run_dir, model, meta)
+        if history:
+            loss_plot(
+                history, run_dir / "loss.png", title=f"{manifest.name}: {cfg.model.name} {cfg.model.hidden}"
+            )
+    return summary
+
+
+@torch.no_grad()
+def _average_now(model: torch.nn.Module, env: dist.DistEnv) -> None:
+    if env.world == 1:
+        return
+    for p in model.parameters():
+        torch.distributed.all_reduce(p.data)
+        p.data /= env.world
+
+
+def _load_history(run_dir: Path, upto_epoch: int) -> list[dict[str, Any]]:
+    """Epoch records already on disk, cut back to the checkpoint being resumed (a run killed after
+    logging an epoch but before checkpointing it will log that epoch again)."""
+    path = run_dir / METRICS_FILE
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        with contextlib.suppress(json.JSONDecodeError):
+            r = json.loads(line)
+            if r.get("epoch", 0) <= upto_epoch:
+                records.append(r)
+    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in records))
+    return records

@@ -1,0 +1,58 @@
+"""Shared fixtures: an isolated BIGMODEL_HOME and small prepared datasets."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(autouse=True)
+def _home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    # One cache per test session (built-in datasets are prepared once), never the user's ~/.bigmodel.
+    home = tmp_path_factory.getbasetemp() / "bigmodel-home"
+    monkeypatch.setenv("BIGMODEL_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def small_parquet(tmp_path: Path) -> Path:
+    """A 600-row, 5-feature binary Parquet file with a string label."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((600, 5)).astype(np.float32) * [1, 10, 100, 0.1, 1] + [0, 5, -3, 1, 0]
+    y = np.where(x[:, 0] + 0.1 * x[:, 1] > 0.5, "yes", "no")
+    path = tmp_path / "small.parquet"
+    pq.write_table(pa.table({**{f"x{j}": x[:, j] for j in range(5)}, "target": y}), path)
+    return path
+
+
+@pytest.fixture
+def prepared(tmp_path: Path, small_parquet: Path) -> Path:
+    from bigmodel.data import prepare
+
+    dst = tmp_path / "prepared"
+    prepare(str(small_parquet), dst, label="target", seed=0)
+    return dst
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``bigmodel`` console script as a user would."""
+    return subprocess.run(
+        [str(BIN / "bigmodel"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        cwd=str(ROOT),
+    )

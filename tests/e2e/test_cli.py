@@ -1,0 +1,209 @@
+"""The CLI as a user drives it: real processes, real files, one-line errors with exit code 2."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pcsv
+import pytest
+
+from tests.conftest import run_cli
+
+
+def _json(out) -> dict:
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_prepare_train_evaluate(tmp_path: Path, small_parquet: Path):
+    prep = _json(
+        run_cli("data", "prepare", str(small_parquet), str(tmp_path / "d"), "--label", "target", "--json")
+    )
+    assert prep["task"] == "binary" and prep["rows"]["train"] + prep["rows"]["val"] == 600
+    stats = _json(run_cli("data", "stats", str(tmp_path / "d"), "--json"))
+    assert stats["feature_names"] == [f"x{j}" for j in range(5)] and len(stats["std"]) == 5
+
+    run = tmp_path / "run"
+    out = _json(
+        run_cli("train", "--dataset", str(tmp_path / "d"), "--epochs", "30", "--run-dir", str(run), "--json")
+    )
+    assert out["world_size"] == 1 and out["metrics"]["accuracy"] > 0.9 and out["samples_per_s"] > 0
+    for f in ("model.safetensors", "model.json", "metrics.jsonl", "loss.png", "config.yaml"):
+        assert (run / f).is_file(), f
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == list(range(1, 31))
+    assert {"step", "train_loss", "val_loss", "val_accuracy", "samples_per_s", "seconds"} <= set(records[0])
+    meta = json.loads((run / "model.json").read_text())
+    assert meta["task"]["label_values"] == ["no", "yes"] and len(meta["preprocessing"]["mean"]) == 5
+
+    ev = _json(run_cli("evaluate", str(run), "--json"))
+    assert ev["metrics"]["accuracy"] == pytest.approx(out["metrics"]["accuracy"])
+    # the human view is a table on stdout
+    table = run_cli("evaluate", str(run))
+    assert table.returncode == 0 and "accuracy" in table.stdout
+
+
+def test_generate_and_train_with_yaml_and_until_converged(tmp_path: Path):
+    gen = _json(
+        run_cli(
+            "data",
+            "generate",
+            "synthetic",
+            str(tmp_path / "s"),
+            "--rows",
+            "3000",
+            "--features",
+            "8",
+            "--task",
+            "regression",
+            "--json",
+        )
+    )
+    assert gen["task"] == "regression"
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        f"data: {{dataset: {tmp_path / 's'}}}\nmodel: {{hidden: [32, 16]}}\n"
+        "optim: {name: adamw, lr: 0.01, schedule: cosine, warmup_steps: 5, grad_clip: 1.0}\n"
+        "epochs: 200\npatience: 3\n"
+    )
+    out = _json(run_cli("train", str(cfg), "--until-converged", "--run-dir", str(tmp_path / "r"), "--json"))
+    assert out["epochs"] < 200 and out["metrics"]["r2"] > 0.5
+
+
+def test_builtin_digits_quality(tmp_path: Path):
+    out = _json(run_cli("train", "--dataset", "digits", "--run-dir", str(tmp_path / "r"), "--json"))
+    assert out["metrics"]["accuracy"] >= 0.95
+
+
+def _bad_csv(tmp_path: Path, name: str, cols: dict) -> str:
+    path = tmp_path / name
+    pcsv.write_csv(pa.table(cols), path)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("make_args", "message"),
+    [
+        (lambda t: ["data", "prepare", str(t / "missing.csv"), str(t / "o")], "source not found"),
+        (
+            lambda t: [
+                "data",
+                "prepare",
+                _bad_csv(t, "a.csv", {"x": [1.0, 2.0], "y": [0, 1]}),
+                str(t / "o"),
+                "--label",
+                "nope",
+            ],
+            "label column 'nope' not found",
+        ),
+        (
+            lambda t: [
+                "data",
+                "prepare",
+                _bad_csv(t, "b.csv", {"x": ["a", "b"], "y": [0, 1]}),
+                str(t / "o"),
+                "--label",
+                "y",
+            ],
+            "feature column 'x' is not numeric",
+        ),
+        (
+            lambda t: [
+                "data",
+                "prepare",
+                _bad_csv(t, "c.csv", {"x": [1.0, np.inf, 2.0], "y": [0, 1, 0]}),
+                str(t / "o"),
+                "--label",
+                "y",
+            ],
+            "NaN or infinite",
+        ),
+        (
+            lambda t: [
+                "data",
+                "prepare",
+                _bad_csv(t, "d.csv", {"x": pa.array([], pa.float64()), "y": pa.array([], pa.int64())}),
+                str(t / "o"),
+                "--label",
+                "y",
+            ],
+            "empty",
+        ),
+        (
+            lambda t: [
+                "train",
+                "--dataset",
+                "breast_cancer",
+                "--batch-size",
+                "100000",
+                "--run-dir",
+                str(t / "r"),
+            ],
+            "larger than the training split",
+        ),
+        (lambda t: ["train", "--workers", "0"], "'dist.workers'"),
+        (lambda t: ["train", "--optimizer", "lbfgs"], "'optim.name'"),
+        (lambda t: ["train", "--model", "resnet"], "'model.name'"),
+        (lambda t: ["train", "--set", "optim.foo=1"], "unknown config key 'optim.foo'"),
+        (lambda t: ["train", "--dataset", str(t / "nowhere")], "unknown dataset"),
+        (lambda t: ["train", "--resume", "--run-dir", str(t / "nothing")], "config.yaml not found"),
+        (lambda t: ["evaluate", str(t / "nomodel")], "model directory not found"),
+        (lambda t: ["data", "stats", str(t)], "not a prepared dataset"),
+    ],
+)
+def test_bad_input_one_line_exit_2(tmp_path: Path, make_args, message: str):
+    out = run_cli(*make_args(tmp_path))
+    assert out.returncode == 2, (out.stdout, out.stderr)
+    err = out.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_usage_errors_exit_2():
+    out = run_cli("train", "--hidden", "ten")
+    assert out.returncode == 2 and "expected comma-separated integers" in out.stderr
+
+
+def test_existing_run_is_not_overwritten(tmp_path: Path):
+    run = tmp_path / "run"
+    assert run_cli("train", "--epochs", "1", "--run-dir", str(run)).returncode == 0
+    before = (run / "model.safetensors").read_bytes()
+    out = run_cli("train", "--epochs", "1", "--run-dir", str(run))
+    assert out.returncode == 2 and "already holds a run" in out.stderr
+    assert (run / "model.safetensors").read_bytes() == before
+
+
+def test_demo(tmp_path: Path):
+    out = _json(run_cli("demo", "--workdir", str(tmp_path / "demo"), "--json", timeout=240))
+    assert out["train"]["world_size"] == 2
+    assert out["evaluate"]["metrics"]["accuracy"] >= 0.95
+    assert (Path(out["train"]["run_dir"]) / "loss.png").is_file()
+
+
+def test_torchrun_runs_the_same_entry_point(tmp_path: Path):
+    import subprocess
+    import sys
+
+    run = tmp_path / "tr"
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "bigmodel",
+        "train",
+        "--dataset",
+        "breast_cancer",
+        "--epochs",
+        "3",
+        "--run-dir",
+        str(run),
+        "--json",
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    res = _json(out)
+    assert res["world_size"] == 2 and (run / "model.json").is_file()

@@ -1,0 +1,107 @@
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
+import pytest
+
+from bigmodel.data import load_manifest, prepare
+from bigmodel.errors import BigModelError
+
+
+def _read_split(root: Path, files: list[str]) -> pa.Table:
+    return pa.concat_tables([pq.read_table(root / f) for f in files])
+
+
+def test_prepare_parquet_file(prepared: Path, small_parquet: Path):
+    m = load_manifest(prepared)
+    src = pq.read_table(small_parquet)
+    assert m.task == "binary" and m.label == "target" and m.label_values == ["no", "yes"]
+    assert m.features == [f"x{j}" for j in range(5)]
+    assert m.splits["train"].rows + m.splits["val"].rows == 600
+    assert 0.1 < m.splits["val"].rows / 600 < 0.3
+    train = _read_split(prepared, m.splits["train"].files)
+    x = np.stack([train.column(f).to_numpy() for f in m.features], axis=1).astype(np.float64)
+    np.testing.assert_allclose(m.mean, x.mean(axis=0), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(m.std, x.std(axis=0), rtol=1e-5)
+    # codes map back to the original labels, row for row (as a multiset)
+    codes = train.column("target").to_numpy()
+    assert set(codes.tolist()) == {0, 1}
+    assert (src.column("target").to_numpy() == "yes").sum() == (
+        (codes == 1).sum()
+        + (_read_split(prepared, m.splits["val"].files).column("target").to_numpy() == 1).sum()
+    )
+    assert len(m.content_hash) == 64 and set(m.file_hashes) == set(
+        m.splits["train"].files + m.splits["val"].files
+    )
+
+
+def test_split_is_deterministic_and_seeded(tmp_path: Path, small_parquet: Path):
+    a = prepare(str(small_parquet), tmp_path / "a", label="target", seed=1)
+    b = prepare(str(small_parquet), tmp_path / "b", label="target", seed=1)
+    c = prepare(str(small_parquet), tmp_path / "c", label="target", seed=2)
+    assert a.content_hash == b.content_hash != c.content_hash
+
+
+def test_csv_folder_multiclass_and_regression(tmp_path: Path):
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "csvs"
+    folder.mkdir()
+    for i in range(3):
+        x = rng.standard_normal((100, 3))
+        t = pa.table(
+            {
+                "a": x[:, 0],
+                "b": x[:, 1],
+                "c": rng.integers(0, 5, 100),
+                "y": rng.integers(0, 3, 100) * 10,
+                "r": x[:, 2] * 2.5,
+            }
+        )
+        pcsv.write_csv(t, folder / f"part{i}.csv")
+    m = prepare(str(folder), tmp_path / "mc", label="y")
+    assert m.task == "multiclass" and m.label_values == [0, 10, 20]
+    assert m.features == ["a", "b", "c", "r"]
+    assert sum(s.rows for s in m.splits.values()) == 300
+    r = prepare(f"file://{folder}", tmp_path / "reg", label="r")  # an fsspec URL
+    assert r.task == "regression" and r.target_std > 1.0
+
+
+def test_destination_is_never_overwritten(prepared: Path, small_parquet: Path):
+    before = (prepared / "manifest.json").read_bytes()
+    with pytest.raises(BigModelError, match="already exists"):
+        prepare(str(small_parquet), prepared, label="target")
+    assert (prepared / "manifest.json").read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("table", "label", "message"),
+    [
+        (
+            {"a": [1.0, 2.0], "y": [0, 1]},
+            "target",
+            r"label column 'target' not found in .* \(columns: a, y\)",
+        ),
+        ({"a": ["x", "y"] * 5, "y": [0, 1] * 5}, "y", "feature column 'a' is not numeric"),
+        ({"a": [1.0, float("nan")] * 5, "y": [0, 1] * 5}, "y", r"'a' has a NaN or infinite value \(row 1\)"),
+        ({"a": [1.0, float("inf")] * 5, "y": [0, 1] * 5}, "y", "'a' has a NaN or infinite value"),
+        ({"a": [1.0, None] * 5, "y": [0, 1] * 5}, "y", "'a' has a missing value"),
+        ({"a": [1.0] * 10, "y": [1] * 10}, "y", "single value"),
+        ({"a": pa.array([], pa.float64()), "y": pa.array([], pa.int64())}, "y", "empty"),
+    ],
+)
+def test_bad_input_is_one_clear_error(tmp_path: Path, table, label, message):
+    src = tmp_path / "bad.parquet"
+    pq.write_table(pa.table(table), src)
+    with pytest.raises(BigModelError, match=message):
+        prepare(str(src), tmp_path / "out", label=label)
+    assert not (tmp_path / "out").exists()  # nothing half-written left behind
+
+
+def test_missing_source(tmp_path: Path):
+    with pytest.raises(BigModelError, match="source not found"):
+        prepare(str(tmp_path / "nope.csv"), tmp_path / "out")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BigModelError, match=r"no \.csv or \.parquet files"):
+        prepare(str(tmp_path / "empty"), tmp_path / "out")
