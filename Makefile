@@ -17,7 +17,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q 'torch==2.13.0' $(QUIET)
-	$(PY) -m pip install -q -e '.[dev]' $(QUIET)
+	$(PY) -m pip install -q -e '.[dev,transformers]' $(QUIET)
 	$(PY) -c "import bigmodel, torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 	touch $(STAMP)
 

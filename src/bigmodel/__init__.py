@@ -9,6 +9,7 @@ The Python API mirrors the CLI verbs one to one::
 """
 
 from bigmodel.artifacts import load_model
+from bigmodel.compress import compression_report, distill, prune, quantize
 from bigmodel.config import TrainConfig
 from bigmodel.data import dataset_stats, generate_synthetic, prepare
 from bigmodel.errors import BigModelError
@@ -17,11 +18,15 @@ from bigmodel.train import evaluate, train
 __all__ = [
     "BigModelError",
     "TrainConfig",
+    "compression_report",
     "dataset_stats",
+    "distill",
     "evaluate",
     "generate_synthetic",
     "load_model",
     "prepare",
+    "prune",
+    "quantize",
     "train",
 ]
 __version__ = "0.1.0"

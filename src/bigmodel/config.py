@@ -33,6 +33,8 @@ class ModelConfig(_Strict):
     activation: Literal["relu", "gelu", "tanh", "sigmoid", "silu"] = "relu"
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     compile: bool = False
+    init_from: str | None = None  # a model directory: start from its architecture and weights
+    keep_sparsity: bool = False  # weights that start at zero stay zero (fine-tuning a pruned model)
 
     @model_validator(mode="after")
     def _positive_hidden(self) -> ModelConfig:
@@ -79,11 +81,20 @@ class DistConfig(_Strict):
         return self
 
 
+class DistillConfig(_Strict):
+    """Knowledge distillation: learn from a teacher model's softened outputs as well as the labels."""
+
+    teacher: str  # the teacher's model directory
+    temperature: float = Field(4.0, gt=0.0)
+    alpha: float = Field(0.9, ge=0.0, le=1.0)  # weight of the teacher's soft targets (1 - alpha: labels)
+
+
 class TrainConfig(_Strict):
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     dist: DistConfig = Field(default_factory=DistConfig)
+    distill: DistillConfig | None = None
     batch_size: int = Field(32, ge=1)  # global: per-worker batch = batch_size / workers
     epochs: int = Field(100, ge=1)  # the cap when until_converged is on
     until_converged: bool = False

@@ -58,6 +58,29 @@ def loss_sum(spec: TaskSpec, logits: torch.Tensor, y: torch.Tensor) -> torch.Ten
     return F.mse_loss(logits[:, 0], (y - spec.target_mean) / spec.target_std, reduction="sum")
 
 
+def distill_loss_sum(
+    spec: TaskSpec, student: torch.Tensor, teacher: torch.Tensor, y: torch.Tensor, temperature: float, alpha: float
+) -> torch.Tensor:
+    """Hinton et al. (2015): ``alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * task loss``,
+    summed over rows like ``loss_sum``. T^2 keeps the soft part's gradients on the scale of the hard
+    part's as T grows. Regression distils by matching the teacher's (normalised) outputs."""
+    hard = loss_sum(spec, student, y)
+    t = temperature
+    if spec.task == "multiclass":
+        soft = F.kl_div(
+            F.log_softmax(student / t, dim=1), F.log_softmax(teacher / t, dim=1), log_target=True, reduction="sum"
+        )
+    elif spec.task == "binary":
+        p = torch.sigmoid(teacher[:, 0] / t)
+        # KL of two Bernoullis = cross-entropy - the teacher's entropy
+        soft = F.binary_cross_entropy_with_logits(
+            student[:, 0] / t, p, reduction="sum"
+        ) - F.binary_cross_entropy_with_logits(teacher[:, 0] / t, p, reduction="sum")
+    else:
+        return alpha * F.mse_loss(student, teacher, reduction="sum") + (1 - alpha) * hard
+    return alpha * t * t * soft + (1 - alpha) * hard
+
+
 # Sums kept per evaluation, in float64 so that they can be all-reduced and added exactly:
 # classification: [loss, rows, correct]; regression: [loss, rows, sse, sae, sum_y, sum_y2]
 def new_sums(spec: TaskSpec) -> torch.Tensor:

@@ -27,7 +27,17 @@ ONNX_FILE = "model.onnx"
 INPUT, OUTPUT = "input", "logits"
 
 
-def _export(module: torch.nn.Module, sample: torch.Tensor, dst: Path, opset: int | None) -> None:
+def export_module(
+    module: torch.nn.Module,
+    args: tuple[torch.Tensor, ...],
+    dst: Path,
+    *,
+    input_names: list[str],
+    output_name: str,
+    dynamic_shapes: tuple[dict[int, Any], ...],
+    opset: int | None = None,
+) -> None:
+    """torch.export -> ONNX (dynamo exporter), one file at ``dst``."""
     # The dynamo exporter prints progress to stdout and logs that torchvision (which we never use)
     # is missing; keep stdout for the CLI's result and stderr for real problems.
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
@@ -35,17 +45,29 @@ def _export(module: torch.nn.Module, sample: torch.Tensor, dst: Path, opset: int
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
             module,
-            (sample,),
+            args,
             dynamo=True,
-            input_names=[INPUT],
-            output_names=[OUTPUT],
-            dynamic_shapes=({0: torch.export.Dim("batch")},),
+            input_names=input_names,
+            output_names=[output_name],
+            dynamic_shapes=dynamic_shapes,
             opset_version=opset,
             verbose=False,
         )
         assert program is not None
         # Models below 2 GB fit in one file; one file is one artifact to hash, copy and serve.
         program.save(str(dst), external_data=False)
+
+
+def _export(module: torch.nn.Module, sample: torch.Tensor, dst: Path, opset: int | None) -> None:
+    export_module(
+        module,
+        (sample,),
+        dst,
+        input_names=[INPUT],
+        output_name=OUTPUT,
+        dynamic_shapes=({0: torch.export.Dim("batch")},),
+        opset=opset,
+    )
 
 
 def max_abs_diff(module: torch.nn.Module, onnx_path: Path, inputs: list[torch.Tensor]) -> float:

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from bigmodel.errors import BigModelError
+from bigmodel.models.layers import Int8Linear, apply_layers, set_dtype
 from bigmodel.models.mlp import MLP, Standardize
 
 __all__ = ["MLP", "Standardize", "build_model", "count_params", "example_input", "mlp_architecture"]
@@ -27,17 +28,30 @@ def mlp_architecture(
 
 
 def build_model(arch: dict[str, Any]) -> nn.Module:
-    """Rebuild the module an architecture dict describes (weights are loaded separately)."""
+    """Rebuild the module an architecture dict describes (weights are loaded separately).
+
+    Compression may add ``layers`` (module path -> compact kind: sparse, int8) and ``dtype``
+    (float16, bfloat16); see ``bigmodel.models.layers``."""
     name = arch.get("name")
+    model: nn.Module
     if name == "mlp":
-        return MLP(
+        model = MLP(
             arch["in_features"],
             arch["out_features"],
             arch["hidden"],
             arch.get("activation", "relu"),
             arch.get("dropout", 0.0),
         )
-    raise BigModelError(f"unknown model '{name}' (known: mlp)")
+    elif name == "sentence_encoder":
+        from bigmodel.models.sentence import SentenceEncoder
+
+        model = SentenceEncoder(arch["bert"])
+    else:
+        raise BigModelError(f"unknown model '{name}' (known: mlp, sentence_encoder)")
+    apply_layers(model, arch.get("layers") or {})
+    if arch.get("dtype"):
+        set_dtype(model, arch["dtype"])
+    return model
 
 
 def example_input(
@@ -61,4 +75,9 @@ def set_standardization(model: nn.Module, mean: list[float], std: list[float]) -
 
 
 def count_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+    """Weights and biases, float or int8 (an Int8Linear keeps its weights as buffers)."""
+    n = sum(p.numel() for p in model.parameters())
+    for m in model.modules():
+        if isinstance(m, Int8Linear):
+            n += m.qweight.numel() + m.bias.numel()
+    return n

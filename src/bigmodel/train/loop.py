@@ -64,6 +64,9 @@ def prepare_run(cfg: TrainConfig) -> TrainConfig:
             f"--batch-size {cfg.batch_size} is larger than the training split of "
             f"{cfg.data.dataset} ({n_train} rows)"
         )
+    for role, src in (("model.init_from", cfg.model.init_from), ("distill.teacher", cfg.distill and cfg.distill.teacher)):
+        if src:
+            _check_model_fits(role, src, manifest)
     run_dir = Path(cfg.run_dir) if cfg.run_dir else _default_run_dir(manifest)
     if cfg.resume:
         if checkpoint.latest(run_dir) is None:
@@ -79,6 +82,16 @@ def prepare_run(cfg: TrainConfig) -> TrainConfig:
         return cfg  # every torchrun rank runs this; one writes
     write_text_atomic(run_dir / CONFIG_FILE, yaml.safe_dump(to_dict(cfg), sort_keys=False))
     return cfg
+
+
+def _check_model_fits(role: str, path: str, manifest: Manifest) -> None:
+    """A starting or teacher model must be intact and take this dataset's features and task."""
+    meta = artifacts.read_meta(path)
+    artifacts.verify(path, meta)
+    if meta.features != manifest.features:
+        raise BigModelError(f"{role} {path} expects features {meta.features[:5]}..., not this dataset's")
+    if meta.task.get("task") != manifest.task or meta.task.get("num_outputs") != manifest.num_outputs:
+        raise BigModelError(f"{role} {path} is a {meta.task.get('task')} model; the dataset is {manifest.task}")
 
 
 def _default_run_dir(manifest: Manifest) -> Path:
@@ -104,14 +117,19 @@ def _train(cfg: TrainConfig, env: dist.DistEnv) -> dict[str, Any]:
         manifest.task, manifest.num_outputs, manifest.label_values, manifest.target_mean, manifest.target_std
     )
 
-    # model: plain PyTorch, initialised identically on every rank from the seed
+    # model: plain PyTorch, initialised identically on every rank from the seed (or a model dir)
     torch.manual_seed(cfg.seed)
-    arch = mlp_architecture(
-        len(manifest.features), spec.num_outputs, cfg.model.hidden, cfg.model.activation, cfg.model.dropout
-    )
-    model = build_model(arch)
-    set_standardization(model, manifest.mean, manifest.std)
+    if cfg.model.init_from:
+        start = artifacts.load_model(cfg.model.init_from)
+        model, arch = start.module.train(), start.meta.architecture
+    else:
+        arch = mlp_architecture(
+            len(manifest.features), spec.num_outputs, cfg.model.hidden, cfg.model.activation, cfg.model.dropout
+        )
+        model = build_model(arch)
+        set_standardization(model, manifest.mean, manifest.std)
     model.to(env.device)
+    teacher = _teacher(cfg, env.device)
 
     # data: global batches, this rank's share of each
     gd = cfg.optim.name == "gd"
@@ -152,6 +170,7 @@ def _train(cfg: TrainConfig, env: dist.DistEnv) -> dict[str, Any]:
         assert found is not None  # checked by prepare_run
         st = checkpoint.restore(*found, module=model, optimizer=optimizer, scheduler=scheduler, env=env)
     history = _load_history(run_dir, upto_epoch=st["epoch"]) if main else []
+    masks = _zero_masks(model) if cfg.model.keep_sparsity else []
 
     ddp_model, averager = parallelize(model, cfg.dist, env)
     net = cast(torch.nn.Module, torch.compile(ddp_model)) if cfg.model.compile else ddp_model
@@ -210,7 +229,16 @@ def _train(cfg: TrainConfig, env: dist.DistEnv) -> dict[str, Any]:
                 sync = b.index == step_end - 1
                 with no_sync() if (no_sync is not None and not sync) else contextlib.nullcontext():
                     x, y = b.x.to(env.device, non_blocking=True), b.y.to(env.device, non_blocking=True)
-                    loss = tasks.loss_sum(spec, net(x), y)
+                    logits = net(x)
+                    if teacher is None:
+                        loss = tasks.loss_sum(spec, logits, y)
+                    else:
+                        assert cfg.distill is not None
+                        with torch.no_grad():
+                            soft = teacher(x)
+                        loss = tasks.distill_loss_sum(
+                            spec, logits, soft, y, cfg.distill.temperature, cfg.distill.alpha
+                        )
                     (loss * (env.world / step_rows)).backward()
                 loss_acc += loss.detach()
                 rows_local += len(b.x)
@@ -218,6 +246,7 @@ def _train(cfg: TrainConfig, env: dist.DistEnv) -> dict[str, Any]:
                     if cfg.optim.grad_clip:
                         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
                     optimizer.step()
+                    _apply_masks(masks)
                     scheduler.step()
                     if averager is not None:  # before zero_grad: it averages parameters that have grads
                         averager.average_parameters(model.parameters())
@@ -301,6 +330,26 @@ def _train(cfg: TrainConfig, env: dist.DistEnv) -> dict[str, Any]:
                 history, run_dir / "loss.png", title=f"{manifest.name}: {cfg.model.name} {cfg.model.hidden}"
             )
     return summary
+
+
+def _teacher(cfg: TrainConfig, device: torch.device) -> torch.nn.Module | None:
+    """The frozen teacher of a distillation run (it standardises raw features itself)."""
+    if cfg.distill is None:
+        return None
+    teacher = artifacts.load_model(cfg.distill.teacher).module.to(device).eval()
+    teacher.requires_grad_(False)
+    return teacher
+
+
+def _zero_masks(model: torch.nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(weight, mask of its non-zeros) for every matrix: a pruned model's zeros stay pruned."""
+    return [(p, p.detach() != 0) for p in model.parameters() if p.dim() > 1]
+
+
+@torch.no_grad()
+def _apply_masks(masks: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    for p, m in masks:
+        p.mul_(m)
 
 
 @torch.no_grad()

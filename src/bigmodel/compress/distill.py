@@ -1,0 +1,106 @@
+"""``bigmodel compress distill``: a small student learns from a trained teacher (Hinton et al. 2015).
+
+The student is an MLP of the given hidden sizes, trained by the normal trainer on the teacher's
+dataset (``--workers N`` trains it distributed) with the loss ``alpha * T^2 * KL(teacher_T ||
+student_T) + (1 - alpha) * task loss`` (``distill`` in the training config; see
+``tasks.distill_loss_sum``). Everything else (optimizer, batch size) is the teacher's recipe.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bigmodel import artifacts
+from bigmodel.compress.measure import profile_all, side_by_side
+from bigmodel.compress.outdir import building, derived_meta, destination, open_source
+from bigmodel.config import TrainConfig, validate
+from bigmodel.errors import BigModelError
+from bigmodel.train import train
+
+
+def student_config(
+    teacher: artifacts.LoadedModel,
+    hidden: list[int],
+    run_dir: Path,
+    *,
+    temperature: float | None,
+    alpha: float,
+    epochs: int | None,
+    workers: int,
+    seed: int,
+    progress: bool = True,
+) -> TrainConfig:
+    """The teacher's training recipe for a student of ``hidden`` sizes; ``temperature=None`` trains
+    the same student on the labels alone (the baseline distillation has to beat)."""
+    assert teacher.meta.dataset is not None
+    base = dict(teacher.meta.config or {})
+    cfg = validate(base) if base else TrainConfig()
+    data = cfg.data.model_copy(update={"dataset": teacher.meta.dataset["path"]})
+    model = cfg.model.model_copy(update={"hidden": hidden, "init_from": None, "keep_sparsity": False})
+    dist = cfg.dist.model_copy(update={"workers": workers})
+    kd = None if temperature is None else {"teacher": str(teacher.path), "temperature": temperature, "alpha": alpha}
+    update = {
+        "data": data.model_dump(),
+        "model": model.model_dump(),
+        "dist": dist.model_dump(),
+        "distill": kd,
+        "epochs": epochs or cfg.epochs,
+        "until_converged": False,
+        "run_dir": str(run_dir),
+        "resume": False,
+        "checkpoint_every": 0,
+        "seed": seed,
+        "progress": progress,
+    }
+    return validate({**cfg.model_dump(mode="json"), **update})
+
+
+def distill(
+    teacher: str | Path,
+    *,
+    hidden: list[int],
+    temperature: float = 4.0,
+    alpha: float = 0.9,
+    epochs: int | None = None,
+    workers: int = 1,
+    seed: int = 0,
+    out: str | Path | None = None,
+    threads: int = 1,
+    runs: int = 100,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train a student of ``hidden`` sizes from ``teacher`` into a new model directory; return the
+    side-by-side report (original = teacher, compressed = student)."""
+    if not hidden or any(h <= 0 for h in hidden):
+        raise BigModelError(f"--hidden must be positive sizes, got {hidden}")
+    if temperature <= 0 or not 0.0 <= alpha <= 1.0:
+        raise BigModelError(f"--temperature must be > 0 and --alpha in [0, 1], got {temperature}, {alpha}")
+    src = open_source(teacher)
+    if not src.meta.dataset:
+        raise BigModelError(f"{teacher} records no dataset to distil on")
+    dst = destination(teacher, out, "student" + "-".join(map(str, hidden)))
+    with tempfile.TemporaryDirectory(prefix="bigmodel-distill-") as work:
+        cfg = student_config(
+            src,
+            hidden,
+            Path(work) / "student",
+            temperature=temperature,
+            alpha=alpha,
+            epochs=epochs,
+            workers=workers,
+            seed=seed,
+            progress=progress,
+        )
+        summary = train(cfg)
+        student = artifacts.load_model(summary["run_dir"])
+        params = {"hidden": hidden, "temperature": temperature, "alpha": alpha, "epochs": cfg.epochs, "seed": seed}
+        meta = derived_meta(
+            src, architecture=student.meta.architecture, method="distill", params=params, metrics=summary["metrics"]
+        )
+        meta.config = cfg.model_dump(mode="json")
+        with building(dst) as tmp:
+            artifacts.write_model_dir(tmp, student.module, meta)
+    report = side_by_side(*profile_all([teacher, dst], threads=threads, runs=runs))
+    return {**report, "model_dir": str(dst), "params": params}

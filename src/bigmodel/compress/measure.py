@@ -1,0 +1,207 @@
+"""What a compressed model costs and keeps: parameters, bytes on disk, latency, validation metric.
+
+A model directory is measured the way the server will run it: with ONNX Runtime when model.json has
+an ``onnx`` entry, else with PyTorch. Latencies of models being compared are measured interleaved
+(one run of each in turn) with the same thread count, so background load hits them alike and their
+ratio means something even on a busy machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bigmodel import artifacts, tasks
+from bigmodel.data.builtin import resolve
+from bigmodel.data.stream import ParquetStream, iterate
+from bigmodel.errors import BigModelError
+from bigmodel.models import count_params, example_input
+from bigmodel.models.layers import Int8Linear
+
+Inputs = tuple[np.ndarray, ...]
+
+
+@dataclass
+class Runner:
+    """One model directory, loaded for inference: ``runner(*arrays) -> outputs``."""
+
+    path: Path
+    meta: artifacts.ModelMeta
+    runtime: str  # "onnxruntime" | "torch"
+    params: int
+    nonzero: int
+    call: Callable[..., np.ndarray]
+
+    def __call__(self, *arrays: np.ndarray) -> np.ndarray:
+        return self.call(*arrays)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def ort_session(path: str | Path, threads: int, disabled_optimizers: list[str] | None = None) -> Any:
+    """An ONNX Runtime CPU session; ``disabled_optimizers`` as recorded in model.json's ``onnx``."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    return ort.InferenceSession(
+        str(path), opts, providers=["CPUExecutionProvider"], disabled_optimizers=disabled_optimizers or []
+    )
+
+
+def open_runner(path: str | Path, threads: int = 1) -> Runner:
+    """Load a model directory (hashes checked) for timing and scoring."""
+    path = Path(path)
+    loaded = artifacts.load_model(path)
+    params, nonzero = count_params(loaded.module), count_nonzero(loaded.module)
+    onnx_info = getattr(loaded.meta, "onnx", None)
+    if onnx_info:
+        session = ort_session(path / onnx_info["file"], threads, onnx_info.get("disabled_optimizers"))
+        names = onnx_info.get("inputs") or [onnx_info["input"]]
+        output = onnx_info["output"]
+
+        def run_ort(*arrays: np.ndarray) -> np.ndarray:
+            return session.run([output], dict(zip(names, arrays, strict=True)))[0]
+
+        return Runner(path, loaded.meta, "onnxruntime", params, nonzero, run_ort)
+    module = loaded.module
+
+    @torch.no_grad()
+    def run_torch(*arrays: np.ndarray) -> np.ndarray:
+        with torch_threads(threads):
+            return module(*(torch.from_numpy(a) for a in arrays)).float().numpy()
+
+    return Runner(path, loaded.meta, "torch", params, nonzero, run_torch)
+
+
+def count_nonzero(model: torch.nn.Module) -> int:
+    """Weights and biases that are not zero (what pruning removes), float or int8."""
+    n = sum(int((p != 0).sum()) for p in model.parameters())
+    for m in model.modules():
+        if isinstance(m, Int8Linear):
+            n += int((m.qweight != 0).sum()) + int((m.bias != 0).sum())
+    return n
+
+
+def sample_inputs(meta: artifacts.ModelMeta, batch: int, path: str | Path) -> Inputs:
+    """A fixed batch of plausible inputs for timing: raw features, or tokenized sentences."""
+    arch = meta.architecture
+    if arch.get("name") == "sentence_encoder":
+        from bigmodel.compress.minilm import sentence_inputs
+
+        return sentence_inputs(batch, path)
+    torch.manual_seed(0)
+    mean, std = meta.preprocessing.get("mean"), meta.preprocessing.get("std")
+    return (example_input(arch, batch, mean=mean, std=std).numpy(),)
+
+
+def latencies(
+    runners: list[Callable[..., Any]], inputs: list[Inputs], *, runs: int, budget_s: float = 20.0
+) -> list[float]:
+    """Median milliseconds per call of each runner on its inputs, runs interleaved round-robin.
+
+    Stops early (keeping at least 5 runs) once ``budget_s`` seconds are spent."""
+    for r, x in zip(runners, inputs, strict=True):
+        for _ in range(3):  # warm-up: allocators, ORT's first-run planning
+            r(*x)
+    times: list[list[float]] = [[] for _ in runners]
+    start = time.perf_counter()
+    for i in range(runs):
+        for t, r, x in zip(times, runners, inputs, strict=True):
+            t0 = time.perf_counter()
+            r(*x)
+            t.append((time.perf_counter() - t0) * 1e3)
+        if i >= 4 and time.perf_counter() - start > budget_s:
+            break
+    return [statistics.median(t) for t in times]
+
+
+def split_arrays(meta: artifacts.ModelMeta, split: str = "val") -> tuple[np.ndarray, torch.Tensor]:
+    """All rows of a split of the model's dataset: features (N, F) float32 and labels (N,)."""
+    if not meta.dataset:
+        raise BigModelError("the model records no dataset to validate on")
+    root, manifest = resolve(meta.dataset["path"])
+    stream = ParquetStream(root, manifest, split, batch_size=4096, shuffle=False)
+    xs, ys = [], []
+    for b in iterate(stream, 0, prefetch=0):
+        xs.append(b.x)
+        ys.append(b.y)
+    return torch.cat(xs).numpy(), torch.cat(ys)
+
+
+def score(meta: artifacts.ModelMeta, logits: np.ndarray, y: torch.Tensor) -> float:
+    """The primary metric (accuracy, or r2 for regression) of logits against labels."""
+    spec = meta.spec
+    return tasks.metrics(spec, torch.from_numpy(np.asarray(logits, dtype=np.float32)), y)[spec.primary_metric]
+
+
+def val_metric(runner: Runner) -> float:
+    """The primary metric on the model's validation split, run the way ``runner`` runs it."""
+    meta = runner.meta
+    if meta.architecture.get("name") == "sentence_encoder":
+        return float(meta.metrics.get("cosine_to_fp32", float("nan")))
+    x, y = split_arrays(meta)
+    return score(meta, np.concatenate([runner(x[i : i + 1024]) for i in range(0, len(x), 1024)]), y)
+
+
+def profile_all(
+    paths: list[str | Path], *, threads: int = 1, runs: int = 100, batches: tuple[int, ...] = (1, 64)
+) -> list[dict[str, Any]]:
+    """Params, file bytes, latency per batch size (interleaved across models) and metric of each."""
+    runners = [open_runner(p, threads) for p in paths]
+    out: list[dict[str, Any]] = [
+        {
+            "path": str(r.path),
+            "runtime": r.runtime,
+            "params": r.params,
+            "nonzero_params": r.nonzero,
+            "file_bytes": artifacts.dir_bytes(r.path, r.meta),
+            "metric_name": metric_name(r.meta),
+        }
+        for r in runners
+    ]
+    for b in batches:
+        ms = latencies(runners, [sample_inputs(r.meta, b, r.path) for r in runners], runs=runs if b == 1 else max(5, runs // 4))
+        for o, m in zip(out, ms, strict=True):
+            o[f"latency_ms_b{b}"] = m
+    for o, r in zip(out, runners, strict=True):
+        o["metric"] = val_metric(r)
+    return out
+
+
+def metric_name(meta: artifacts.ModelMeta) -> str:
+    if meta.architecture.get("name") == "sentence_encoder":
+        return "cosine_to_fp32"
+    return meta.spec.primary_metric
+
+
+def side_by_side(original: dict[str, Any], compressed: dict[str, Any]) -> dict[str, Any]:
+    """``{"original", "compressed", "ratios"}``: sizes and latencies as original / compressed (higher
+    is better), the metric as compressed - original."""
+    ratios: dict[str, Any] = {}
+    for key in ("params", "file_bytes"):
+        ratios[key] = original[key] / max(compressed[key], 1)
+    for key in original:
+        if key.startswith("latency_ms_") and key in compressed:
+            ratios["speedup_" + key.removeprefix("latency_ms_")] = original[key] / max(compressed[key], 1e-9)
+    ratios["metric_delta"] = compressed["metric"] - original["metric"]
+    ratios["metric_relative_drop"] = (original["metric"] - compressed["metric"]) / max(abs(original["metric"]), 1e-12)
+    return {"original": original, "compressed": compressed, "ratios": ratios}
