@@ -66,4 +66,8 @@ def demo(workdir: str | Path | None = None, *, workers: int = 2, json_mode: bool
         "loss plot": str(Path(summary["run_dir"]) / "loss.png"),
     }
     console.show(console.kv_table("demo summary", rows), json_mode=json_mode)
-    return {"workdir": str(work), "train": summary, "evaluate": ev}
+
+    from bigmodel.compress.demo import compression_step
+
+    compressed = compression_step(summary["run_dir"], work / "compressed", json_mode=json_mode)
+    return {"workdir": str(work), "train": summary, "evaluate": ev, "compress": compressed}

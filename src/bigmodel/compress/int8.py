@@ -228,7 +228,7 @@ def ort_quantize(
 _ST_DTYPES = {"F32": np.float32, "F16": np.float16, "I8": np.int8, "U8": np.uint8, "I32": np.int32, "I64": np.int64}
 
 
-def share_weights(onnx_path: Path, weights: Path, *, min_bytes: int = 1024) -> int:
+def share_weights(onnx_path: Path, weights: Path, *, min_bytes: int = 128) -> int:
     """Point every large ONNX initializer whose bytes also sit in the safetensors file ``weights``
     (same dtype, same bytes) at them as ONNX external data; return the bytes no longer duplicated.
 
@@ -248,6 +248,12 @@ def share_weights(onnx_path: Path, weights: Path, *, min_bytes: int = 1024) -> i
         key = (np.dtype(_ST_DTYPES[info["dtype"]]).str, hashlib.sha256(raw[base + start : base + end]).hexdigest())
         index[key] = (base + start, end - start)
     model = onnx.load(str(onnx_path))
+    # The exporter's per-node provenance (stack traces with local file paths) is kilobytes of
+    # bytes nobody serves: drop it with the shape annotations ONNX Runtime infers anyway.
+    for node in model.graph.node:
+        del node.metadata_props[:]
+        node.doc_string = ""
+    del model.graph.value_info[:]
     saved = 0
     for init in model.graph.initializer:
         arr = numpy_helper.to_array(init)

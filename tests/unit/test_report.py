@@ -1,0 +1,87 @@
+"""The report's JSON shape, its table and plots, and bad input through the CLI entry point."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bigmodel import artifacts
+from bigmodel.cli import main
+from bigmodel.compress import compression_report, prune
+from tests.compress_helpers import trained, tree_digest
+
+SIDE = {"params", "file_bytes", "latency_ms_b1", "latency_ms_b64", "metric"}
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return trained(tmp_path_factory, "r", hidden=[64, 32], epochs=3)
+
+
+def test_prune_report_shape(model: Path, tmp_path: Path):
+    out = prune(model, sparsity=0.7, finetune_epochs=0, out=tmp_path / "p", runs=5)
+    assert set(out) >= {"original", "compressed", "ratios", "model_dir"}
+    assert SIDE <= set(out["original"]) and SIDE <= set(out["compressed"])
+    r = out["ratios"]
+    assert {"params", "file_bytes", "speedup_b1", "speedup_b64", "metric_delta"} <= set(r)
+    assert r["file_bytes"] == pytest.approx(out["original"]["file_bytes"] / out["compressed"]["file_bytes"])
+    assert out["compressed"]["nonzero_params"] < 0.35 * out["compressed"]["params"]
+    lineage = artifacts.read_meta(tmp_path / "p").lineage
+    assert lineage.method == "prune" and lineage.params["sparsity"] == 0.7
+    assert lineage.parent == {"path": str(model.resolve()), "digest": artifacts.digest(model)}
+
+
+def test_report_command_plots(model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    prune(model, sparsity=0.5, structured=True, finetune_epochs=0, out=tmp_path / "s", runs=5)
+    rc = main(["compress", "report", str(model), str(tmp_path / "s"), "--plots", str(tmp_path / "plots"), "--runs", "5", "--json"])
+    assert rc == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [Path(m["path"]).name for m in result["models"]] == ["model", "s"]
+    assert all(SIDE <= set(m) for m in result["models"])
+    for png in ("size.png", "latency.png"):
+        assert (tmp_path / "plots" / png).read_bytes()[:4] == b"\x89PNG"
+    res = compression_report([model], runs=5)
+    assert res["plots"] == {}
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["prune", "{m}", "--sparsity", "1.0"], "--sparsity must be in [0, 1)"),
+        (["prune", "{m}", "--sparsity", "-0.1"], "--sparsity must be in [0, 1)"),
+        (["quantize", "{m}", "--method", "int3"], "unknown --method 'int3'"),
+        (["quantize", "{m}", "--backend", "tensorrt"], "unknown --backend 'tensorrt'"),
+        (["quantize", "{m}/nope"], "model directory not found"),
+        (["distill", "{m}", "--hidden", "8", "--alpha", "2"], "--alpha in [0, 1]"),
+        (["prune", "{m}", "--out", "{m}"], "already exists"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_the_source_is_untouched(
+    model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+):
+    before = tree_digest(model)
+    rc = main(["compress", *(a.format(m=model) for a in argv)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+    assert tree_digest(model) == before
+
+
+def test_changed_weights_and_int8_layers_are_refused(model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(model, bad)
+    with open(bad / "model.safetensors", "r+b") as f:
+        f.seek(-4, 2)
+        f.write(b"\x00\x01\x02\x03")
+    before = tree_digest(bad)
+    assert main(["compress", "prune", str(bad), "--finetune-epochs", "0"]) == 2
+    assert "sha256 mismatch" in capsys.readouterr().err
+    assert tree_digest(bad) == before and not Path(str(bad) + "-pruned90").exists()
+
+    main(["compress", "quantize", str(model), "--backend", "torch", "--out", str(tmp_path / "q"), "--runs", "3", "--json"])
+    capsys.readouterr()
+    for verb in (["prune"], ["quantize"]):
+        assert main(["compress", *verb, str(tmp_path / "q"), "--out", str(tmp_path / "x")]) == 2
+        err = capsys.readouterr().err
+        assert "layer 'net.0' is already int8" in err, err
