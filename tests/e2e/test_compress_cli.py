@@ -19,13 +19,13 @@ def _json(out) -> dict:
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return trained(tmp_path_factory, "e2e", hidden=[128, 64], epochs=8)
+    return trained(tmp_path_factory, "e2e", hidden=[128, 64], epochs=5)
 
 
 def test_prune_quantize_distill_cli(model: Path, tmp_path: Path):
     before = tree_digest(model)
     pruned = _json(
-        run_cli("compress", "prune", str(model), "--sparsity", "0.8", "--finetune-epochs", "2", "--steps", "2",
+        run_cli("compress", "prune", str(model), "--sparsity", "0.8", "--finetune-epochs", "2", "--steps", "1",
                 "--workers", "2", "--out", str(tmp_path / "p"), "--runs", "5", "--json")
     )
     assert SIDE <= set(pruned["original"]) and SIDE <= set(pruned["compressed"])
@@ -36,7 +36,7 @@ def test_prune_quantize_distill_cli(model: Path, tmp_path: Path):
     assert q["compressed"]["runtime"] == "onnxruntime" and q["ratios"]["metric_delta"] > -0.02
     assert artifacts.read_meta(tmp_path / "pq").lineage.parent["path"] == str((tmp_path / "p").resolve())
 
-    d = _json(run_cli("compress", "distill", str(model), "--hidden", "16", "--epochs", "5",
+    d = _json(run_cli("compress", "distill", str(model), "--hidden", "16", "--epochs", "3",
                       "--out", str(tmp_path / "d"), "--runs", "5", "--json"))
     assert d["compressed"]["params"] < 0.1 * d["original"]["params"] and d["compressed"]["metric"] > 0.8
     assert artifacts.read_meta(tmp_path / "d").lineage.method == "distill"

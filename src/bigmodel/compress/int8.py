@@ -48,14 +48,15 @@ def calibrate(
     """Per-input-channel max |x| seen by each Linear at ``paths`` over ``batches``, and the groups of
     layers that read the very same input tensor (e.g. attention's query, key and value)."""
     amax: dict[str, torch.Tensor] = {}
-    readers: dict[int, list[str]] = {}
+    # input tensor id -> (the tensor, kept alive so that its id is not reused, readers)
+    readers: dict[int, tuple[torch.Tensor, list[str]]] = {}
 
     def hook(path: str) -> Any:
         def f(_m: nn.Module, inp: tuple[torch.Tensor, ...], _out: torch.Tensor) -> None:
             x = inp[0].detach().float()
             cur = x.abs().reshape(-1, x.shape[-1]).amax(dim=0)  # (in,)
             amax[path] = torch.maximum(amax[path], cur) if path in amax else cur
-            group = readers.setdefault(id(inp[0]), [])
+            _, group = readers.setdefault(id(inp[0]), (inp[0], []))
             if path not in group:
                 group.append(path)
 
@@ -70,7 +71,7 @@ def calibrate(
     finally:
         for h in handles:
             h.remove()
-    groups = [g for g in readers.values()]
+    groups = [g for _, g in readers.values()]
     grouped = {p for g in groups for p in g}
     groups += [[p] for p in paths if p not in grouped]
     return amax, groups

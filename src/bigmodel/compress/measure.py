@@ -118,13 +118,13 @@ def latencies(
 ) -> list[float]:
     """Median milliseconds per call of each runner on its inputs, runs interleaved round-robin.
 
-    Stops early (keeping at least 5 runs) once ``budget_s`` seconds are spent."""
+    Stops early (after at least 5 rounds) once ``budget_s`` seconds are spent."""
     for r, x in zip(runners, inputs, strict=True):
-        for _ in range(3):  # warm-up: allocators, ORT's first-run planning
+        for _ in range(min(3, runs)):  # warm-up: allocators, ORT's first-run planning
             r(*x)
     times: list[list[float]] = [[] for _ in runners]
     start = time.perf_counter()
-    for i in range(runs):
+    for i in range(max(runs, 1)):
         for t, r, x in zip(times, runners, inputs, strict=True):
             t0 = time.perf_counter()
             r(*x)
@@ -179,7 +179,7 @@ def profile_all(
         for r in runners
     ]
     for b in batches:
-        ms = latencies(runners, [sample_inputs(r.meta, b, r.path) for r in runners], runs=runs if b == 1 else max(5, runs // 4))
+        ms = latencies(runners, [sample_inputs(r.meta, b, r.path) for r in runners], runs=runs if b == 1 else max(min(runs, 5), runs // 4))
         for o, m in zip(out, ms, strict=True):
             o[f"latency_ms_b{b}"] = m
     for o, r in zip(out, runners, strict=True):

@@ -337,7 +337,7 @@ def _report(fp32: nn.Module, folder: Path, dst: Path, metrics: dict[str, float],
     }
     for b in (1, BATCH, 64):
         x = sentence_inputs(b, folder)
-        n = runs if b == 1 else max(5, runs // 4)
+        n = runs if b == 1 else max(min(runs, 5), runs // 4)
         ms = latencies([original_fn, runner], [x, x], runs=n)
         original[f"latency_ms_b{b}"], compressed[f"latency_ms_b{b}"] = ms
     from bigmodel.compress.measure import side_by_side
