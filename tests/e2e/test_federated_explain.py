@@ -60,12 +60,18 @@ def test_simulated_federated_then_explain_evaluate(tmp_path: Path):
     ex = _json(run_cli("explain", str(run), "--input", str(csv), "--out", str(png), "--json"))
     assert len(ex["rows"]) == 3 and ex["method"] == "integrated_gradients" and png.stat().st_size > 1000
     row = ex["rows"][0]
-    assert len(row["attributions"]) == 30 and "convergence_delta" in row and row["target"] in ("malignant", "benign")
+    assert (
+        len(row["attributions"]) == 30
+        and "convergence_delta" in row
+        and row["target"] in ("malignant", "benign")
+    )
     assert sum(row["attributions"].values()) == pytest.approx(
         row["output"] - row["baseline_output"] + row["convergence_delta"], abs=1e-3
     )
     # the human view: a table, and a default PNG name that never overwrites
-    table = run_cli("explain", str(run), "--input", str(csv), "--method", "feature_ablation", "--target", "benign")
+    table = run_cli(
+        "explain", str(run), "--input", str(csv), "--method", "feature_ablation", "--target", "benign"
+    )
     assert table.returncode == 0 and "mean |attribution|" in table.stdout, table.stderr
     assert (ROOT / "explain-patients-feature_ablation.png").is_file()
     (ROOT / "explain-patients-feature_ablation.png").unlink()
@@ -130,17 +136,36 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize(
     ("make_args", "message"),
     [
-        (lambda t, m: ["explain", str(m), "--input", _bad_csv(t, {"mean_radius": [1.0]})], "missing feature column 'mean_texture'"),
         (
-            lambda t, m: ["explain", str(m), "--input", str(_breast_cancer_csv(t / "a.csv", 2)), "--target", "healthy"],
+            lambda t, m: ["explain", str(m), "--input", _bad_csv(t, {"mean_radius": [1.0]})],
+            "missing feature column 'mean_texture'",
+        ),
+        (
+            lambda t, m: [
+                "explain",
+                str(m),
+                "--input",
+                str(_breast_cancer_csv(t / "a.csv", 2)),
+                "--target",
+                "healthy",
+            ],
             "unknown --target 'healthy' (classes: malignant, benign)",
         ),
         (lambda t, m: ["explain", str(t), "--input", "x.csv"], "is not a model directory"),
         (lambda t, m: ["explain", str(m), "--input", str(t / "none.csv")], "input file not found"),
         (lambda t, m: ["federated", "--partition", "dirichlet:0"], "config key 'partition'"),
-        (lambda t, m: ["federated", "--fraction", "1.5"], "config key 'fraction'"),
-        (lambda t, m: ["federated", "--strategy", "fedsum"], "config key 'strategy'"),
-        (lambda t, m: ["federated", "--dataset", "breast_cancer", "--clients", "400", "--partition", "dirichlet:0.1"], "too many"),
+        (
+            lambda t, m: [
+                "federated",
+                "--dataset",
+                "breast_cancer",
+                "--clients",
+                "400",
+                "--partition",
+                "dirichlet:0.1",
+            ],
+            "too many",
+        ),
         (lambda t, m: ["federated", "--dataset", "breast_cancer", "--out", str(m)], "already holds a run"),
     ],
 )

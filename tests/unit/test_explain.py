@@ -117,7 +117,9 @@ def test_targets_and_batches_are_checked():
         check_batch(np.zeros((2, 3)), FEATURES)
     x = np.zeros((2, 4))
     x[1, 2] = np.nan
-    with pytest.raises(BigModelError, match="feature column 'weight' has a NaN or infinite value \\(row 1\\)"):
+    with pytest.raises(
+        BigModelError, match="feature column 'weight' has a NaN or infinite value \\(row 1\\)"
+    ):
         check_batch(x, FEATURES)
 
 

@@ -217,3 +217,12 @@ def test_dp_run_and_target_accuracy_stop(tmp_path: Path):
     assert s["rounds"] == s["rounds_to_target"]  # the remaining rounds did nothing
     with pytest.raises(BigModelError, match="already holds a run"):
         federated(dataset="breast_cancer", clients=2, rounds=1, out=str(tmp_path / "dp"), progress=False)
+
+
+def test_a_run_whose_every_update_is_excluded_stops_with_a_reason(tmp_path: Path):
+    s = federated(
+        dataset="breast_cancer", clients=3, rounds=20, faults={0: "nan", 1: "nan", 2: "nan"},
+        out=str(tmp_path / "futile"), progress=False,
+    )  # fmt: skip
+    assert s["rounds"] == 3 and "excluded for 3 rounds in a row" in s["stopped"]
+    assert s["metrics"]["accuracy"] == _records(tmp_path / "futile")[0]["val_accuracy"]  # never moved

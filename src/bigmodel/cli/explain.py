@@ -29,7 +29,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--rows", type=int, help="explain only the first N rows")
     p.add_argument("--steps", type=int, default=64, help="integration steps for integrated_gradients")
     p.add_argument(
-        "--out", help="bar chart PNG of the top features (default: explain-<input>-<method>.png, never overwritten)"
+        "--out",
+        help="bar chart PNG of the top features (default: explain-<input>-<method>.png, never overwritten)",
     )
     add_json(p)
     p.set_defaults(func=_explain)
@@ -48,7 +49,13 @@ def _explain(args: argparse.Namespace) -> None:
 
     out = args.out or _default_png(args.input, args.method)
     result = explain(
-        args.model, args.input, method=args.method, target=args.target, out=out, rows=args.rows, n_steps=args.steps
+        args.model,
+        args.input,
+        method=args.method,
+        target=args.target,
+        out=out,
+        rows=args.rows,
+        n_steps=args.steps,
     )
 
     def tables() -> list[Any]:
@@ -62,9 +69,15 @@ def _explain(args: argparse.Namespace) -> None:
                 line += [r["convergence_delta"], "!" if r["delta_flagged"] else ""]
             shown.append(line)
         more = f", first 20 of {len(result['rows'])}" if len(result["rows"]) > 20 else ""
-        t1 = grid_table(f"{result['method']}: {result['explained_output']} vs {result['baseline']['kind']}{more}", header, shown)
+        t1 = grid_table(
+            f"{result['method']}: {result['explained_output']} vs {result['baseline']['kind']}{more}",
+            header,
+            shown,
+        )
         t2 = grid_table(
-            "mean |attribution| (top 10)", ["feature", "importance"], [[k, v] for k, v in list(result["importance"].items())[:10]]
+            "mean |attribution| (top 10)",
+            ["feature", "importance"],
+            [[k, v] for k, v in list(result["importance"].items())[:10]],
         )
         out_tables: list[Any] = [t1, t2]
         if ig and result["flagged"]:

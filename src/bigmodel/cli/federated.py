@@ -25,12 +25,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="Each client trains on its own shard and sends back only weights; the server "
         "screens the updates (NaN, oversized), averages them and scores the global model.",
     )
-    p.add_argument("--dataset", help="default digits; a built-in name (breast_cancer, digits, synthetic) or prepared folder")
+    p.add_argument(
+        "--dataset",
+        help="default digits; a built-in name (breast_cancer, digits, synthetic) or prepared folder",
+    )
     p.add_argument("--model", choices=["mlp"])
     p.add_argument("--hidden", type=int_list, help="hidden layer sizes, e.g. 64 or 64,32 (default 64)")
     p.add_argument("--clients", type=int, help="number of clients K (default 10)")
     p.add_argument("--rounds", type=int, help="communication rounds R (default 10)")
-    p.add_argument("--fraction", type=float, help="share of clients sampled per round C, in (0, 1] (default 1)")
+    p.add_argument(
+        "--fraction", type=float, help="share of clients sampled per round C, in (0, 1] (default 1)"
+    )
     p.add_argument("--partition", help="iid (default) | dirichlet:ALPHA (label skew, e.g. dirichlet:0.5)")
     p.add_argument("--strategy", help="fedavg (default) | fedprox | fedsgd")
     p.add_argument("--local-epochs", type=int, help="local epochs E per round (default 1)")
@@ -39,12 +44,24 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--mu", type=float, help="FedProx proximal weight (default 0.01)")
     p.add_argument("--max-update-norm", type=float, help="exclude updates whose L2 norm exceeds this")
     p.add_argument("--dp-clip", type=float, help="differential privacy: clip every update to this L2 norm")
-    p.add_argument("--dp-noise", type=float, help="differential privacy: Gaussian noise multiplier (needs --dp-clip)")
+    p.add_argument(
+        "--dp-noise", type=float, help="differential privacy: Gaussian noise multiplier (needs --dp-clip)"
+    )
     p.add_argument("--target-accuracy", type=float, help="stop once validation accuracy reaches this")
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--simulate", dest="mode", action="store_const", const="simulate", help="all clients in this process (default)")
     mode.add_argument(
-        "--processes", dest="mode", action="store_const", const="processes", help="a server and K client processes over gRPC on 127.0.0.1"
+        "--simulate",
+        dest="mode",
+        action="store_const",
+        const="simulate",
+        help="all clients in this process (default)",
+    )
+    mode.add_argument(
+        "--processes",
+        dest="mode",
+        action="store_const",
+        const="processes",
+        help="a server and K client processes over gRPC on 127.0.0.1",
     )
     p.add_argument("--seed", type=int)
     p.add_argument("--out", help="run and model directory (default runs/federated-<dataset>-<time>)")
@@ -65,8 +82,27 @@ def _federated(args: argparse.Namespace) -> None:
     from bigmodel.federated import federated
     from bigmodel.federated.config import validate
 
-    flags = ("dataset", "model", "hidden", "clients", "rounds", "fraction", "partition", "strategy", "local_epochs",
-             "batch_size", "lr", "mu", "max_update_norm", "dp_clip", "dp_noise", "target_accuracy", "mode", "seed", "out")
+    flags = (
+        "dataset",
+        "model",
+        "hidden",
+        "clients",
+        "rounds",
+        "fraction",
+        "partition",
+        "strategy",
+        "local_epochs",
+        "batch_size",
+        "lr",
+        "mu",
+        "max_update_norm",
+        "dp_clip",
+        "dp_noise",
+        "target_accuracy",
+        "mode",
+        "seed",
+        "out",
+    )
     fields: dict[str, Any] = {k: getattr(args, k) for k in flags if getattr(args, k) is not None}
     faults: dict[int, str] = {}
     for cid, kind in args.inject_fault:
@@ -85,6 +121,7 @@ def _federated(args: argparse.Namespace) -> None:
             "clients": f"{cfg.clients} ({cfg.fraction:g} sampled per round), partition {cfg.partition}",
             "rounds": result["rounds"],
             **({"rounds to target": result["rounds_to_target"]} if cfg.target_accuracy else {}),
+            **({"stopped early": result["stopped"]} if result["stopped"] else {}),
             **{f"val {k}": v for k, v in result["metrics"].items()},
             "dropped (client-rounds)": result["dropped"],
             "excluded updates": result["excluded"],

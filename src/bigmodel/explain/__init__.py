@@ -4,4 +4,11 @@ from bigmodel.explain.core import METHODS, explain_batch
 from bigmodel.explain.inputs import features_from_table, labels_from_column, resolve_model
 from bigmodel.explain.run import explain
 
-__all__ = ["METHODS", "explain", "explain_batch", "features_from_table", "labels_from_column", "resolve_model"]
+__all__ = [
+    "METHODS",
+    "explain",
+    "explain_batch",
+    "features_from_table",
+    "labels_from_column",
+    "resolve_model",
+]

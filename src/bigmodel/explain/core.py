@@ -128,7 +128,9 @@ def explain_batch(
     net = Explained(loaded.module.eval(), spec)
     if baselines is None:
         base = default_baselines(loaded, method, seed=seed)
-        baseline_kind = "training mean" if method != "gradient_shap" else "N(training mean, training std) samples"
+        baseline_kind = (
+            "training mean" if method != "gradient_shap" else "N(training mean, training std) samples"
+        )
     else:
         base = torch.from_numpy(check_batch(np.atleast_2d(baselines), features))
         baseline_kind = "given"

@@ -52,7 +52,9 @@ def features_from_table(table: pa.Table, meta: ModelMeta, source: str) -> np.nda
     missing = [f for f in meta.features if f not in table.column_names]
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise BigModelError(f"{source}: missing feature column '{missing[0]}'{more}; the model needs {len(meta.features)} columns")
+        raise BigModelError(
+            f"{source}: missing feature column '{missing[0]}'{more}; the model needs {len(meta.features)} columns"
+        )
     batch = table.select(meta.features).combine_chunks().to_batches()[0]
     return checked_features(batch, meta.features, source, 0)
 
@@ -67,7 +69,9 @@ def labels_from_column(values: Any, meta: ModelMeta, source: str) -> np.ndarray:
     spec = meta.spec
     if spec.task == "regression":
         if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)):
-            raise BigModelError(f"{source}: label column '{name}' must be numeric for a regression model ({col.type})")
+            raise BigModelError(
+                f"{source}: label column '{name}' must be numeric for a regression model ({col.type})"
+            )
         y = np.asarray(col.to_numpy(zero_copy_only=False), dtype=np.float32)
         if not np.isfinite(y).all():
             raise BigModelError(f"{source}: label column '{name}' has a NaN or infinite value")

@@ -8,7 +8,7 @@ import os
 
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")  # no phoning home (and no internet here)
 
-from bigmodel.federated.config import FederatedConfig  # noqa: E402
-from bigmodel.federated.run import federated  # noqa: E402
+from bigmodel.federated.config import FederatedConfig
+from bigmodel.federated.run import federated
 
 __all__ = ["FederatedConfig", "federated"]

@@ -48,9 +48,13 @@ def screen(
     finite: list[tuple[Update, float]] = []
     for u in updates:
         if len(u.weights) != len(global_w):
-            excluded.append({"client": u.cid, "reason": f"{len(u.weights)} tensors, expected {len(global_w)}"})
+            excluded.append(
+                {"client": u.cid, "reason": f"{len(u.weights)} tensors, expected {len(global_w)}"}
+            )
             continue
-        bad = next((i for i, (w, g) in enumerate(zip(u.weights, global_w, strict=True)) if w.shape != g.shape), None)
+        bad = next(
+            (i for i, (w, g) in enumerate(zip(u.weights, global_w, strict=True)) if w.shape != g.shape), None
+        )
         if bad is not None:
             excluded.append(
                 {
@@ -65,7 +69,9 @@ def screen(
             continue
         norm = l2(deltas(global_w, u.weights))
         if max_norm is not None and norm > max_norm:
-            excluded.append({"client": u.cid, "reason": f"update norm {norm:.4g} > max_update_norm {max_norm:g}"})
+            excluded.append(
+                {"client": u.cid, "reason": f"update norm {norm:.4g} > max_update_norm {max_norm:g}"}
+            )
             continue
         finite.append((u, norm))
     norms = {u.cid: n for u, n in finite}

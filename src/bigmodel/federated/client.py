@@ -50,7 +50,8 @@ def set_weights(model: nn.Module, weights: list[np.ndarray]) -> None:
 
 def proximal_term(model: nn.Module, anchor: list[torch.Tensor], mu: float) -> torch.Tensor:
     """FedProx: mu/2 * ||w - w_global||^2, which pulls local steps back towards the global model."""
-    return 0.5 * mu * sum(((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor, strict=True))
+    sq = [((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor, strict=True)]
+    return 0.5 * mu * torch.stack(sq).sum()
 
 
 def local_update(

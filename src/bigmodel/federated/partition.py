@@ -19,7 +19,9 @@ def iid(n: int, clients: int, seed: int) -> list[np.ndarray]:
     return [np.sort(s) for s in np.array_split(perm, clients)]
 
 
-def dirichlet(labels: np.ndarray, clients: int, alpha: float, seed: int, min_rows: int = 2) -> list[np.ndarray]:
+def dirichlet(
+    labels: np.ndarray, clients: int, alpha: float, seed: int, min_rows: int = 2
+) -> list[np.ndarray]:
     """Label skew (Hsu et al. 2019): for each class, its rows are shared among clients in
     proportions drawn from Dir(alpha, ..., alpha). Small alpha gives each client few classes.
 

@@ -16,7 +16,11 @@ def round_plot(records: list[dict[str, Any]], metric: str, path: Path, title: st
 
     rounds = [r["round"] for r in records]
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
-    ax.plot(rounds, [r.get(f"val_{metric}") for r in records], marker="o" if len(rounds) <= 30 else None)
+    ax.plot(
+        rounds,
+        [float(r.get(f"val_{metric}", "nan")) for r in records],
+        marker="o" if len(rounds) <= 30 else None,
+    )
     ax.set_xlabel("round")
     ax.set_ylabel(f"validation {metric}")
     ax.set_title(title)

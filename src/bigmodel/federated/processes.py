@@ -15,6 +15,7 @@ run our own code in our own environment.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -54,11 +55,17 @@ def launch(cfg: FederatedConfig) -> dict[str, Any]:
         for k in range(cfg.clients):
             with open(logs / f"client-{k}.log", "wb") as log:
                 clients.append(
-                    subprocess.Popen([*me, "client", str(run_dir), address, str(k)], env=env, stdout=log, stderr=log)
+                    subprocess.Popen(
+                        [*me, "client", str(run_dir), address, str(k)], env=env, stdout=log, stderr=log
+                    )
                 )
         write_json_atomic(
             run_dir / PROCESSES_FILE,
-            {"address": address, "server": server.pid, "clients": {str(k): p.pid for k, p in enumerate(clients)}},
+            {
+                "address": address,
+                "server": server.pid,
+                "clients": {str(k): p.pid for k, p in enumerate(clients)},
+            },
         )
         limit = cfg.connect_timeout_s + cfg.rounds * (cfg.round_timeout_s + 5) + 60
         try:
@@ -67,10 +74,8 @@ def launch(cfg: FederatedConfig) -> dict[str, Any]:
             raise BigModelError(f"federated server did not finish within {limit:.0f} s; stopped it") from None
         deadline = time.monotonic() + 15  # clients leave when the server says goodbye
         for p in clients:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 p.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
     finally:
         for p in [server, *clients]:
             if p.poll() is None:
@@ -107,7 +112,9 @@ def _client(run_dir: Path, address: str, cid: int) -> int:
     ctx = context(cfg)
     x, y = client_rows(cfg, ctx, cid)
     client = make_client(cfg, ctx, cid, x, y, in_process=False)
-    start_client(server_address=address, client=client.to_client(), insecure=True, max_wait_time=cfg.connect_timeout_s)
+    start_client(
+        server_address=address, client=client.to_client(), insecure=True, max_wait_time=cfg.connect_timeout_s
+    )
     return 0
 
 

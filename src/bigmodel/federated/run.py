@@ -74,7 +74,9 @@ def prepare_run(cfg: FederatedConfig) -> FederatedConfig:
     ctx = context(cfg)
     kind, _ = parse_partition(cfg.partition)
     if kind == "dirichlet" and ctx.spec.task == "regression":
-        raise BigModelError(f"--partition {cfg.partition} skews labels; {cfg.dataset} is a regression task: use iid")
+        raise BigModelError(
+            f"--partition {cfg.partition} skews labels; {cfg.dataset} is a regression task: use iid"
+        )
     _, y = load_split(ctx, "train")
     shards(cfg, y)  # a partition that cannot be made fails here, before any process starts
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
@@ -102,7 +104,9 @@ def shards(cfg: FederatedConfig, y: np.ndarray) -> list[np.ndarray]:
     return partition(y, cfg.clients, kind, alpha, cfg.seed)
 
 
-def make_client(cfg: FederatedConfig, ctx: Context, cid: int, x: np.ndarray, y: np.ndarray, *, in_process: bool) -> Client:
+def make_client(
+    cfg: FederatedConfig, ctx: Context, cid: int, x: np.ndarray, y: np.ndarray, *, in_process: bool
+) -> Client:
     """Client ``cid`` holding rows ``x, y`` (its shard only)."""
     plan = LocalPlan(cfg.strategy, cfg.local_epochs, cfg.batch_size, cfg.lr, cfg.mu, cfg.seed * 7919 + cid)
     m = ctx.manifest
@@ -145,7 +149,9 @@ def serve(cfg: FederatedConfig, address: str | None = None) -> dict[str, Any]:
             for e in r["excluded"]:
                 say(f"warning: round {r['round']}: client {e['client']} excluded: {e['reason']}")
             if r["dropped"]:
-                say(f"warning: round {r['round']}: {r['dropped']} client(s) dropped: {'; '.join(r['dropped_reasons'])}")
+                say(
+                    f"warning: round {r['round']}: {r['dropped']} client(s) dropped: {'; '.join(r['dropped_reasons'])}"
+                )
             if r["round"] > 0:
                 metric = ctx.spec.primary_metric
                 advance(1, info=f"val {metric} {r.get('val_' + metric, float('nan')):.4f}")
@@ -156,7 +162,8 @@ def serve(cfg: FederatedConfig, address: str | None = None) -> dict[str, Any]:
 
             x, y = load_split(ctx, "train")
             clients = [
-                make_client(cfg, ctx, k, x[rows], y[rows], in_process=True) for k, rows in enumerate(shards(cfg, y))
+                make_client(cfg, ctx, k, x[rows], y[rows], in_process=True)
+                for k, rows in enumerate(shards(cfg, y))
             ]
             simulate(strategy, clients, cfg.rounds)
         else:
@@ -168,8 +175,11 @@ def serve(cfg: FederatedConfig, address: str | None = None) -> dict[str, Any]:
                 strategy=strategy,
                 client_manager=SimpleClientManager(),
             )
+    if strategy.stopped:
+        say(f"warning: stopped after round {records[-1]['round']}: {strategy.stopped}")
     set_weights(model, strategy.weights)
-    return finish(cfg, ctx, model, records, strategy.reached, world=1 if address is None else cfg.clients + 1)
+    world = 1 if address is None else cfg.clients + 1
+    return finish(cfg, ctx, model, records, strategy.reached, strategy.stopped, world=world)
 
 
 def finish(
@@ -178,6 +188,7 @@ def finish(
     model: torch.nn.Module,
     records: list[dict[str, Any]],
     reached: int | None,
+    stopped: str | None,
     world: int,
 ) -> dict[str, Any]:
     """Write the model directory, the plot and summary.json; return the summary."""
@@ -189,6 +200,7 @@ def finish(
         "metrics": metrics,
         "rounds": last["round"],
         "rounds_to_target": reached,
+        "stopped": stopped,
         "clients": cfg.clients,
         "world_size": world,
         "mode": cfg.mode,
@@ -215,13 +227,31 @@ def finish(
             data_manifest_hash=m.content_hash,
             params={
                 k: getattr(cfg, k)
-                for k in ("strategy", "clients", "rounds", "fraction", "partition", "local_epochs", "batch_size",
-                          "lr", "mu", "dp_clip", "dp_noise", "mode", "seed")
+                for k in (
+                    "strategy",
+                    "clients",
+                    "rounds",
+                    "fraction",
+                    "partition",
+                    "local_epochs",
+                    "batch_size",
+                    "lr",
+                    "mu",
+                    "dp_clip",
+                    "dp_noise",
+                    "mode",
+                    "seed",
+                )
             },
         ),
     )
     artifacts.write_model_dir(run_dir, model, meta)
     metric = ctx.spec.primary_metric
-    round_plot(records, metric, run_dir / f"{metric}.png", title=f"{m.name}: {cfg.strategy}, {cfg.clients} clients, {cfg.partition}")
+    round_plot(
+        records,
+        metric,
+        run_dir / f"{metric}.png",
+        title=f"{m.name}: {cfg.strategy}, {cfg.clients} clients, {cfg.partition}",
+    )
     write_json_atomic(run_dir / SUMMARY_FILE, summary)
     return summary

@@ -9,6 +9,8 @@ aggregation are the very code the gRPC deployment runs.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from flwr.client import NumPyClient
 from flwr.common import (
     DisconnectRes,
@@ -34,10 +36,14 @@ class InProcessProxy(ClientProxy):
         super().__init__(cid)
         self.client = client.to_client()
 
-    def get_properties(self, ins: GetPropertiesIns, timeout: float | None, group_id: int | None) -> GetPropertiesRes:
+    def get_properties(
+        self, ins: GetPropertiesIns, timeout: float | None, group_id: int | None
+    ) -> GetPropertiesRes:
         return self.client.get_properties(ins)
 
-    def get_parameters(self, ins: GetParametersIns, timeout: float | None, group_id: int | None) -> GetParametersRes:
+    def get_parameters(
+        self, ins: GetParametersIns, timeout: float | None, group_id: int | None
+    ) -> GetParametersRes:
         return self.client.get_parameters(ins)
 
     def fit(self, ins: FitIns, timeout: float | None, group_id: int | None) -> FitRes:
@@ -50,7 +56,7 @@ class InProcessProxy(ClientProxy):
         return DisconnectRes(reason="simulation")
 
 
-def simulate(strategy: Strategy, clients: list[NumPyClient], rounds: int, *, workers: int = 1) -> None:
+def simulate(strategy: Strategy, clients: Sequence[NumPyClient], rounds: int, *, workers: int = 1) -> None:
     """Run ``rounds`` rounds of ``strategy`` over in-process ``clients`` (``workers`` fit at once)."""
     manager = SimpleClientManager()
     for i, c in enumerate(clients):

@@ -30,6 +30,8 @@ from flwr.server.strategy import Strategy
 from bigmodel.federated.aggregate import Update, aggregate, screen
 from bigmodel.federated.config import FederatedConfig
 
+FUTILE_ROUNDS = 3  # stop after this many rounds in a row with nothing to average
+
 Evaluate = Callable[[list[np.ndarray]], dict[str, float]]
 Record = Callable[[dict[str, Any]], None]
 
@@ -50,6 +52,9 @@ class Coordinator(Strategy):
         self.evaluate_fn, self.on_round = evaluate_fn, on_round
         self.rng = np.random.default_rng([cfg.seed, 7])  # client sampling and DP noise
         self.reached: int | None = None  # the round that reached cfg.target_accuracy
+        self.stopped: str | None = None  # why the run stopped early, if it did
+        self.done = False  # the remaining rounds are no-ops
+        self.futile = 0  # rounds in a row whose every update was excluded
         self.pending: dict[str, Any] = {}  # what aggregate_fit learned, for the round's record
         self.t0 = time.perf_counter()
 
@@ -62,8 +67,8 @@ class Coordinator(Strategy):
     def configure_fit(
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
     ) -> list[tuple[ClientProxy, FitIns]]:
-        if self.reached is not None:
-            return []  # target reached: the remaining rounds are no-ops
+        if self.done:
+            return []
         if server_round == 1:  # let every client connect before the first draw
             client_manager.wait_for(self.cfg.clients, timeout=int(self.cfg.connect_timeout_s))
         available = sorted(client_manager.all().items())  # sorted: the seeded draw is reproducible
@@ -83,25 +88,39 @@ class Coordinator(Strategy):
     ) -> tuple[Parameters | None, dict[str, Scalar]]:
         updates = sorted(
             (
-                Update(int(str(r.metrics["cid"])), parameters_to_ndarrays(r.parameters), r.num_examples, dict(r.metrics))
+                Update(
+                    int(str(r.metrics["cid"])),
+                    parameters_to_ndarrays(r.parameters),
+                    r.num_examples,
+                    dict(r.metrics),
+                )
                 for _, r in results
             ),
             key=lambda u: u.cid,
         )
         s = screen(
-            self.weights, updates, max_norm=self.cfg.max_update_norm, outlier_factor=self.cfg.norm_outlier_factor
+            self.weights,
+            updates,
+            max_norm=self.cfg.max_update_norm,
+            outlier_factor=self.cfg.norm_outlier_factor,
         )
+        self.futile = self.futile + 1 if updates and not s.accepted else 0
+        if self.futile >= FUTILE_ROUNDS:
+            self.stopped = (
+                f"every update was excluded for {FUTILE_ROUNDS} rounds in a row (last: "
+                f"{s.excluded[-1]['reason']}); the client learning rate may be too high"
+            )
         self.weights = aggregate(
             self.weights, s.accepted, dp_clip=self.cfg.dp_clip, dp_noise=self.cfg.dp_noise, rng=self.rng
         )
-        losses = [float(u.metrics["train_loss"]) for u in s.accepted]
         n = sum(u.num_examples for u in s.accepted)
+        loss_sum = sum(float(u.metrics["train_loss"]) * u.num_examples for u in s.accepted)
         self.pending.update(
             clients=[u.cid for u in s.accepted],
             dropped=len(failures),
             dropped_reasons=sorted({_describe(f) for f in failures}),
             excluded=s.excluded,
-            train_loss=sum(l * u.num_examples for l, u in zip(losses, s.accepted, strict=True)) / n if n else None,
+            train_loss=loss_sum / n if n else None,
             update_norm_median=float(np.median(list(s.norms.values()))) if s.norms else None,
         )
         return ndarrays_to_parameters(self.weights), {}
@@ -120,7 +139,7 @@ class Coordinator(Strategy):
         return None, {}
 
     def evaluate(self, server_round: int, parameters: Parameters) -> tuple[float, dict[str, Scalar]] | None:
-        if self.reached is not None:
+        if self.done:
             return None
         metrics = self.evaluate_fn(self.weights)
         p = self.pending
@@ -144,10 +163,13 @@ class Coordinator(Strategy):
         target = self.cfg.target_accuracy
         if target is not None and server_round > 0 and metrics.get("accuracy", 0.0) >= target:
             self.reached = server_round
+        self.done = self.reached is not None or self.stopped is not None
         return metrics["loss"], {k: v for k, v in metrics.items() if k != "loss"}
 
 
 def _describe(failure: tuple[ClientProxy, FitRes] | BaseException) -> str:
     if isinstance(failure, BaseException):
-        return f"{type(failure).__name__}: {str(failure).splitlines()[0] if str(failure) else ''}".rstrip(": ")
+        return f"{type(failure).__name__}: {str(failure).splitlines()[0] if str(failure) else ''}".rstrip(
+            ": "
+        )
     return f"client returned status {failure[1].status.code.name}"
