@@ -10,7 +10,7 @@ from torch import nn
 from bigmodel.errors import BigModelError
 from bigmodel.models.mlp import MLP, Standardize
 
-__all__ = ["MLP", "Standardize", "build_model", "mlp_architecture"]
+__all__ = ["MLP", "Standardize", "build_model", "count_params", "example_input", "mlp_architecture"]
 
 
 def mlp_architecture(
@@ -38,6 +38,18 @@ def build_model(arch: dict[str, Any]) -> nn.Module:
             arch.get("dropout", 0.0),
         )
     raise BigModelError(f"unknown model '{name}' (known: mlp)")
+
+
+def example_input(
+    arch: dict[str, Any], batch: int, *, mean: list[float] | None = None, std: list[float] | None = None
+) -> torch.Tensor:
+    """A batch of plausible raw inputs for a family (for export and benchmarks): (B, F) float32."""
+    if arch.get("name") == "mlp":
+        x = torch.randn(batch, arch["in_features"])
+        if mean is not None and std is not None:
+            x = x * torch.tensor(std) + torch.tensor(mean)
+        return x
+    raise BigModelError(f"no example input for model '{arch.get('name')}'")
 
 
 def set_standardization(model: nn.Module, mean: list[float], std: list[float]) -> None:
