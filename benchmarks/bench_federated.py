@@ -3,7 +3,7 @@
 McMahan et al. 2017 ("Communication-Efficient Learning of Deep Networks from Decentralized Data")
 report FedAvg reaching a target accuracy in 10-100x fewer rounds than FedSGD. Same setting here in
 small: digits (1,437 training rows, 10 classes) split among K=20 clients by a Dirichlet(0.5) label
-skew, C=0.5 of them per round, an MLP 64-64-10; FedSGD = one full-batch gradient step per client
+skew, C=0.5 of them per round, an MLP with one hidden layer of 64; FedSGD = one full-batch gradient step per client
 and round (E=1, B=inf), FedAvg = E=5 local epochs of minibatch SGD with B=10. As in the paper, each
 method gets its best learning rate from a small grid; a run stops when the validation accuracy
 first reaches the target.

@@ -12,13 +12,18 @@ from bigmodel.artifacts import load_model
 from bigmodel.config import TrainConfig
 from bigmodel.data import dataset_stats, generate_synthetic, prepare
 from bigmodel.errors import BigModelError
+from bigmodel.explain import explain
+from bigmodel.federated import FederatedConfig, federated
 from bigmodel.train import evaluate, train
 
 __all__ = [
     "BigModelError",
+    "FederatedConfig",
     "TrainConfig",
     "dataset_stats",
     "evaluate",
+    "explain",
+    "federated",
     "generate_synthetic",
     "load_model",
     "prepare",

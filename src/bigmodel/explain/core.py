@@ -156,8 +156,16 @@ def explain_batch(
         with torch.no_grad():
             base_out = net(b).gather(1, codes[:, None])[:, 0]
     elif method == "gradient_shap":
-        torch.manual_seed(seed)  # GradientShap draws baselines and path points at random
-        attr = GradientShap(net).attribute(xt, baselines=base, target=codes, n_samples=n_samples)
+        # GradientShap draws baselines (numpy) and path points at random: seed both, and put the
+        # global generators back as they were
+        np_state = np.random.get_state()
+        try:
+            with torch.random.fork_rng():
+                torch.manual_seed(seed)
+                np.random.seed(seed)
+                attr = GradientShap(net).attribute(xt, baselines=base, target=codes, n_samples=n_samples)
+        finally:
+            np.random.set_state(np_state)
         with torch.no_grad():  # E[F(baseline)] over the baseline distribution
             base_out = net(base)[:, codes].mean(dim=0)
     else:
