@@ -1,7 +1,7 @@
 """Split a training set's rows among K clients: IID, or label-skewed by a Dirichlet draw.
 
 A partition is a deterministic function of (labels, K, seed), so every client process computes the
-same split on its own and reads only its own rows; nothing about the data crosses the network.
+same split on its own and keeps only its own rows; no row crosses the network.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 ``launch(cfg)`` starts them (``python -m bigmodel.federated.processes server|client ...``), records
 their process ids in ``processes.json``, waits for the server and stops whatever is left. Each
-client process reads only its own shard and sends only weights. A client that dies is dropped
+client process keeps only its own shard's rows (on one machine they come out of the same prepared
+dataset, cut by the shared deterministic partition) and sends only weights. A client that dies is dropped
 from its round by Flower and no longer sampled; the run goes on.
 
 Flower's supported deployment (SuperLink + SuperNodes + ``flwr run``) installs each app's

@@ -114,7 +114,7 @@ def make_client(
 
 
 def client_rows(cfg: FederatedConfig, ctx: Context, cid: int) -> tuple[np.ndarray, np.ndarray]:
-    """What client process ``cid`` reads: its own rows of the training split."""
+    """What client process ``cid`` keeps: its own rows of the training split (the rest is dropped)."""
     x, y = load_split(ctx, "train")
     rows = shards(cfg, y)[cid]
     return x[rows], y[rows]
