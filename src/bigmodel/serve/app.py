@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import signal
 import socket
 import time
 from collections.abc import Callable, Sequence
@@ -182,9 +183,21 @@ def serve(
         timeout_graceful_shutdown=max(cfg.timeout_s, 5.0),
     )
     server = uvicorn.Server(config)
-    server.run(sockets=[sock])
+    # uvicorn stops gracefully on SIGINT/SIGTERM, then re-raises the signal; a requested stop is a
+    # normal end here (exit 0), so both arrive as KeyboardInterrupt and are swallowed.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if app.startup_error is not None:
         raise app.startup_error
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def _pick(fast: str, fallback: str) -> str:

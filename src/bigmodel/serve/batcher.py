@@ -42,11 +42,6 @@ class _Item:
         self.timer: asyncio.TimerHandle | None = None
 
 
-def _expire(fut: asyncio.Future[Any]) -> None:
-    if not fut.done():
-        fut.set_exception(Timeout())
-
-
 class Batcher:
     def __init__(
         self,
@@ -79,11 +74,19 @@ class Batcher:
             raise QueueFull()
         loop = asyncio.get_running_loop()
         item = _Item(x, loop.create_future(), loop.time())
-        item.timer = loop.call_at(item.t + timeout_s, _expire, item.fut)
+        item.timer = loop.call_at(item.t + timeout_s, self._expire, item)
         self._queue.append(item)
         self._idle.clear()
         self._wake.set()
         return item.fut
+
+    def _expire(self, item: _Item) -> None:
+        if not item.fut.done():
+            item.fut.set_exception(Timeout())
+        try:  # frees its slot (and rows) at once; a forward already under way just drops its answer
+            self._queue.remove(item)
+        except ValueError:
+            pass
 
     async def drain(self) -> None:
         """Wait until every queued request has been answered."""

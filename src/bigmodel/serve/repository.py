@@ -62,6 +62,7 @@ class Repository:
         self.registry = Registry(cfg.registry)
         self.targets: list[Target] = []
         self.loaded: dict[tuple[str, int], Served] = {}
+        self.registry_aliases: dict[str, dict[str, int]] = {}  # as last read from the registry
         self._lock = asyncio.Lock()
         self._watch: asyncio.Task[None] | None = None
 
@@ -96,12 +97,10 @@ class Repository:
         return all(t.current is not None for t in self.targets)
 
     def aliases_served(self, name: str) -> dict[str, str]:
-        """``{"production": "2", "@default": "2"}``: which version each tracking target serves now."""
-        out = {}
-        for t in self.targets:
-            if t.ref.name == name and t.tracks and t.current is not None:
-                out[t.ref.alias or "@default"] = str(t.current)
-        return out
+        """``{"production": "2"}``: the registry's aliases of ``name`` whose version is loaded here."""
+        return {
+            a: str(v) for a, v in sorted(self.registry_aliases.get(name, {}).items()) if (name, v) in self.loaded
+        }
 
     # ---- changes -------------------------------------------------------------------------------
 
@@ -143,7 +142,7 @@ class Repository:
         """Re-resolve every target against the registry and switch those whose version moved."""
         async with self._lock:
             targets = list(self.targets)
-            wanted = await asyncio.to_thread(self._resolve_all, targets)
+            wanted, self.registry_aliases = await asyncio.to_thread(self._resolve_all, targets)
             for t, want in zip(targets, wanted, strict=True):
                 if isinstance(want, BigModelError):
                     t.error = str(want)
@@ -166,14 +165,14 @@ class Repository:
                     log.warning("%s now serves %s:%s (was %s)", t.ref, t.ref.name, want, old)
                     await self._release(t.ref.name, old)
 
-    def _resolve_all(self, targets: list[Target]) -> list[int | BigModelError]:
+    def _resolve_all(self, targets: list[Target]) -> tuple[list[int | BigModelError], dict[str, dict[str, int]]]:
         out: list[int | BigModelError] = []
         for t in targets:
             try:
                 out.append(self.registry.version_of(t.ref))
             except BigModelError as err:
                 out.append(err)
-        return out
+        return out, {name: self.registry.aliases(name) for name in {t.ref.name for t in targets}}
 
     async def _watch_loop(self) -> None:
         while True:
