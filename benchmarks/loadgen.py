@@ -76,7 +76,9 @@ class Conn(asyncio.Protocol):
             self.done.set_result(None)
 
 
-async def worker(host: str, port: int, request: bytes, conns: int, start: float, duration: float, warmup: float) -> dict:
+async def worker(
+    host: str, port: int, request: bytes, conns: int, start: float, duration: float, warmup: float
+) -> dict:
     loop = asyncio.get_running_loop()
     shared = {"start": float("inf"), "stop": float("inf"), "lat": [], "status": {}, "errors": 0}
     # wall-clock start shared by every process, then perf_counter for the window
@@ -89,7 +91,12 @@ async def worker(host: str, port: int, request: bytes, conns: int, start: float,
         _, p = await loop.create_connection(lambda: Conn(request, shared), host, port)
         protos.append(p)
     await asyncio.wait([p.done for p in protos], timeout=warmup + duration + 30)
-    return {"lat": shared["lat"], "status": shared["status"], "errors": shared["errors"], "duration": duration}
+    return {
+        "lat": shared["lat"],
+        "status": shared["status"],
+        "errors": shared["errors"],
+        "duration": duration,
+    }
 
 
 def build_request(url: str, body: bytes, headers: list[str]) -> tuple[str, int, bytes]:
@@ -123,7 +130,8 @@ def main() -> None:
     p.add_argument("--start", type=float, default=0.0, help=argparse.SUPPRESS)
     p.add_argument("--worker-conns", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args()
-    body = open(args.body_file, "rb").read()
+    with open(args.body_file, "rb") as f:
+        body = f.read()
     host, port, request = build_request(args.url, body, args.header)
     if args.worker_conns:  # one load process
         try:
@@ -132,7 +140,9 @@ def main() -> None:
             uvloop.install()
         except ImportError:
             pass
-        out = asyncio.run(worker(host, port, request, args.worker_conns, args.start, args.duration, args.warmup))
+        out = asyncio.run(
+            worker(host, port, request, args.worker_conns, args.start, args.duration, args.warmup)
+        )
         sys.stdout.write(json.dumps(out))
         return
     start = time.time() + 1.0 + 0.3 * args.procs  # let every process import and connect first

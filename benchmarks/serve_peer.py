@@ -31,8 +31,18 @@ async def infer(name: str, request: Request) -> dict:
     return {
         "model_name": name,
         "outputs": [
-            {"name": "probabilities", "datatype": "FP32", "shape": list(probs.shape), "data": probs.flatten().tolist()},
-            {"name": "label", "datatype": "BYTES", "shape": [len(x)], "data": tasks.labels_of(spec, out["label_codes"])},
+            {
+                "name": "probabilities",
+                "datatype": "FP32",
+                "shape": list(probs.shape),
+                "data": probs.flatten().tolist(),
+            },
+            {
+                "name": "label",
+                "datatype": "BYTES",
+                "shape": [len(x)],
+                "data": tasks.labels_of(spec, out["label_codes"]),
+            },
         ],
     }
 

@@ -25,13 +25,19 @@ def make_model_dir(
 ) -> Path:
     """A random MLP with standardisation statistics, as a model directory (optionally with ONNX)."""
     torch.manual_seed(seed)
-    labels = labels if labels is not None else (["setosa", "versicolor", "virginica"] if task == "multiclass" else None)
+    labels = (
+        labels
+        if labels is not None
+        else (["setosa", "versicolor", "virginica"] if task == "multiclass" else None)
+    )
     outputs = len(labels) if task == "multiclass" and labels else 1
     arch = mlp_architecture(features, outputs, list(hidden))
     model = build_model(arch)
     mean, std = [float(i) for i in range(features)], [2.0] * features
     set_standardization(model, mean, std)
-    spec = TaskSpec(task, outputs, labels, 3.0 if task == "regression" else 0.0, 2.0 if task == "regression" else 1.0)  # type: ignore[arg-type]
+    spec = TaskSpec(
+        task, outputs, labels, 3.0 if task == "regression" else 0.0, 2.0 if task == "regression" else 1.0
+    )  # type: ignore[arg-type]
     meta = artifacts.ModelMeta(
         architecture=arch,
         task=spec.to_json(),

@@ -66,4 +66,8 @@ def demo(workdir: str | Path | None = None, *, workers: int = 2, json_mode: bool
         "loss plot": str(Path(summary["run_dir"]) / "loss.png"),
     }
     console.show(console.kv_table("demo summary", rows), json_mode=json_mode)
-    return {"workdir": str(work), "train": summary, "evaluate": ev}
+
+    from bigmodel.serve.demo import demo_serve
+
+    served = demo_serve(work, summary["run_dir"], csv, label="diagnosis", say=say, json_mode=json_mode)
+    return {"workdir": str(work), "train": summary, "evaluate": ev, "serve": served}

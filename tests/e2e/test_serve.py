@@ -52,7 +52,14 @@ def world(tmp_path_factory: pytest.TempPathFactory):
     args = ["--registry", str(reg.location), "--models", "iris,iris:2,house,bin,sw", "--api-key", KEY]
     args += ["--poll-interval-s", "0.2", "--max-queue-delay-ms", "2", "--access-log", str(log)]
     with ServerProcess(args, env={"BIGMODEL_HOME": str(tmp / "home")}) as server:
-        yield {"url": server.url, "host": server.url.removeprefix("http://"), "reg": reg, "dirs": dirs, "log": log, "tmp": tmp}
+        yield {
+            "url": server.url,
+            "host": server.url.removeprefix("http://"),
+            "reg": reg,
+            "dirs": dirs,
+            "log": log,
+            "tmp": tmp,
+        }
         assert server.stop() == 0  # SIGINT: a clean shutdown
 
 
@@ -63,7 +70,10 @@ def reference(path: Path, x: np.ndarray) -> dict[str, np.ndarray]:
         out = tasks.postprocess(m.spec, m.module(torch.from_numpy(x)))
     if m.spec.task == "regression":
         return {"prediction": out["predictions"].numpy()}
-    return {"probabilities": out["probabilities"].numpy(), "label": np.array(tasks.labels_of(m.spec, out["label_codes"]))}
+    return {
+        "probabilities": out["probabilities"].numpy(),
+        "label": np.array(tasks.labels_of(m.spec, out["label_codes"])),
+    }
 
 
 def _input(x: np.ndarray, binary: bool = True) -> th.InferInput:
@@ -73,13 +83,19 @@ def _input(x: np.ndarray, binary: bool = True) -> th.InferInput:
 
 
 def _rows(n: int, features: int = 6, seed: int = 0) -> np.ndarray:
-    return (np.random.default_rng(seed).standard_normal((n, features)) * 2 + np.arange(features)).astype(np.float32)
+    return (np.random.default_rng(seed).standard_normal((n, features)) * 2 + np.arange(features)).astype(
+        np.float32
+    )
 
 
 def test_health_metadata_and_api_key(world):
     c = th.InferenceServerClient(world["host"])
     assert c.is_server_live() and c.is_server_ready()  # health needs no key
-    for call in (c.get_server_metadata, lambda: c.get_model_metadata("iris"), lambda: c.infer("iris", [_input(_rows(1))])):
+    for call in (
+        c.get_server_metadata,
+        lambda: c.get_model_metadata("iris"),
+        lambda: c.infer("iris", [_input(_rows(1))]),
+    ):
         with pytest.raises(InferenceServerException, match="missing or wrong API key") as info:
             call()
         assert info.value.status() == "401"
@@ -103,7 +119,14 @@ def test_infer_equals_the_model_in_process(world, binary: bool):
     outs = lambda *names: [th.InferRequestedOutput(n, binary_data=binary) for n in names]  # noqa: E731
     x = _rows(5, seed=1)
     for version, ref in (("", "iris:1"), ("1", "iris:1"), ("2", "iris:2")):  # "" -> production (1)
-        r = c.infer("iris", [_input(x, binary)], version, outputs=outs("probabilities", "label"), headers=auth(), request_id="q7")
+        r = c.infer(
+            "iris",
+            [_input(x, binary)],
+            version,
+            outputs=outs("probabilities", "label"),
+            headers=auth(),
+            request_id="q7",
+        )
         want = reference(world["dirs"][ref], x)
         assert r.get_response()["model_version"] == ref[-1] and r.get_response()["id"] == "q7"
         np.testing.assert_allclose(r.as_numpy("probabilities"), want["probabilities"], atol=1e-5)
@@ -111,7 +134,9 @@ def test_infer_equals_the_model_in_process(world, binary: bool):
         assert got_labels == want["label"].tolist()
     xh = _rows(3, 4, seed=2)
     r = c.infer("house", [_input(xh, binary)], outputs=outs("prediction"), headers=auth())
-    np.testing.assert_allclose(r.as_numpy("prediction"), reference(world["dirs"]["house:1"], xh)["prediction"], rtol=1e-5)
+    np.testing.assert_allclose(
+        r.as_numpy("prediction"), reference(world["dirs"]["house:1"], xh)["prediction"], rtol=1e-5
+    )
     xb = _rows(4, 3, seed=3)
     r = c.infer("bin", [_input(xb, binary)], headers=auth())  # no outputs named: all, as binary data
     assert r.as_numpy("label").dtype == np.int64
@@ -120,7 +145,9 @@ def test_infer_equals_the_model_in_process(world, binary: bool):
 
 
 def _post(world, path: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, dict, dict]:
-    req = urllib.request.Request(world["url"] + path, data=body, headers={**auth(), **(headers or {})}, method="POST")
+    req = urllib.request.Request(
+        world["url"] + path, data=body, headers={**auth(), **(headers or {})}, method="POST"
+    )
     try:
         with urllib.request.urlopen(req) as resp:
             return resp.status, json.loads(resp.read()), dict(resp.headers)
@@ -132,15 +159,33 @@ def test_bad_input_is_a_4xx_naming_the_problem_and_the_server_lives_on(world):
     c = th.InferenceServerClient(world["host"])
     x = _rows(2)
     cases = [
-        (lambda: c.infer("iris", [_input(_rows(2, 5))], headers=auth()), "400", r"shape \[2, 5\]; model iris takes \[-1, 6\]"),
+        (
+            lambda: c.infer("iris", [_input(_rows(2, 5))], headers=auth()),
+            "400",
+            r"shape \[2, 5\]; model iris takes \[-1, 6\]",
+        ),
         (lambda: c.infer("nope", [_input(x)], headers=auth()), "404", "unknown model 'nope'"),
         (lambda: c.infer("iris", [_input(x)], "9", headers=auth()), "404", "has no version '9' loaded"),
-        (lambda: c.infer("iris", [_input(np.full((1, 6), np.inf, np.float32))], headers=auth()), "400", "NaN or infinite"),
-        (lambda: c.infer("iris", [_input(x)], outputs=[th.InferRequestedOutput("logits")], headers=auth()), "400", "unknown output 'logits'"),
+        (
+            lambda: c.infer("iris", [_input(np.full((1, 6), np.inf, np.float32))], headers=auth()),
+            "400",
+            "NaN or infinite",
+        ),
+        (
+            lambda: c.infer("iris", [_input(x)], outputs=[th.InferRequestedOutput("logits")], headers=auth()),
+            "400",
+            "unknown output 'logits'",
+        ),
     ]
     wrong_type = th.InferInput("input", [2, 6], "FP64")
     wrong_type.set_data_from_numpy(x.astype(np.float64))
-    cases.append((lambda: c.infer("iris", [wrong_type], headers=auth()), "400", "datatype 'FP64'; model iris takes FP32"))
+    cases.append(
+        (
+            lambda: c.infer("iris", [wrong_type], headers=auth()),
+            "400",
+            "datatype 'FP64'; model iris takes FP32",
+        )
+    )
     wrong_name = th.InferInput("features", [2, 6], "FP32")
     wrong_name.set_data_from_numpy(x)
     cases.append((lambda: c.infer("iris", [wrong_name], headers=auth()), "400", "unknown input 'features'"))
@@ -167,7 +212,9 @@ def test_bad_input_is_a_4xx_naming_the_problem_and_the_server_lives_on(world):
     assert status == 404 and "no such endpoint" in body["error"]
     # gzip-compressed requests (tritonclient's request_compression_algorithm) work
     r = c.infer("iris", [_input(x)], headers=auth(), request_compression_algorithm="gzip")
-    np.testing.assert_allclose(r.as_numpy("probabilities"), reference(world["dirs"]["iris:1"], x)["probabilities"], atol=1e-5)
+    np.testing.assert_allclose(
+        r.as_numpy("probabilities"), reference(world["dirs"]["iris:1"], x)["probabilities"], atol=1e-5
+    )
     assert c.is_server_live()
 
 
@@ -193,7 +240,11 @@ def test_many_concurrent_clients_each_get_their_own_rows(world):
         want = reference(world["dirs"]["iris:1"], x_of[i])["probabilities"]
         for probs in got:
             np.testing.assert_allclose(probs, want, atol=1e-5)
-    text = urllib.request.urlopen(urllib.request.Request(world["url"] + "/metrics", headers=auth())).read().decode()
+    text = (
+        urllib.request.urlopen(urllib.request.Request(world["url"] + "/metrics", headers=auth()))
+        .read()
+        .decode()
+    )
     batches = {
         line.split("le=")[1].split(",")[0].strip('"'): float(line.rsplit(" ", 1)[1])
         for line in text.splitlines()
@@ -201,12 +252,17 @@ def test_many_concurrent_clients_each_get_their_own_rows(world):
     }
     assert batches["+Inf"] < 288  # fewer forward passes than requests: requests were merged
     assert 'bigmodel_inference_requests_total{model="iris",status="200",version="1"}' in text
-    assert "bigmodel_inference_queue_duration_seconds_bucket" in text and "bigmodel_inference_in_flight" in text
+    assert (
+        "bigmodel_inference_queue_duration_seconds_bucket" in text and "bigmodel_inference_in_flight" in text
+    )
 
 
 def test_alias_switch_under_load_fails_no_request(world):
     x_of = {i: _rows(2, seed=200 + i) for i in range(12)}
-    want = {v: {i: reference(world["dirs"][f"sw:{v}"], x)["probabilities"] for i, x in x_of.items()} for v in (1, 2)}
+    want = {
+        v: {i: reference(world["dirs"][f"sw:{v}"], x)["probabilities"] for i, x in x_of.items()}
+        for v in (1, 2)
+    }
     seen: dict[int, list[str]] = {i: [] for i in x_of}
     stop = time.monotonic() + 4.0
 
@@ -254,26 +310,42 @@ def test_access_log_is_structured(world):
     time.sleep(0.4)  # flushed a few times a second
     records = [json.loads(line) for line in world["log"].read_text().splitlines()]
     infer = [r for r in records if r["path"].endswith("/infer") and r["status"] == 200]
-    assert infer and {"ts", "method", "path", "status", "model", "version", "rows", "ms", "queue_ms"} <= set(infer[0])
-    assert any(r["status"] == 401 for r in records) and any(r["status"] == 400 and "error" in r for r in records)
+    assert infer and {"ts", "method", "path", "status", "model", "version", "rows", "ms", "queue_ms"} <= set(
+        infer[0]
+    )
+    assert any(r["status"] == 401 for r in records) and any(
+        r["status"] == 400 and "error" in r for r in records
+    )
 
 
 def test_predict_cli(world):
     x = _rows(3, seed=9)
     csv = world["tmp"] / "rows.csv"
-    csv.write_text("target," + ",".join(f"f{i}" for i in range(6)) + "\n" + "\n".join("z," + ",".join(map(str, r)) for r in x.tolist()) + "\n")
+    csv.write_text(
+        "target,"
+        + ",".join(f"f{i}" for i in range(6))
+        + "\n"
+        + "\n".join("z," + ",".join(map(str, r)) for r in x.tolist())
+        + "\n"
+    )
     base = ["--url", world["url"], "--api-key", KEY, "--json"]
     out = run_cli("predict", "iris:2", "--input", str(csv), *base)
     assert out.returncode == 0, out.stderr
     got = json.loads(out.stdout.strip().splitlines()[-1])
-    assert got["version"] == "2" and [p["label"] for p in got["predictions"]] == reference(world["dirs"]["iris:2"], x)["label"].tolist()
+    assert (
+        got["version"] == "2"
+        and [p["label"] for p in got["predictions"]]
+        == reference(world["dirs"]["iris:2"], x)["label"].tolist()
+    )
     rows = world["tmp"] / "rows.json"
     rows.write_text(json.dumps([{f"f{i}": v for i, v in enumerate(r)} for r in x.tolist()]))
     out = run_cli("predict", "iris@production", "--input", str(rows), *base)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.strip().splitlines()[-1])["version"] == "1"
     out = run_cli("predict", "iris@staging", "--input", str(rows), *base)
-    assert out.returncode == 2 and out.stderr.startswith("error: the server at") and "iris@staging" in out.stderr
+    assert (
+        out.returncode == 2 and out.stderr.startswith("error: the server at") and "iris@staging" in out.stderr
+    )
 
 
 @pytest.fixture(scope="module")
@@ -281,14 +353,25 @@ def slow_server(tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("slow")
     reg = Registry(tmp / "registry")
     reg.register(make_model_dir(tmp / "wide", features=512, hidden=(2048, 2048)), "wide")
-    args = ["--registry", str(reg.location), "--max-batch-size", "1", "--max-queue", "2", "--access-log", "off"]
+    args = [
+        "--registry",
+        str(reg.location),
+        "--max-batch-size",
+        "1",
+        "--max-queue",
+        "2",
+        "--access-log",
+        "off",
+    ]
     with ServerProcess(args, env={"BIGMODEL_HOME": str(tmp / "home")}) as server:
         yield server
 
 
 def test_backpressure_503_with_retry_after_and_timeouts(slow_server):
     x = _rows(1, 512)
-    body = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 512], "data": x.ravel().tolist()}]}).encode()
+    body = json.dumps(
+        {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 512], "data": x.ravel().tolist()}]}
+    ).encode()
     statuses: list[int] = []
     retry_after: set[str | None] = set()
 

@@ -11,7 +11,9 @@ from bigmodel.console import grid_table
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("predict", help="send rows from a CSV/JSON file to a model on a running server")
     p.add_argument("ref", metavar="NAME[:VERSION|@ALIAS]")
-    p.add_argument("--input", required=True, help="a .csv with feature columns by name, or a .json list of rows")
+    p.add_argument(
+        "--input", required=True, help="a .csv with feature columns by name, or a .json list of rows"
+    )
     p.add_argument("--url", default=None, help="server URL (default: $BIGMODEL_URL or http://127.0.0.1:8000)")
     p.add_argument("--api-key", default=None, help="default: $BIGMODEL_API_KEY")
     add_json(p)

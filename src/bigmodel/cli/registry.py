@@ -18,7 +18,9 @@ def add_registry(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("registry", help="versioned model registry: register, alias, list, show, compare, delete")
+    p = sub.add_parser(
+        "registry", help="versioned model registry: register, alias, list, show, compare, delete"
+    )
     rsub = p.add_subparsers(dest="registry_verb", required=True, metavar="ACTION")
 
     def action(name: str, help: str) -> argparse.ArgumentParser:
@@ -138,7 +140,9 @@ def _show(args: argparse.Namespace) -> None:
 
     def tables() -> list[Any]:
         files = grid_table(
-            "artifacts", ["file", "bytes", "sha256"], [[f, i["bytes"], i["sha256"]] for f, i in rec["files"].items()]
+            "artifacts",
+            ["file", "bytes", "sha256"],
+            [[f, i["bytes"], i["sha256"]] for f, i in rec["files"].items()],
         )
         return [kv_table(rec["ref"], _summary(rec)), files]
 

@@ -20,18 +20,35 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="comma-separated NAME (production alias, else latest), NAME@ALIAS or NAME:VERSION "
         "(default: every model in the registry)",
     )
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
+    )
     p.add_argument("--port", type=int, default=8000, help="port (0: any free port, printed when ready)")
     p.add_argument("--max-batch-size", type=int, default=64, help="most rows merged into one forward pass")
-    p.add_argument("--max-queue-delay-ms", type=float, default=0.0, help="how long a request may wait for others to join its batch")
-    p.add_argument("--max-queue", type=int, default=256, help="queued requests per model before answering 503")
+    p.add_argument(
+        "--max-queue-delay-ms",
+        type=float,
+        default=0.0,
+        help="how long a request may wait for others to join its batch",
+    )
+    p.add_argument(
+        "--max-queue", type=int, default=256, help="queued requests per model before answering 503"
+    )
     p.add_argument("--timeout-s", type=float, default=30.0, help="per-request timeout, queueing included")
-    p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (default: $BIGMODEL_API_KEY)")
-    p.add_argument("--runtime", choices=["auto", "torch", "onnxruntime"], default="auto",
-                   help="auto: ONNX Runtime when a version has an ONNX export, else PyTorch")
+    p.add_argument(
+        "--api-key", default=None, help="require 'Authorization: Bearer KEY' (default: $BIGMODEL_API_KEY)"
+    )
+    p.add_argument(
+        "--runtime",
+        choices=["auto", "torch", "onnxruntime"],
+        default="auto",
+        help="auto: ONNX Runtime when a version has an ONNX export, else PyTorch",
+    )
     p.add_argument("--max-body-mb", type=float, default=16.0, help="request body size limit")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads per forward pass")
-    p.add_argument("--poll-interval-s", type=float, default=1.0, help="how often aliases are re-read from the registry")
+    p.add_argument(
+        "--poll-interval-s", type=float, default=1.0, help="how often aliases are re-read from the registry"
+    )
     p.add_argument("--access-log", default="-", help="'-' (stderr), a file, or 'off'")
     add_json(p)
     p.set_defaults(func=_serve)
@@ -59,7 +76,8 @@ def _serve(args: argparse.Namespace) -> None:
 
     def ready(state: ServerState, url: str) -> None:
         models = [
-            {"name": s.name, "version": s.version, "runtime": s.runtime.kind} for s in state.repo.loaded.values()
+            {"name": s.name, "version": s.version, "runtime": s.runtime.kind}
+            for s in state.repo.loaded.values()
         ]
         shown = ", ".join(f"{m['name']}:{m['version']} ({m['runtime']})" for m in models) or "no models"
         key = "API key required" if cfg.api_key else "no API key"

@@ -45,7 +45,11 @@ class BlobStore:
         """Copy a blob to a local file, checking its sha256 on the way; ``what`` names it in errors."""
         h = hashlib.sha256()
         try:
-            with self.fs.open(self.path(sha256), "rb") as src, atomic_path(dst) as tmp, open(tmp, "wb") as out:
+            with (
+                self.fs.open(self.path(sha256), "rb") as src,
+                atomic_path(dst) as tmp,
+                open(tmp, "wb") as out,
+            ):
                 while block := src.read(1 << 20):
                     h.update(block)
                     out.write(block)

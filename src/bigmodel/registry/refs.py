@@ -53,6 +53,8 @@ def parse_ref(text: str) -> Ref:
     if ":" in text:
         name, version = text.split(":", 1)
         if not version.isdigit() or int(version) < 1:
-            raise BigModelError(f"bad model reference {text!r}: the version after ':' must be an integer >= 1")
+            raise BigModelError(
+                f"bad model reference {text!r}: the version after ':' must be an integer >= 1"
+            )
         return Ref(check_name(name), version=int(version))
     return Ref(check_name(text))

@@ -125,9 +125,7 @@ class Registry:
         check_alias(alias)
         with db.locked(self.engine) as conn:
             self._require_version(conn, name, version)
-            conn.execute(
-                sql_delete(db.aliases).where(db.aliases.c.name == name, db.aliases.c.alias == alias)
-            )
+            conn.execute(sql_delete(db.aliases).where(db.aliases.c.name == name, db.aliases.c.alias == alias))
             conn.execute(
                 insert(db.aliases).values(name=name, alias=alias, version=version, updated_at=_now())
             )
@@ -164,9 +162,7 @@ class Registry:
                 )
             ]
             for table in (db.aliases, db.files, db.versions):
-                conn.execute(
-                    sql_delete(table).where(table.c.name == ref.name, table.c.version == version)
-                )
+                conn.execute(sql_delete(table).where(table.c.name == ref.name, table.c.version == version))
             still_used = {
                 r[0] for r in conn.execute(select(db.files.c.sha256).where(db.files.c.sha256.in_(shas)))
             }

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -83,10 +84,9 @@ class Batcher:
     def _expire(self, item: _Item) -> None:
         if not item.fut.done():
             item.fut.set_exception(Timeout())
-        try:  # frees its slot (and rows) at once; a forward already under way just drops its answer
+        # frees its slot (and rows) at once; a forward already under way just drops its answer
+        with contextlib.suppress(ValueError):
             self._queue.remove(item)
-        except ValueError:
-            pass
 
     async def drain(self) -> None:
         """Wait until every queued request has been answered."""

@@ -41,11 +41,18 @@ class Client:
         cls = http.client.HTTPSConnection if self.parts.scheme == "https" else http.client.HTTPConnection
         conn = cls(self.parts.hostname or "", self.parts.port, timeout=self.timeout)
         try:
-            conn.request(method, self.parts.path.rstrip("/") + path, None if body is None else json.dumps(body), self.headers)
+            conn.request(
+                method,
+                self.parts.path.rstrip("/") + path,
+                None if body is None else json.dumps(body),
+                self.headers,
+            )
             resp = conn.getresponse()
             raw = resp.read()
         except OSError as err:
-            raise BigModelError(f"cannot reach the server at {self.url}: {err} (is `bigmodel serve` running?)") from None
+            raise BigModelError(
+                f"cannot reach the server at {self.url}: {err} (is `bigmodel serve` running?)"
+            ) from None
         finally:
             conn.close()
         try:
@@ -53,14 +60,20 @@ class Client:
         except json.JSONDecodeError:
             data = {"error": raw[:200].decode(errors="replace")}
         if resp.status != 200:
-            raise BigModelError(f"server answered {resp.status}: {data.get('error', data) if isinstance(data, dict) else data}")
+            raise BigModelError(
+                f"server answered {resp.status}: {data.get('error', data) if isinstance(data, dict) else data}"
+            )
         return data
 
     def metadata(self, name: str, version: str | None = None) -> dict[str, Any]:
         return dict(self.request("GET", _model_path(name, version)))
 
     def infer(self, name: str, x: np.ndarray, version: str | None = None) -> dict[str, Any]:
-        body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": list(x.shape), "data": x.ravel().tolist()}]}
+        body = {
+            "inputs": [
+                {"name": "input", "datatype": "FP32", "shape": list(x.shape), "data": x.ravel().tolist()}
+            ]
+        }
         return dict(self.request("POST", _model_path(name, version) + "/infer", body))
 
 
@@ -86,7 +99,9 @@ def read_rows(path: str | Path, features: list[str]) -> np.ndarray:
         if all(isinstance(r, dict) for r in data):
             missing = [f for f in features if f not in data[0]]
             if missing:
-                raise BigModelError(f"{path}: row 0 has no feature {missing[0]!r} (the model takes {', '.join(features)})")
+                raise BigModelError(
+                    f"{path}: row 0 has no feature {missing[0]!r} (the model takes {', '.join(features)})"
+                )
             data = [[r.get(f) for f in features] for r in data]
         try:
             x = np.asarray(data, dtype=np.float32)
@@ -103,13 +118,17 @@ def read_rows(path: str | Path, features: list[str]) -> np.ndarray:
         if missing:
             raise BigModelError(f"{path}: no column {missing[0]!r} (the model takes {', '.join(features)})")
         try:
-            x = np.stack([table.column(f).to_numpy(zero_copy_only=False).astype(np.float32) for f in features], axis=1)
+            x = np.stack(
+                [table.column(f).to_numpy(zero_copy_only=False).astype(np.float32) for f in features], axis=1
+            )
         except (ValueError, TypeError):
             raise BigModelError(f"{path}: feature columns must be numeric") from None
     else:
         raise BigModelError(f"{path}: use a .csv or .json file")
     if x.ndim != 2 or x.shape[1] != len(features):
-        raise BigModelError(f"{path}: rows have {x.shape[-1] if x.ndim else 0} values; the model takes {len(features)}")
+        raise BigModelError(
+            f"{path}: rows have {x.shape[-1] if x.ndim else 0} values; the model takes {len(features)}"
+        )
     return x
 
 
@@ -134,7 +153,9 @@ def predict(
             )
         version = served[r.alias]
         meta = client.metadata(r.name, version)
-    features = meta.get("parameters", {}).get("features") or [f"f{i}" for i in range(meta["inputs"][0]["shape"][1])]
+    features = meta.get("parameters", {}).get("features") or [
+        f"f{i}" for i in range(meta["inputs"][0]["shape"][1])
+    ]
     x = read_rows(input, features)
     resp = client.infer(r.name, x, version)
     outputs = {o["name"]: o["data"] for o in resp["outputs"]}

@@ -107,7 +107,8 @@ async def handle_infer(
             fut = served.batcher.submit(req.x, timeout)
         except QueueFull:
             raise HTTPError(
-                503, f"model {name} is overloaded: {cfg.max_queue} requests already queued; retry later",
+                503,
+                f"model {name} is overloaded: {cfg.max_queue} requests already queued; retry later",
                 {"Retry-After": "1"},
             ) from None
         try:

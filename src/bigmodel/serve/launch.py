@@ -31,7 +31,7 @@ class ServerProcess:
         self.info: dict[str, Any] = {}
 
     def start(self) -> ServerProcess:
-        self.stderr = tempfile.TemporaryFile()
+        self.stderr = tempfile.TemporaryFile()  # noqa: SIM115 (lives as long as the server)
         cmd = [sys.executable, "-m", "bigmodel", "serve", "--port", "0", "--json", *self.args]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.stderr, env=self.env)
         assert self.proc.stdout is not None

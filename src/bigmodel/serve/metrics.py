@@ -37,7 +37,7 @@ class Histogram:
         self.total += v
 
     def family_args(self) -> tuple[list[tuple[str, float]], float]:
-        acc, buckets = 0, []
+        acc, buckets = 0.0, []
         for bound, c in zip((*self.bounds, float("inf")), self.counts, strict=True):
             acc += c
             buckets.append(("+Inf" if bound == float("inf") else repr(float(bound)), acc))
@@ -55,12 +55,12 @@ class Metrics:
         self.in_flight = 0
         self.loaded: dict[tuple[str, str], str] = {}  # (model, version) -> runtime
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(self)  # type: ignore[arg-type]
+        self.registry.register(self)
         ProcessCollector(registry=self.registry)
 
     def request(self, model: str, version: str, status: int, seconds: float, queued: float | None) -> None:
-        key = (model, version, str(status))
-        self.requests[key] = self.requests.get(key, 0) + 1
+        rkey = (model, version, str(status))
+        self.requests[rkey] = self.requests.get(rkey, 0) + 1
         mv = (model, version)
         h = self.latency.get(mv) or self.latency.setdefault(mv, Histogram(LATENCY_BUCKETS))
         h.observe(seconds)
@@ -74,7 +74,8 @@ class Metrics:
 
     def collect(self) -> Iterator[Any]:
         c = CounterMetricFamily(
-            "bigmodel_inference_requests", "Inference requests by model, version and HTTP status",
+            "bigmodel_inference_requests",
+            "Inference requests by model, version and HTTP status",
             labels=["model", "version", "status"],
         )
         for labels, n in sorted(self.requests.items()):
@@ -86,12 +87,16 @@ class Metrics:
             ("bigmodel_inference_batch_size", "Rows per forward pass", self.batch),
         ):
             h = HistogramMetricFamily(name, doc, labels=["model", "version"])
-            for labels, hist in sorted(table.items()):
+            for mv, hist in sorted(table.items()):
                 buckets, total = hist.family_args()
-                h.add_metric(list(labels), buckets, total)
+                h.add_metric(list(mv), buckets, total)
             yield h
-        yield GaugeMetricFamily("bigmodel_inference_in_flight", "Inference requests being served", self.in_flight)
-        g = GaugeMetricFamily("bigmodel_model_loaded", "Loaded model versions", labels=["model", "version", "runtime"])
+        yield GaugeMetricFamily(
+            "bigmodel_inference_in_flight", "Inference requests being served", self.in_flight
+        )
+        g = GaugeMetricFamily(
+            "bigmodel_model_loaded", "Loaded model versions", labels=["model", "version", "runtime"]
+        )
         for (m, v), rt in sorted(self.loaded.items()):
             g.add_metric([m, v, rt], 1)
         yield g
@@ -117,7 +122,7 @@ class AccessLog:
             return cls(None)
         if target == "-":
             return cls(sys.stderr.buffer)
-        return cls(open(target, "ab"))  # noqa: SIM115 (closed in close())
+        return cls(open(target, "ab"))
 
     def write(self, record: dict[str, Any]) -> None:
         if self.stream is None:

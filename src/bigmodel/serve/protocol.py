@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+
 class HTTPError(Exception):
     """An answer other than 200: ``{"error": message}`` with this status (and extra headers)."""
 
@@ -76,7 +77,9 @@ def decode_request(
     if t.get("name") != inp.name:
         raise _bad(f"unknown input {t.get('name')!r}: model {model} takes one input named '{inp.name}'")
     if t.get("datatype") != inp.datatype:
-        raise _bad(f"input '{inp.name}' has datatype {t.get('datatype')!r}; model {model} takes {inp.datatype}")
+        raise _bad(
+            f"input '{inp.name}' has datatype {t.get('datatype')!r}; model {model} takes {inp.datatype}"
+        )
     shape = t.get("shape")
     features = inp.shape[1]
     if (
@@ -86,7 +89,9 @@ def decode_request(
         or shape[0] < 1
         or shape[1] != features
     ):
-        raise _bad(f"input '{inp.name}' has shape {shape}; model {model} takes [-1, {features}] (rows, features)")
+        raise _bad(
+            f"input '{inp.name}' has shape {shape}; model {model} takes [-1, {features}] (rows, features)"
+        )
     rows = shape[0]
     params = t.get("parameters") or {}
     if not isinstance(params, dict):
@@ -94,7 +99,9 @@ def decode_request(
     size = params.get("binary_data_size")
     if size is not None:
         if header_length is None:
-            raise _bad(f"input '{inp.name}' has binary_data_size but the request has no Inference-Header-Content-Length")
+            raise _bad(
+                f"input '{inp.name}' has binary_data_size but the request has no Inference-Header-Content-Length"
+            )
         expect = rows * features * 4
         if size != expect or len(body) - header_length != expect:
             raise _bad(
@@ -109,7 +116,9 @@ def decode_request(
         try:
             x = np.asarray(data, dtype=np.float32)
         except (ValueError, TypeError):
-            raise _bad(f"input '{inp.name}': 'data' must hold only numbers, as a flat or nested list") from None
+            raise _bad(
+                f"input '{inp.name}': 'data' must hold only numbers, as a flat or nested list"
+            ) from None
         if x.size != rows * features:
             raise _bad(f"input '{inp.name}' has {x.size} values; shape {shape} needs {rows * features}")
         x = x.reshape(rows, features)

@@ -99,7 +99,9 @@ class Repository:
     def aliases_served(self, name: str) -> dict[str, str]:
         """``{"production": "2"}``: the registry's aliases of ``name`` whose version is loaded here."""
         return {
-            a: str(v) for a, v in sorted(self.registry_aliases.get(name, {}).items()) if (name, v) in self.loaded
+            a: str(v)
+            for a, v in sorted(self.registry_aliases.get(name, {}).items())
+            if (name, v) in self.loaded
         }
 
     # ---- changes -------------------------------------------------------------------------------
@@ -165,7 +167,9 @@ class Repository:
                     log.warning("%s now serves %s:%s (was %s)", t.ref, t.ref.name, want, old)
                     await self._release(t.ref.name, old)
 
-    def _resolve_all(self, targets: list[Target]) -> tuple[list[int | BigModelError], dict[str, dict[str, int]]]:
+    def _resolve_all(
+        self, targets: list[Target]
+    ) -> tuple[list[int | BigModelError], dict[str, dict[str, int]]]:
         out: list[int | BigModelError] = []
         for t in targets:
             try:

@@ -26,7 +26,9 @@ EXTENSIONS = ["binary_tensor_data", "model_repository", "metrics"]
 
 
 def json_response(obj: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY), status, media_type="application/json")
+    return Response(
+        orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY), status, media_type="application/json"
+    )
 
 
 def health(state: ServerState) -> list[BaseRoute]:

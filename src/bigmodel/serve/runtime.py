@@ -69,11 +69,17 @@ class ModelRuntime:
         self.path = path
         self.meta = loaded.meta
         self.spec = loaded.spec
-        onnx = getattr(self.meta, "onnx", None)
+        onnx: dict[str, Any] | None = getattr(self.meta, "onnx", None)
         if kind == "onnxruntime" and not onnx:
-            raise BigModelError(f"{path} has no ONNX export (run `bigmodel export {path}`) for --runtime onnxruntime")
-        self.kind = "onnxruntime" if (kind == "onnxruntime" or (kind == "auto" and onnx)) else "torch"
-        self.forward = _onnx_forward(path, onnx, threads) if self.kind == "onnxruntime" else _torch_forward(loaded)
+            raise BigModelError(
+                f"{path} has no ONNX export (run `bigmodel export {path}`) for --runtime onnxruntime"
+            )
+        self.kind = "onnxruntime" if onnx and kind in ("auto", "onnxruntime") else "torch"
+        self.forward = (
+            _onnx_forward(path, onnx, threads)
+            if onnx and self.kind == "onnxruntime"
+            else _torch_forward(loaded)
+        )
         self.features = list(self.meta.features)
         self.input = TensorSpec(INPUT, "FP32", [-1, len(self.features)])
         if self.spec.task == "regression":
