@@ -1,8 +1,9 @@
 """Serving: dynamic batching, per-request overhead, a minimal FastAPI peer, PyTorch vs ONNX Runtime.
 
 Every server is a real `bigmodel serve` process (or the peer, benchmarks/serve_peer.py) on loopback;
-the load comes from a separate process: `wrk` (C, one thread) when it is on PATH, else
-benchmarks/loadgen.py (asyncio + uvloop). Both are closed loops of keep-alive connections, each
+the load comes from a separate process: `wrk` (C, one thread; `apt-get install wrk`) when it is on
+PATH, else benchmarks/loadgen.py (asyncio + uvloop, installed by `make install`);
+BENCH_LOADGEN=python forces the latter. Both are closed loops of keep-alive connections, each
 sending one OIP JSON request of one row and the next as soon as the answer arrives. Inference
 runs with one torch thread (OMP_NUM_THREADS=1) everywhere, the peer included.
 """
@@ -77,9 +78,13 @@ def body_file(work: Path, features: int) -> Path:
     return path
 
 
+def use_wrk() -> bool:
+    return bool(shutil.which("wrk")) and os.environ.get("BENCH_LOADGEN", "auto") != "python"
+
+
 def load(url: str, body: Path, concurrency: int, seconds: float, auth: bool) -> dict:
     """Closed-loop load from a separate process -> {rps, p50_ms, p99_ms, failed}."""
-    if shutil.which("wrk"):
+    if use_wrk():
         env = {**os.environ, "BODY_FILE": str(body), "AUTH": f"Bearer {KEY}" if auth else ""}
         base = ["wrk", "-t1", f"-c{concurrency}", "-s", str(HERE / "wrk_post.lua"), "--timeout", "10s", url]
         subprocess.run([*base[:3], "-d1s", *base[3:]], env=env, capture_output=True, check=True)  # warm up
@@ -147,7 +152,7 @@ def run() -> dict:
     reg = ["--registry", str(paths["registry"])]
     # every feature on: API key, access log (to a file), metrics, validation, batching, timeouts, body limit
     full = ["--api-key", KEY, "--access-log", str(work / "access.log"), "--max-batch-size", "64"]
-    loadgen = "wrk (1 thread)" if shutil.which("wrk") else "benchmarks/loadgen.py (asyncio, 1 process)"
+    loadgen = "wrk (1 thread)" if use_wrk() else "benchmarks/loadgen.py (asyncio, 1 process)"
 
     with ExitStack() as stack:
         small = stack.enter_context(ServerProcess([*reg, "--models", "small:1,small:2", *full], env=env))

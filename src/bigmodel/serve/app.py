@@ -190,6 +190,7 @@ def serve(
         http=_pick("httptools", "h11"),
         lifespan="on",
         access_log=False,  # ours is structured and cheaper
+        proxy_headers=False,  # X-Forwarded-For is not trusted (and costs every request a layer)
         log_level="critical",  # errors reach the user as one line (startup) or our log (requests)
         timeout_graceful_shutdown=int(max(cfg.timeout_s, 5.0)),
     )

@@ -111,7 +111,7 @@ class AccessLog:
 
     def __init__(self, stream: IO[bytes] | None, *, flush_every_s: float = 0.25, max_buffer: int = 4096):
         self.stream = stream
-        self.buffer: list[bytes] = []
+        self.buffer: list[dict[str, Any]] = []
         self.flush_every_s = flush_every_s
         self.max_buffer = max_buffer
         self._task: asyncio.Task[None] | None = None
@@ -127,7 +127,8 @@ class AccessLog:
     def write(self, record: dict[str, Any]) -> None:
         if self.stream is None:
             return
-        self.buffer.append(orjson.dumps({"ts": round(time.time(), 6), **record}))
+        record["ts"] = time.time()
+        self.buffer.append(record)
         if len(self.buffer) >= self.max_buffer:
             self.flush()
 
@@ -135,7 +136,7 @@ class AccessLog:
         if self.stream is None or not self.buffer:
             return
         lines, self.buffer = self.buffer, []
-        self.stream.write(b"\n".join(lines) + b"\n")
+        self.stream.write(b"".join([orjson.dumps(r, option=orjson.OPT_APPEND_NEWLINE) for r in lines]))
         self.stream.flush()
 
     def start(self) -> None:
