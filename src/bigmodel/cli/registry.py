@@ -107,7 +107,7 @@ def _alias(args: argparse.Namespace) -> None:
 
 
 def _grid(title: str, recs: list[dict[str, Any]]) -> Any:
-    header = ["model", "aliases", "task", "architecture", "method", "metric", "bytes", "onnx", "registered"]
+    header = ["model", "aliases", "task", "architecture", "method", "metric", "bytes", "onnx"]
     rows = [
         [
             r["ref"],
@@ -118,7 +118,6 @@ def _grid(title: str, recs: list[dict[str, Any]]) -> Any:
             _primary(r),
             r["bytes"],
             "yes" if r["onnx"] else "no",
-            r["created_at"],
         ]
         for r in recs
     ]

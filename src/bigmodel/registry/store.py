@@ -178,6 +178,19 @@ class Registry:
         with self.engine.connect() as conn:
             return self._version_of(conn, ref)
 
+    def heads(self, names: list[str]) -> dict[str, tuple[list[int], dict[str, int]]]:
+        """``{name: (versions, {alias: version})}`` for several models in two queries: what a server
+        polls to notice moved aliases and new versions without loading the database."""
+        out: dict[str, tuple[list[int], dict[str, int]]] = {n: ([], {}) for n in names}
+        with self.engine.connect() as conn:
+            q = select(db.versions.c.name, db.versions.c.version).where(db.versions.c.name.in_(names))
+            for name, version in conn.execute(q.order_by(db.versions.c.version)):
+                out[name][0].append(version)
+            q2 = select(db.aliases.c.name, db.aliases.c.alias, db.aliases.c.version)
+            for name, alias, version in conn.execute(q2.where(db.aliases.c.name.in_(names))):
+                out[name][1][alias] = version
+        return out
+
     def show(self, ref: str | Ref) -> dict[str, Any]:
         """Everything recorded about one version: metrics, lineage, files, aliases."""
         ref = parse_ref(ref) if isinstance(ref, str) else ref

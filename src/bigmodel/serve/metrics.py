@@ -106,10 +106,10 @@ class Metrics:
 
 
 class AccessLog:
-    """One JSON object per request, buffered and written a few times a second (or when full), so
+    """One JSON object per request, buffered and written ten times a second (or when full), so
     logging costs the hot path a dict and an ``orjson.dumps``; ``None`` as the stream turns it off."""
 
-    def __init__(self, stream: IO[bytes] | None, *, flush_every_s: float = 0.25, max_buffer: int = 4096):
+    def __init__(self, stream: IO[bytes] | None, *, flush_every_s: float = 0.1, max_buffer: int = 4096):
         self.stream = stream
         self.buffer: list[dict[str, Any]] = []
         self.flush_every_s = flush_every_s

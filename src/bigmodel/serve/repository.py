@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from bigmodel.errors import BigModelError
-from bigmodel.registry import Ref, Registry, parse_ref
+from bigmodel.registry import DEFAULT_ALIAS, Ref, Registry, parse_ref
 from bigmodel.serve.batcher import Batcher
 from bigmodel.serve.config import ServeConfig
 from bigmodel.serve.metrics import Metrics
@@ -170,13 +170,22 @@ class Repository:
     def _resolve_all(
         self, targets: list[Target]
     ) -> tuple[list[int | BigModelError], dict[str, dict[str, int]]]:
+        heads = self.registry.heads(sorted({t.ref.name for t in targets}))
         out: list[int | BigModelError] = []
         for t in targets:
-            try:
-                out.append(self.registry.version_of(t.ref))
-            except BigModelError as err:
-                out.append(err)
-        return out, {name: self.registry.aliases(name) for name in {t.ref.name for t in targets}}
+            versions, aliases = heads[t.ref.name]
+            r = t.ref
+            want = r.version if r.version is not None else aliases.get(r.alias or DEFAULT_ALIAS)
+            if want is None and r.alias is None and versions:
+                want = versions[-1]
+            if want is None or want not in versions:
+                try:  # the registry's own lookup words the error
+                    want = self.registry.version_of(r)
+                except BigModelError as err:
+                    out.append(err)
+                    continue
+            out.append(want)
+        return out, {name: aliases for name, (_, aliases) in heads.items()}
 
     async def _watch_loop(self) -> None:
         while True:
