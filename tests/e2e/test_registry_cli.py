@@ -43,3 +43,8 @@ def test_register_alias_list_show_compare_delete(tmp_path: Path):
     assert gone["aliases_removed"] == ["production"]
     listed = _json(run_cli("registry", "list", *reg, "--json"))
     assert [v["ref"] for v in listed["versions"]] == ["iris:2"]
+    # the server refuses an unknown model at startup with one line, before answering anything
+    bad = run_cli("serve", *reg, "--models", "iris,ghost", "--port", "0")
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
+        f"error: no model named 'ghost' in registry {tmp_path / 'reg'} (models: iris)"
+    ]

@@ -202,6 +202,9 @@ def serve(
         server.run(sockets=[sock])
     except KeyboardInterrupt:
         pass
+    except SystemExit:  # uvicorn exits when the lifespan failed; our error says why
+        if app.startup_error is None:
+            raise
     finally:
         signal.signal(signal.SIGTERM, previous)
     if app.startup_error is not None:

@@ -20,12 +20,12 @@ RuntimeName = Literal["auto", "torch", "onnxruntime"]
 INPUT = "input"
 
 
-def _torch_forward(loaded: artifacts.LoadedModel) -> Callable[[np.ndarray], np.ndarray]:
-    module = loaded.module.eval()
+def _torch_forward(path: Path) -> Callable[[np.ndarray], np.ndarray]:
+    module = artifacts.load_model(path, check=False).module.eval()  # hashes already checked
 
-    def forward(x: np.ndarray) -> np.ndarray:  # (B, F) float32 -> (B, out) logits
+    def forward(x: np.ndarray) -> np.ndarray:  # (B, F) float32 -> (B, out) float32 logits
         with torch.inference_mode():
-            return module(torch.from_numpy(x)).numpy()
+            return module(torch.from_numpy(x)).float().numpy()
 
     return forward
 
@@ -45,7 +45,7 @@ def _onnx_forward(path: Path, info: dict[str, Any], threads: int) -> Callable[[n
     names, inp = [info.get("output", "logits")], info.get("input", INPUT)
 
     def forward(x: np.ndarray) -> np.ndarray:
-        return run(names, {inp: x})[0]
+        return np.asarray(run(names, {inp: x})[0], dtype=np.float32)
 
     return forward
 
@@ -64,11 +64,12 @@ class ModelRuntime:
     """One loaded model version: its tensor signature and ``predict(x) -> {output: array}``."""
 
     def __init__(self, path: Path, kind: RuntimeName = "auto", threads: int = 1):
-        # hashes were checked by the registry (or are checked here for a plain directory)
-        loaded = artifacts.load_model(path)
         self.path = path
-        self.meta = loaded.meta
-        self.spec = loaded.spec
+        self.meta = artifacts.read_meta(path)
+        artifacts.verify(path, self.meta)  # every artifact, whichever runtime reads it
+        self.spec = self.meta.spec
+        # ONNX Runtime needs only the graph: a compressed model whose weights PyTorch cannot
+        # rebuild from the architecture dict is still served from its ONNX export
         onnx: dict[str, Any] | None = getattr(self.meta, "onnx", None)
         if kind == "onnxruntime" and not onnx:
             raise BigModelError(
@@ -78,7 +79,7 @@ class ModelRuntime:
         self.forward = (
             _onnx_forward(path, onnx, threads)
             if onnx and self.kind == "onnxruntime"
-            else _torch_forward(loaded)
+            else _torch_forward(path)
         )
         self.features = list(self.meta.features)
         self.input = TensorSpec(INPUT, "FP32", [-1, len(self.features)])
