@@ -410,3 +410,47 @@ def test_backpressure_503_with_retry_after_and_timeouts(slow_server):
         t.join()
     assert any("timed out" in r or "overloaded" in r for r in results), results
     assert c.is_server_live() and c.infer("wide", [_input(x)]).as_numpy("label").shape == (1,)
+
+
+EXTENSION = """
+import json, sys
+from starlette.routing import Route
+from bigmodel.serve import ServeConfig, serve
+from bigmodel.serve.routes import json_response
+
+def feedback(state):  # how a later stage adds its routes: a module with routes(state)
+    async def handler(request):
+        served = state.repo.get(request.path_params["name"], None)
+        body = await request.json()
+        return json_response({"model": served.name, "version": served.version_str, "rows": len(body["rows"])})
+    return [Route("/v2/models/{name}/feedback", handler, methods=["POST"])]
+
+cfg = ServeConfig(registry=sys.argv[1], models=["iris"], port=0, api_key="k", access_log="off")
+serve(cfg, extensions=[feedback], on_ready=lambda state, url: print(json.dumps({"url": url}), flush=True))
+"""
+
+
+def test_routes_from_another_module_plug_in(world):
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", EXTENSION, str(world["reg"].location)],
+        stdout=subprocess.PIPE,
+        env={**__import__("os").environ, "BIGMODEL_HOME": str(world["tmp"] / "home")},
+    )
+    try:
+        assert proc.stdout is not None
+        url = json.loads(proc.stdout.readline())["url"]
+        req = urllib.request.Request(
+            url + "/v2/models/iris/feedback", data=b'{"rows": [[1], [2]]}', method="POST"
+        )
+        with pytest.raises(urllib.error.HTTPError) as info:  # the API key guards extensions too
+            urllib.request.urlopen(req)
+        assert info.value.code == 401
+        req.add_header("Authorization", "Bearer k")
+        with urllib.request.urlopen(req) as resp:
+            assert json.loads(resp.read()) == {"model": "iris", "version": "1", "rows": 2}
+    finally:
+        proc.send_signal(__import__("signal").SIGINT)
+        assert proc.wait(30) == 0

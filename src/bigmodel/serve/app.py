@@ -173,6 +173,9 @@ def serve(
         sock = socket.socket(socket.AF_INET6 if ":" in cfg.host else socket.AF_INET)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((cfg.host, cfg.port))
+        # listening before the models load: clients that connect once the ready line is out wait
+        # in the backlog for uvicorn's accept loop instead of being refused
+        sock.listen(2048)
     except OSError as err:
         raise BigModelError(f"cannot listen on {cfg.host}:{cfg.port}: {err.strerror}") from None
     port = sock.getsockname()[1]
