@@ -26,7 +26,7 @@ from starlette.routing import BaseRoute
 
 from bigmodel.errors import BigModelError
 from bigmodel.serve.config import ServeConfig
-from bigmodel.serve.infer import ClientGone, handle_infer, send_error
+from bigmodel.serve.infer import handle_infer, send_error
 from bigmodel.serve.metrics import AccessLog, Metrics
 from bigmodel.serve.protocol import HTTPError
 from bigmodel.serve.repository import Repository
@@ -226,4 +226,4 @@ def _pick(fast: str, fallback: str) -> str:
         return fallback
 
 
-__all__ = ["App", "ClientGone", "ServerState", "create_app", "serve"]
+__all__ = ["App", "ServerState", "create_app", "serve"]
