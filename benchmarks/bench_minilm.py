@@ -18,17 +18,55 @@ def run() -> dict[str, Any]:
 
     rows: list[list[Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-minilm-") as tmp:
-        out = quantize("minilm", method="dynamic", backend="onnxruntime", out=Path(tmp) / "minilm-int8", runs=RUNS)
+        out = quantize(
+            "minilm", method="dynamic", backend="onnxruntime", out=Path(tmp) / "minilm-int8", runs=RUNS
+        )
         o, c, r = out["original"], out["compressed"], out["ratios"]
         p = out["params"]
-        rows.append(["latency, batch of 32 sentences (ms)", o["latency_ms_b32"], c["latency_ms_b32"],
-                     f"{r['speedup_b32']:.2f}x faster", ">= 1.8x", "yes" if r["speedup_b32"] >= 1.8 else "NO"])
-        rows.append(["mean cosine to fp32", 1.0, c["metric"], f"{c['metric'] - 1:+.4f}", ">= 0.99",
-                     "yes" if c["metric"] >= 0.99 else "NO"])
+        rows.append(
+            [
+                "latency, batch of 32 sentences (ms)",
+                o["latency_ms_b32"],
+                c["latency_ms_b32"],
+                f"{r['speedup_b32']:.2f}x faster",
+                ">= 1.8x",
+                "yes" if r["speedup_b32"] >= 1.8 else "NO",
+            ]
+        )
+        rows.append(
+            [
+                "mean cosine to fp32",
+                1.0,
+                c["metric"],
+                f"{c['metric'] - 1:+.4f}",
+                ">= 0.99",
+                "yes" if c["metric"] >= 0.99 else "NO",
+            ]
+        )
         rows.append(["worst sentence cosine", 1.0, c["min_cosine"], "", "-", ""])
-        rows.append(["latency, 1 sentence (ms)", o["latency_ms_b1"], c["latency_ms_b1"], f"{r['speedup_b1']:.2f}x faster", "-", ""])
-        rows.append(["latency, batch of 64 (ms)", o["latency_ms_b64"], c["latency_ms_b64"], f"{r['speedup_b64']:.2f}x faster", "-", ""])
-        rows.append(["file bytes", o["file_bytes"], c["file_bytes"], f"{r['file_bytes']:.2f}x smaller", "-", ""])
+        rows.append(
+            [
+                "latency, 1 sentence (ms)",
+                o["latency_ms_b1"],
+                c["latency_ms_b1"],
+                f"{r['speedup_b1']:.2f}x faster",
+                "-",
+                "",
+            ]
+        )
+        rows.append(
+            [
+                "latency, batch of 64 (ms)",
+                o["latency_ms_b64"],
+                c["latency_ms_b64"],
+                f"{r['speedup_b64']:.2f}x faster",
+                "-",
+                "",
+            ]
+        )
+        rows.append(
+            ["file bytes", o["file_bytes"], c["file_bytes"], f"{r['file_bytes']:.2f}x smaller", "-", ""]
+        )
         notes = [
             f"{len(sentences())} shipped sentences (src/bigmodel/compress/data/sentences.txt) in batches of 32; "
             "original = fp32 PyTorch (transformers BertModel, sdpa attention, mean pooling, L2 norm); "

@@ -80,4 +80,11 @@ def demo(workdir: str | Path | None = None, *, workers: int = 2, json_mode: bool
         "explanation plot": beyond["explain"]["png"],
     }
     console.show(console.kv_table("demo summary", rows), json_mode=json_mode)
-    return {"workdir": str(work), "train": summary, "evaluate": ev, "compress": compressed, "serve": served, **beyond}
+    return {
+        "workdir": str(work),
+        "train": summary,
+        "evaluate": ev,
+        "compress": compressed,
+        "serve": served,
+        **beyond,
+    }

@@ -59,7 +59,12 @@ def loss_sum(spec: TaskSpec, logits: torch.Tensor, y: torch.Tensor) -> torch.Ten
 
 
 def distill_loss_sum(
-    spec: TaskSpec, student: torch.Tensor, teacher: torch.Tensor, y: torch.Tensor, temperature: float, alpha: float
+    spec: TaskSpec,
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    y: torch.Tensor,
+    temperature: float,
+    alpha: float,
 ) -> torch.Tensor:
     """Hinton et al. (2015): ``alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * task loss``,
     summed over rows like ``loss_sum``. T^2 keeps the soft part's gradients on the scale of the hard
@@ -68,7 +73,10 @@ def distill_loss_sum(
     t = temperature
     if spec.task == "multiclass":
         soft = F.kl_div(
-            F.log_softmax(student / t, dim=1), F.log_softmax(teacher / t, dim=1), log_target=True, reduction="sum"
+            F.log_softmax(student / t, dim=1),
+            F.log_softmax(teacher / t, dim=1),
+            log_target=True,
+            reduction="sum",
         )
     elif spec.task == "binary":
         p = torch.sigmoid(teacher[:, 0] / t)

@@ -25,24 +25,77 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_prune_quantize_distill_cli(model: Path, tmp_path: Path):
     before = tree_digest(model)
     pruned = _json(
-        run_cli("compress", "prune", str(model), "--sparsity", "0.8", "--finetune-epochs", "2", "--steps", "1",
-                "--workers", "2", "--out", str(tmp_path / "p"), "--runs", "5", "--json")
+        run_cli(
+            "compress",
+            "prune",
+            str(model),
+            "--sparsity",
+            "0.8",
+            "--finetune-epochs",
+            "2",
+            "--steps",
+            "1",
+            "--workers",
+            "2",
+            "--out",
+            str(tmp_path / "p"),
+            "--runs",
+            "5",
+            "--json",
+        )
     )
-    assert SIDE <= set(pruned["original"]) and SIDE <= set(pruned["compressed"])
+    assert set(pruned["original"]) >= SIDE and set(pruned["compressed"]) >= SIDE
     assert pruned["ratios"]["file_bytes"] > 2.5 and pruned["ratios"]["metric_delta"] > -0.05
-    assert pruned["params"]["workers"] == 2 and pruned["params"]["measured_sparsity"] == pytest.approx(0.8, abs=1e-3)
+    assert pruned["params"]["workers"] == 2 and pruned["params"]["measured_sparsity"] == pytest.approx(
+        0.8, abs=1e-3
+    )
 
-    q = _json(run_cli("compress", "quantize", str(tmp_path / "p"), "--out", str(tmp_path / "pq"), "--runs", "5", "--json"))
+    q = _json(
+        run_cli(
+            "compress",
+            "quantize",
+            str(tmp_path / "p"),
+            "--out",
+            str(tmp_path / "pq"),
+            "--runs",
+            "5",
+            "--json",
+        )
+    )
     assert q["compressed"]["runtime"] == "onnxruntime" and q["ratios"]["metric_delta"] > -0.02
     assert artifacts.read_meta(tmp_path / "pq").lineage.parent["path"] == str((tmp_path / "p").resolve())
 
-    d = _json(run_cli("compress", "distill", str(model), "--hidden", "16", "--epochs", "3",
-                      "--out", str(tmp_path / "d"), "--runs", "5", "--json"))
+    d = _json(
+        run_cli(
+            "compress",
+            "distill",
+            str(model),
+            "--hidden",
+            "16",
+            "--epochs",
+            "3",
+            "--out",
+            str(tmp_path / "d"),
+            "--runs",
+            "5",
+            "--json",
+        )
+    )
     assert d["compressed"]["params"] < 0.1 * d["original"]["params"] and d["compressed"]["metric"] > 0.8
     assert artifacts.read_meta(tmp_path / "d").lineage.method == "distill"
 
-    table = run_cli("compress", "report", str(model), str(tmp_path / "p"), str(tmp_path / "pq"), str(tmp_path / "d"),
-                    "--plots", str(tmp_path / "plots"), "--runs", "5")
+    table = run_cli(
+        "compress",
+        "report",
+        str(model),
+        str(tmp_path / "p"),
+        str(tmp_path / "pq"),
+        str(tmp_path / "d"),
+        "--plots",
+        str(tmp_path / "plots"),
+        "--runs",
+        "5",
+    )
     assert table.returncode == 0 and "side by side" in table.stdout
     assert (tmp_path / "plots" / "size.png").is_file()
     assert tree_digest(model) == before

@@ -51,13 +51,15 @@ def test_regression_distils_outputs():
 
 
 def test_distill_config_is_validated():
-    with pytest.raises(BigModelError, match="distill.alpha"):
+    with pytest.raises(BigModelError, match=r"distill\.alpha"):
         validate({"distill": {"teacher": "x", "alpha": 1.5}})
-    with pytest.raises(BigModelError, match="unknown config key 'distill.temp'"):
+    with pytest.raises(BigModelError, match=r"unknown config key 'distill\.temp'"):
         validate({"distill": {"teacher": "x", "temp": 2}})
 
 
-def test_init_from_keep_sparsity_and_distill_in_the_trainer(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path):
+def test_init_from_keep_sparsity_and_distill_in_the_trainer(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+):
     teacher = trained(tmp_path_factory, "teacher", hidden=[32], epochs=2)
     # a pruned start: half of the first layer's weights are zero
     start = artifacts.load_model(teacher)
@@ -68,7 +70,9 @@ def test_init_from_keep_sparsity_and_distill_in_the_trainer(tmp_path_factory: py
         sparse.bias.copy_(lin.bias)
     start.module.net[0] = sparse
     arch = {**start.meta.architecture, "layers": {"net.0": {"kind": "sparse"}}}
-    artifacts.write_model_dir(tmp_path / "start", start.module, start.meta.model_copy(update={"architecture": arch}))
+    artifacts.write_model_dir(
+        tmp_path / "start", start.module, start.meta.model_copy(update={"architecture": arch})
+    )
     zeros = sparse.weight == 0
 
     cfg = validate(
@@ -92,6 +96,8 @@ def test_init_from_keep_sparsity_and_distill_in_the_trainer(tmp_path_factory: py
 
 def test_a_teacher_for_another_dataset_is_refused(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path):
     teacher = trained(tmp_path_factory, "bc", hidden=[4], epochs=1, dataset="breast_cancer")
-    cfg = validate({"data": {"dataset": "digits"}, "distill": {"teacher": str(teacher)}, "run_dir": str(tmp_path / "r")})
-    with pytest.raises(BigModelError, match="distill.teacher .* expects features"):
+    cfg = validate(
+        {"data": {"dataset": "digits"}, "distill": {"teacher": str(teacher)}, "run_dir": str(tmp_path / "r")}
+    )
+    with pytest.raises(BigModelError, match=r"distill\.teacher .* expects features"):
         train(cfg)

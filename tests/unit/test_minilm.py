@@ -27,8 +27,17 @@ def test_real_minilm_int8_torch_backend(tmp_path: Path):
     fp32, config = minilm.load_encoder(folder)
     texts = minilm.sentences()[::23][:10]
     out = minilm.quantize_encoder(
-        fp32, config, folder, texts, minilm.calibration_sentences()[:16],
-        dst=tmp_path / "m", method="dynamic", backend="torch", max_drop=0.01, alpha=0.75, runs=2,
+        fp32,
+        config,
+        folder,
+        texts,
+        minilm.calibration_sentences()[:16],
+        dst=tmp_path / "m",
+        method="dynamic",
+        backend="torch",
+        max_drop=0.01,
+        alpha=0.75,
+        runs=2,
     )
     assert out["compressed"]["metric"] >= 0.99 and out["compressed"]["runtime"] == "torch"
     assert {"latency_ms_b1", "latency_ms_b32", "latency_ms_b64"} <= set(out["compressed"])
@@ -45,14 +54,28 @@ def test_real_minilm_int8_torch_backend(tmp_path: Path):
 
 def test_tiny_encoder_through_onnxruntime(tmp_path: Path):
     folder = minilm.package_path()
-    config = {**json.loads((folder / "config.json").read_text()), "hidden_size": 32, "num_hidden_layers": 1,
-              "num_attention_heads": 2, "intermediate_size": 64}
+    config = {
+        **json.loads((folder / "config.json").read_text()),
+        "hidden_size": 32,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+    }
     torch.manual_seed(0)
     tiny = SentenceEncoder(config).eval()
     texts = minilm.sentences()[:8]
     out = minilm.quantize_encoder(
-        tiny, config, folder, texts, minilm.calibration_sentences()[:8],
-        dst=tmp_path / "t", method="dynamic", backend="onnxruntime", max_drop=None, alpha=0.75, runs=2,
+        tiny,
+        config,
+        folder,
+        texts,
+        minilm.calibration_sentences()[:8],
+        dst=tmp_path / "t",
+        method="dynamic",
+        backend="onnxruntime",
+        max_drop=None,
+        alpha=0.75,
+        runs=2,
     )
     assert out["compressed"]["runtime"] == "onnxruntime" and out["compressed"]["metric"] > 0.95
     meta = artifacts.read_meta(tmp_path / "t")
@@ -63,6 +86,8 @@ def test_tiny_encoder_through_onnxruntime(tmp_path: Path):
     ids, mask = minilm.tokenize(folder, texts)
     got = runner(ids, mask)
     with torch.no_grad():
-        ref = artifacts.load_model(tmp_path / "t").module(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
+        ref = (
+            artifacts.load_model(tmp_path / "t").module(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
+        )
     assert got.shape == (8, 32) and np.allclose(np.linalg.norm(got, axis=1), 1, atol=1e-4)
     assert minilm.cosines(got, ref).min() > 0.95  # ONNX Runtime int8 and PyTorch int8 agree

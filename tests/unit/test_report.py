@@ -21,7 +21,7 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_prune_report_shape(model: Path, tmp_path: Path):
     out = prune(model, sparsity=0.7, finetune_epochs=0, out=tmp_path / "p", runs=5)
     assert set(out) >= {"original", "compressed", "ratios", "model_dir"}
-    assert SIDE <= set(out["original"]) and SIDE <= set(out["compressed"])
+    assert set(out["original"]) >= SIDE and set(out["compressed"]) >= SIDE
     r = out["ratios"]
     assert {"params", "file_bytes", "speedup_b1", "speedup_b64", "metric_delta"} <= set(r)
     assert r["file_bytes"] == pytest.approx(out["original"]["file_bytes"] / out["compressed"]["file_bytes"])
@@ -33,11 +33,23 @@ def test_prune_report_shape(model: Path, tmp_path: Path):
 
 def test_report_command_plots(model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     prune(model, sparsity=0.5, structured=True, finetune_epochs=0, out=tmp_path / "s", runs=5)
-    rc = main(["compress", "report", str(model), str(tmp_path / "s"), "--plots", str(tmp_path / "plots"), "--runs", "5", "--json"])
+    rc = main(
+        [
+            "compress",
+            "report",
+            str(model),
+            str(tmp_path / "s"),
+            "--plots",
+            str(tmp_path / "plots"),
+            "--runs",
+            "5",
+            "--json",
+        ]
+    )
     assert rc == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert [Path(m["path"]).name for m in result["models"]] == ["model", "s"]
-    assert all(SIDE <= set(m) for m in result["models"])
+    assert all(set(m) >= SIDE for m in result["models"])
     for png in ("size.png", "latency.png"):
         assert (tmp_path / "plots" / png).read_bytes()[:4] == b"\x89PNG"
     res = compression_report([model], runs=5)
@@ -66,7 +78,9 @@ def test_bad_input_is_one_line_exit_2_and_the_source_is_untouched(
     assert tree_digest(model) == before
 
 
-def test_changed_weights_and_int8_layers_are_refused(model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+def test_changed_weights_and_int8_layers_are_refused(
+    model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
     import shutil
 
     bad = tmp_path / "bad"
@@ -79,7 +93,20 @@ def test_changed_weights_and_int8_layers_are_refused(model: Path, tmp_path: Path
     assert "sha256 mismatch" in capsys.readouterr().err
     assert tree_digest(bad) == before and not Path(str(bad) + "-pruned90").exists()
 
-    main(["compress", "quantize", str(model), "--backend", "torch", "--out", str(tmp_path / "q"), "--runs", "3", "--json"])
+    main(
+        [
+            "compress",
+            "quantize",
+            str(model),
+            "--backend",
+            "torch",
+            "--out",
+            str(tmp_path / "q"),
+            "--runs",
+            "3",
+            "--json",
+        ]
+    )
     capsys.readouterr()
     for verb in (["prune"], ["quantize"]):
         assert main(["compress", *verb, str(tmp_path / "q"), "--out", str(tmp_path / "x")]) == 2

@@ -13,24 +13,39 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("compress", help="prune, quantize or distil a model; compare models side by side")
     csub = p.add_subparsers(dest="compress_verb", required=True, metavar="ACTION")
 
-    q = csub.add_parser("prune", help="magnitude pruning (LAMP, gradual) or structured neuron pruning + fine-tuning")
+    q = csub.add_parser(
+        "prune", help="magnitude pruning (LAMP, gradual) or structured neuron pruning + fine-tuning"
+    )
     q.add_argument("model_dir")
-    q.add_argument("--sparsity", type=float, default=0.9, help="fraction of weights (or neurons) removed, in [0, 1)")
+    q.add_argument(
+        "--sparsity", type=float, default=0.9, help="fraction of weights (or neurons) removed, in [0, 1)"
+    )
     q.add_argument("--structured", action="store_true", help="remove whole neurons; rebuild smaller layers")
-    q.add_argument("--finetune-epochs", type=int, default=10, help="epochs of fine-tuning in all (0: one shot)")
+    q.add_argument(
+        "--finetune-epochs", type=int, default=10, help="epochs of fine-tuning in all (0: one shot)"
+    )
     q.add_argument("--steps", type=int, default=4, help="pruning steps of the gradual schedule (default 4)")
     q.add_argument("--scoring", default="lamp", help="lamp (default; no layer collapse) | magnitude")
     q.add_argument("--workers", type=int, default=1, help="fine-tune on N local worker processes (DDP)")
     _common(q)
     q.set_defaults(func=_prune)
 
-    z = csub.add_parser("quantize", help="int8 (dynamic/static) or fp16/bf16, accuracy-aware; 'minilm' names the real transformer")
-    z.add_argument("model", help="a model directory, or 'minilm' (all-MiniLM-L6-v2 from bigmodel[transformers])")
+    z = csub.add_parser(
+        "quantize",
+        help="int8 (dynamic/static) or fp16/bf16, accuracy-aware; 'minilm' names the real transformer",
+    )
+    z.add_argument(
+        "model", help="a model directory, or 'minilm' (all-MiniLM-L6-v2 from bigmodel[transformers])"
+    )
     z.add_argument("--method", default="dynamic", help="dynamic | static | fp16 | bf16")
     z.add_argument("--backend", default=None, help="onnxruntime (int8 default) | torch (fp16/bf16 default)")
-    z.add_argument("--max-drop", type=float, default=0.01, help="largest relative metric drop allowed (default 0.01)")
+    z.add_argument(
+        "--max-drop", type=float, default=0.01, help="largest relative metric drop allowed (default 0.01)"
+    )
     z.add_argument("--calibration-batches", type=int, default=8, help="training batches for static int8")
-    z.add_argument("--smooth", type=float, default=None, help="SmoothQuant alpha (minilm default 0.75; else off)")
+    z.add_argument(
+        "--smooth", type=float, default=None, help="SmoothQuant alpha (minilm default 0.75; else off)"
+    )
     _common(z)
     z.set_defaults(func=_quantize)
 
@@ -38,14 +53,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     d.add_argument("teacher_dir")
     d.add_argument("--hidden", type=int_list, required=True, help="student hidden sizes, e.g. 32,16")
     d.add_argument("--temperature", type=float, default=4.0)
-    d.add_argument("--alpha", type=float, default=0.9, help="weight of the teacher's soft targets (rest: labels)")
+    d.add_argument(
+        "--alpha", type=float, default=0.9, help="weight of the teacher's soft targets (rest: labels)"
+    )
     d.add_argument("--epochs", type=int, default=None, help="default: the teacher's epochs")
     d.add_argument("--workers", type=int, default=1, help="train on N local worker processes (DDP)")
     d.add_argument("--seed", type=int, default=0)
     _common(d)
     d.set_defaults(func=_distill)
 
-    r = csub.add_parser("report", help="measure model directories side by side; plot metric vs size and latency")
+    r = csub.add_parser(
+        "report", help="measure model directories side by side; plot metric vs size and latency"
+    )
     r.add_argument("model_dirs", nargs="+")
     r.add_argument("--plots", default="compress-report", help="folder for size.png and latency.png")
     r.add_argument("--threads", type=int, default=1, help="threads for every latency (default 1)")
@@ -62,10 +81,18 @@ def _common(p: argparse.ArgumentParser) -> None:
     add_json(p)
 
 
+def _measure(args: argparse.Namespace) -> dict[str, Any]:
+    """The flags every compress verb shares: where to write, how to time."""
+    return {"out": args.out, "threads": args.threads, "runs": args.runs}
+
+
 def _tables(result: dict[str, Any], title: str, details: dict[str, Any]) -> list[Any]:
     from bigmodel.compress.report import side_by_side_table
 
-    return [side_by_side_table(result, title), kv_table("details", {"model dir": result["model_dir"], **details})]
+    return [
+        side_by_side_table(result, title),
+        kv_table("details", {"model dir": result["model_dir"], **details}),
+    ]
 
 
 def _prune(args: argparse.Namespace) -> None:
@@ -79,10 +106,8 @@ def _prune(args: argparse.Namespace) -> None:
         steps=args.steps,
         scoring=args.scoring,
         workers=args.workers,
-        out=args.out,
-        threads=args.threads,
-        runs=args.runs,
         progress=not (args.no_progress or args.json),
+        **_measure(args),
     )
     p = result["params"]
     details = {
@@ -104,9 +129,7 @@ def _quantize(args: argparse.Namespace) -> None:
         max_drop=args.max_drop,
         calibration_batches=args.calibration_batches,
         smooth=args.smooth,
-        out=args.out,
-        threads=args.threads,
-        runs=args.runs,
+        **_measure(args),
     )
     p = result["params"]
     details = {
@@ -129,13 +152,16 @@ def _distill(args: argparse.Namespace) -> None:
         epochs=args.epochs,
         workers=args.workers,
         seed=args.seed,
-        out=args.out,
-        threads=args.threads,
-        runs=args.runs,
         progress=not (args.no_progress or args.json),
+        **_measure(args),
     )
     p = result["params"]
-    details = {"student": f"mlp {p['hidden']}", "temperature": p["temperature"], "alpha": p["alpha"], "epochs": p["epochs"]}
+    details = {
+        "student": f"mlp {p['hidden']}",
+        "temperature": p["temperature"],
+        "alpha": p["alpha"],
+        "epochs": p["epochs"],
+    }
     emit(args, result, lambda: _tables(result, f"distil {args.teacher_dir} (teacher) -> student", details))
 
 

@@ -18,8 +18,12 @@ def compression_step(model_dir: str | Path, folder: str | Path, *, json_mode: bo
     model in ``model_dir`` into ``folder``; measure all four side by side (1 thread)."""
     folder = Path(folder)
     say = console.err.print if json_mode else console.out.print
-    say("[bold]4. compress[/bold] the model: pruned 50% + fine-tuned, int8 on ONNX Runtime, distilled into Dense(4)")
-    pruned = prune(model_dir, sparsity=0.5, finetune_epochs=4, steps=2, out=folder / "pruned50", runs=10, progress=False)
+    say(
+        "[bold]4. compress[/bold] the model: pruned 50% + fine-tuned, int8 on ONNX Runtime, distilled into Dense(4)"
+    )
+    pruned = prune(
+        model_dir, sparsity=0.5, finetune_epochs=4, steps=2, out=folder / "pruned50", runs=10, progress=False
+    )
     int8 = quantize(model_dir, method="dynamic", out=folder / "int8", runs=10)
     student = distill(model_dir, hidden=[4], epochs=40, out=folder / "student4", runs=10, progress=False)
     dirs = [str(model_dir), pruned["model_dir"], int8["model_dir"], student["model_dir"]]

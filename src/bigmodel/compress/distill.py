@@ -40,7 +40,11 @@ def student_config(
     data = cfg.data.model_copy(update={"dataset": teacher.meta.dataset["path"]})
     model = cfg.model.model_copy(update={"hidden": hidden, "init_from": None, "keep_sparsity": False})
     dist = cfg.dist.model_copy(update={"workers": workers})
-    kd = None if temperature is None else {"teacher": str(teacher.path), "temperature": temperature, "alpha": alpha}
+    kd = (
+        None
+        if temperature is None
+        else {"teacher": str(teacher.path), "temperature": temperature, "alpha": alpha}
+    )
     update = {
         "data": data.model_dump(),
         "model": model.model_dump(),
@@ -95,9 +99,19 @@ def distill(
         )
         summary = train(cfg)
         student = artifacts.load_model(summary["run_dir"])
-        params = {"hidden": hidden, "temperature": temperature, "alpha": alpha, "epochs": cfg.epochs, "seed": seed}
+        params = {
+            "hidden": hidden,
+            "temperature": temperature,
+            "alpha": alpha,
+            "epochs": cfg.epochs,
+            "seed": seed,
+        }
         meta = derived_meta(
-            src, architecture=student.meta.architecture, method="distill", params=params, metrics=summary["metrics"]
+            src,
+            architecture=student.meta.architecture,
+            method="distill",
+            params=params,
+            metrics=summary["metrics"],
         )
         meta.config = cfg.model_dump(mode="json")
         with building(dst) as tmp:

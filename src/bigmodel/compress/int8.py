@@ -85,7 +85,7 @@ def smooth_factors(
     out: dict[str, torch.Tensor] = {}
     for group in groups:
         x = torch.stack([amax[p] for p in group]).amax(dim=0).clamp(min=1e-5)
-        w = torch.stack([model.get_submodule(p).weight.detach().abs().amax(dim=0) for p in group]).amax(dim=0)
+        w = torch.stack([_linear(model, p).weight.detach().abs().amax(dim=0) for p in group]).amax(dim=0)
         s = (x.pow(alpha) / w.clamp(min=1e-5).pow(1 - alpha)).clamp(min=1e-5)
         for p in group:
             out[p] = s
@@ -95,7 +95,9 @@ def smooth_factors(
 @torch.no_grad()
 def input_scales(amax: dict[str, torch.Tensor], smooth: dict[str, torch.Tensor]) -> dict[str, float]:
     """Static int8: one symmetric activation scale per layer from the calibrated range."""
-    return {p: max(float((a / smooth[p]).max() if p in smooth else a.max()), 1e-8) / 127 for p, a in amax.items()}
+    return {
+        p: max(float((a / smooth[p]).max() if p in smooth else a.max()), 1e-8) / 127 for p, a in amax.items()
+    }
 
 
 # --- torch backend -----------------------------------------------------------------------------
@@ -113,7 +115,9 @@ def to_int8(
     for p in paths:
         lin = model.get_submodule(p)
         if not isinstance(lin, nn.Linear):
-            raise BigModelError(f"layer '{p}' is {type(lin).__name__}: int8 quantization handles Linear layers")
+            raise BigModelError(
+                f"layer '{p}' is {type(lin).__name__}: int8 quantization handles Linear layers"
+            )
         scale = static_scales.get(p) if static_scales is not None else None
         replace_module(model, p, Int8Linear.from_linear(lin, smooth=smooth.get(p), input_scale=scale))
         layers[p] = {"kind": "int8", "static": scale is not None, "smooth": p in smooth}
@@ -123,7 +127,9 @@ def to_int8(
 # --- ONNX Runtime backend ----------------------------------------------------------------------
 
 
-def float_twin(model: nn.Module, paths: list[str], smooth: dict[str, torch.Tensor] | None = None) -> nn.Module:
+def float_twin(
+    model: nn.Module, paths: list[str], smooth: dict[str, torch.Tensor] | None = None
+) -> nn.Module:
     """A copy of ``model`` whose layers at ``paths`` are ``MatMulLinear``: float weights (dequantized
     ones for Int8Linear layers) laid out (in, out) as ONNX MatMul wants, smoothing kept explicit."""
     twin = copy.deepcopy(model).eval()
@@ -137,6 +143,27 @@ def float_twin(model: nn.Module, paths: list[str], smooth: dict[str, torch.Tenso
             bias = m.bias.detach() if m.bias is not None else torch.zeros(m.out_features)
             replace_module(twin, p, MatMulLinear(w.t(), bias, None if s is None else 1.0 / s))
     return twin
+
+
+def float_weights(
+    model: nn.Module, paths: list[str], smooth: dict[str, torch.Tensor] | None = None
+) -> dict[str, np.ndarray]:
+    """The float ``weight_t`` initializer of each layer's twin, by initializer name: what a layer
+    kept in float gets back in place of its dequantized weight (see ``with_float_layers``)."""
+    twin = float_twin(model, paths, smooth)
+    out = {}
+    for p in paths:
+        m = twin.get_submodule(p)
+        assert isinstance(m, MatMulLinear)
+        out[p + TWIN_SUFFIX] = m.weight_t.numpy()
+    return out
+
+
+def _linear(model: nn.Module, path: str) -> nn.Linear:
+    m = model.get_submodule(path)
+    if not isinstance(m, nn.Linear):
+        raise BigModelError(f"layer '{path}' is {type(m).__name__}: int8 quantization handles Linear layers")
+    return m
 
 
 def export_twin(
@@ -226,7 +253,14 @@ def ort_quantize(
 
 # --- one copy of each weight -------------------------------------------------------------------
 
-_ST_DTYPES = {"F32": np.float32, "F16": np.float16, "I8": np.int8, "U8": np.uint8, "I32": np.int32, "I64": np.int64}
+_ST_DTYPES = {
+    "F32": np.float32,
+    "F16": np.float16,
+    "I8": np.int8,
+    "U8": np.uint8,
+    "I32": np.int32,
+    "I64": np.int64,
+}
 
 
 def share_weights(onnx_path: Path, weights: Path, *, min_bytes: int = 128) -> int:
@@ -246,7 +280,10 @@ def share_weights(onnx_path: Path, weights: Path, *, min_bytes: int = 128) -> in
         if name == "__metadata__" or info["dtype"] not in _ST_DTYPES:
             continue
         start, end = info["data_offsets"]
-        key = (np.dtype(_ST_DTYPES[info["dtype"]]).str, hashlib.sha256(raw[base + start : base + end]).hexdigest())
+        key = (
+            np.dtype(_ST_DTYPES[info["dtype"]]).str,
+            hashlib.sha256(raw[base + start : base + end]).hexdigest(),
+        )
         index[key] = (base + start, end - start)
     model = onnx.load(str(onnx_path))
     # The exporter's per-node provenance (stack traces with local file paths) is kilobytes of
@@ -267,7 +304,7 @@ def share_weights(onnx_path: Path, weights: Path, *, min_bytes: int = 128) -> in
         offset, length = hit
         init.ClearField("raw_data")
         for field in ("float_data", "int32_data", "int64_data", "double_data", "uint64_data"):
-            init.ClearField(field)  # type: ignore[arg-type]
+            init.ClearField(field)
         init.data_location = onnx.TensorProto.EXTERNAL
         del init.external_data[:]
         for k, v in (("location", weights.name), ("offset", str(offset)), ("length", str(length))):
@@ -280,12 +317,13 @@ def share_weights(onnx_path: Path, weights: Path, *, min_bytes: int = 128) -> in
     return saved
 
 
-def with_float_layers(float_onnx: Path, dst: Path, weights: dict[str, np.ndarray]) -> None:
-    """Copy of the exported twin with some ``weight_t`` initializers replaced (layers kept in float
-    get their original weights back instead of the dequantized ones)."""
+def with_float_layers(float_onnx: Path, dst: Path, originals: dict[str, np.ndarray], keep: list[str]) -> None:
+    """Copy of the exported twin in which the layers in ``keep`` get their float weights back
+    (``originals`` from ``float_weights``) instead of the dequantized ones."""
     import onnx
     from onnx import numpy_helper
 
+    weights = {p + TWIN_SUFFIX: originals[p + TWIN_SUFFIX] for p in keep}
     model = onnx.load(str(float_onnx))
     for init in model.graph.initializer:
         if init.name in weights:
@@ -305,7 +343,9 @@ def install_onnx(
     dst = model_dir / "model.onnx"
     dst.write_bytes(quantized.read_bytes())
     shared = share_weights(dst, model_dir / artifacts.WEIGHTS)
-    ort_session(dst, 1, extra.get("disabled_optimizers"))  # must load from its new home, external data resolved
+    ort_session(
+        dst, 1, extra.get("disabled_optimizers")
+    )  # must load from its new home, external data resolved
     proto = onnx.load(str(dst), load_external_data=False)
     opset = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
     info = {

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,7 +114,7 @@ def sample_inputs(meta: artifacts.ModelMeta, batch: int, path: str | Path) -> In
 
 
 def latencies(
-    runners: list[Callable[..., Any]], inputs: list[Inputs], *, runs: int, budget_s: float = 20.0
+    runners: Sequence[Callable[..., Any]], inputs: Sequence[Inputs], *, runs: int, budget_s: float = 20.0
 ) -> list[float]:
     """Median milliseconds per call of each runner on its inputs, runs interleaved round-robin.
 
@@ -179,7 +179,11 @@ def profile_all(
         for r in runners
     ]
     for b in batches:
-        ms = latencies(runners, [sample_inputs(r.meta, b, r.path) for r in runners], runs=runs if b == 1 else max(min(runs, 5), runs // 4))
+        ms = latencies(
+            runners,
+            [sample_inputs(r.meta, b, r.path) for r in runners],
+            runs=runs if b == 1 else max(min(runs, 5), runs // 4),
+        )
         for o, m in zip(out, ms, strict=True):
             o[f"latency_ms_b{b}"] = m
     for o, r in zip(out, runners, strict=True):
@@ -203,5 +207,7 @@ def side_by_side(original: dict[str, Any], compressed: dict[str, Any]) -> dict[s
         if key.startswith("latency_ms_") and key in compressed:
             ratios["speedup_" + key.removeprefix("latency_ms_")] = original[key] / max(compressed[key], 1e-9)
     ratios["metric_delta"] = compressed["metric"] - original["metric"]
-    ratios["metric_relative_drop"] = (original["metric"] - compressed["metric"]) / max(abs(original["metric"]), 1e-12)
+    ratios["metric_relative_drop"] = (original["metric"] - compressed["metric"]) / max(
+        abs(original["metric"]), 1e-12
+    )
     return {"original": original, "compressed": compressed, "ratios": ratios}

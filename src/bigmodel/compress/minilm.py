@@ -110,7 +110,9 @@ def load_encoder(folder: Path, attention: str = "sdpa") -> tuple[SentenceEncoder
     wanted = model.state_dict()
     missing = [k for k in wanted if k not in state]
     if missing:
-        raise BigModelError(f"{folder / 'model.safetensors'} lacks {missing[0]} (and {len(missing) - 1} more)")
+        raise BigModelError(
+            f"{folder / 'model.safetensors'} lacks {missing[0]} (and {len(missing) - 1} more)"
+        )
     model.load_state_dict({k: v for k, v in state.items() if k in wanted})
     return model.eval(), config
 
@@ -198,17 +200,26 @@ def quantize_encoder(
             cos = cosines(embed(torch_fn(set_dtype(copy.deepcopy(fp32), dtype)), data), ref)
             module = module.to(getattr(torch, dtype))
         elif method == "dynamic":
-            module, layers, cos, onnx_file, plan = _int8(fp32, bert_config, folder, data, ref, calib_texts, backend, max_drop, alpha, work)
+            module, layers, cos, onnx_file, plan = _int8(
+                fp32, bert_config, folder, data, ref, calib_texts, backend, max_drop, alpha, work
+            )
             arch["layers"] = layers
             params.update(plan)
         else:
-            raise BigModelError(f"--method {method} is not supported for sentence encoders (use dynamic, fp16, bf16)")
+            raise BigModelError(
+                f"--method {method} is not supported for sentence encoders (use dynamic, fp16, bf16)"
+            )
         metrics = {"cosine_to_fp32": float(cos.mean()), "min_cosine_to_fp32": float(cos.min())}
         meta = artifacts.ModelMeta(
             architecture=arch,
             task={"task": "embedding", "num_outputs": bert_config["hidden_size"]},
             features=INPUTS,
-            preprocessing={"tokenizer": "tokenizer.json", "max_length": MAX_LENGTH, "pooling": "mean", "normalize": True},
+            preprocessing={
+                "tokenizer": "tokenizer.json",
+                "max_length": MAX_LENGTH,
+                "pooling": "mean",
+                "normalize": True,
+            },
             metrics=metrics,
             lineage=artifacts.Lineage(
                 method="quantize",
@@ -278,16 +289,17 @@ def _int8(
         lost = [p for p in paths if p not in nodes]
         if lost:
             raise BigModelError(f"layer '{lost[0]}' has no MatMul in the exported graph; cannot quantize it")
-        floats = int8.float_twin(eager, paths, smooth)
-        originals = {p + int8.TWIN_SUFFIX: floats.get_submodule(p).weight_t.numpy() for p in paths}
+        originals = int8.float_weights(eager, paths, smooth)
 
         def run(keep: list[str]) -> tuple[float, np.ndarray, Path | None]:
             tag = len(results)
             cand, q = work / f"c{tag}.onnx", work / f"q{tag}.onnx"
-            int8.with_float_layers(twin_path, cand, {p + int8.TWIN_SUFFIX: originals[p] for p in keep})
+            int8.with_float_layers(twin_path, cand, originals, keep)
             int8.ort_quantize(cand, q, method="dynamic", nodes=[nodes[p] for p in paths if p not in keep])
             session = ort_session(q, 1)
-            cos = cosines(embed(lambda i, m: session.run([OUTPUT], {INPUTS[0]: i, INPUTS[1]: m})[0], data), ref)
+            cos = cosines(
+                embed(lambda i, m: session.run([OUTPUT], {INPUTS[0]: i, INPUTS[1]: m})[0], data), ref
+            )
             return float(cos.mean()), cos, q
 
     def measure(keep: list[str]) -> tuple[float, np.ndarray, Path | None]:
@@ -300,7 +312,12 @@ def _int8(
     quantized = [p for p in paths if p not in kept]
     module = torch_int8(fp32, quantized)
     layers = {p: {"kind": "int8", "static": False, "smooth": p in smooth} for p in quantized}
-    plan = {"smooth_alpha": alpha, "quantized": len(quantized), "kept_float": kept, "sensitivity": sensitivity}
+    plan = {
+        "smooth_alpha": alpha,
+        "quantized": len(quantized),
+        "kept_float": kept,
+        "sensitivity": sensitivity,
+    }
     return module, layers, cos, onnx_file, plan
 
 
@@ -312,7 +329,9 @@ def _file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def _report(fp32: nn.Module, folder: Path, dst: Path, metrics: dict[str, float], threads: int, runs: int) -> dict[str, Any]:
+def _report(
+    fp32: nn.Module, folder: Path, dst: Path, metrics: dict[str, float], threads: int, runs: int
+) -> dict[str, Any]:
     """fp32 PyTorch (the original) vs the compressed directory as the server would run it."""
     runner = open_runner(dst, threads)
     original_fn = torch_fn(fp32, threads)
@@ -342,4 +361,9 @@ def _report(fp32: nn.Module, folder: Path, dst: Path, metrics: dict[str, float],
         original[f"latency_ms_b{b}"], compressed[f"latency_ms_b{b}"] = ms
     from bigmodel.compress.measure import side_by_side
 
-    return {**side_by_side(original, compressed), "model_dir": str(dst), "method": runner.meta.lineage.params.get("method"), "params": runner.meta.lineage.params}
+    return {
+        **side_by_side(original, compressed),
+        "model_dir": str(dst),
+        "method": runner.meta.lineage.params.get("method"),
+        "params": runner.meta.lineage.params,
+    }

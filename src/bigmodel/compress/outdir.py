@@ -39,7 +39,9 @@ def building(dst: Path) -> Iterator[Path]:
         with atomic_dir(dst) as tmp:
             yield tmp
     except FileExistsError:
-        raise BigModelError(f"output {dst} already exists; choose another --out (nothing was overwritten)") from None
+        raise BigModelError(
+            f"output {dst} already exists; choose another --out (nothing was overwritten)"
+        ) from None
 
 
 def derived_meta(

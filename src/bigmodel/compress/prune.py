@@ -49,7 +49,9 @@ def global_masks(
     weights: dict[str, torch.Tensor], sparsity: float, scoring: str = "lamp"
 ) -> dict[str, torch.Tensor]:
     """Keep masks (True = kept) removing ``sparsity`` of all the weights together, by score."""
-    score = {n: (lamp_scores(w) if scoring == "lamp" else w.detach().abs().float()) for n, w in weights.items()}
+    score = {
+        n: (lamp_scores(w) if scoring == "lamp" else w.detach().abs().float()) for n, w in weights.items()
+    }
     flat = torch.cat([s.reshape(-1) for s in score.values()])
     keep = flat.numel() - round(sparsity * flat.numel())
     chosen = torch.zeros(flat.numel(), dtype=torch.bool)
@@ -92,7 +94,11 @@ def prune_structured(model: MLP, arch: dict[str, Any], fraction: float) -> tuple
         k = max(1, round((1 - fraction) * w_in.shape[0]))
         keep_idx.append(torch.topk(importance, k).indices.sort().values)
     new_arch = mlp_architecture(
-        arch["in_features"], arch["out_features"], [len(k) for k in keep_idx], arch.get("activation", "relu"), arch.get("dropout", 0.0)
+        arch["in_features"],
+        arch["out_features"],
+        [len(k) for k in keep_idx],
+        arch.get("activation", "relu"),
+        arch.get("dropout", 0.0),
     )
     small = build_model(new_arch)
     assert isinstance(small, MLP)
@@ -142,16 +148,18 @@ def prune(
             model, arch = prune_structured(src.module, src.meta.architecture, sparsity)  # type: ignore[arg-type]
             current = _stage(src, model, arch, Path(work) / "pruned")
             if finetune_epochs:
-                current = _finetune(src, current, Path(work) / "tuned", finetune_epochs, workers, False, progress)
+                current = _finetune(
+                    src, current, Path(work) / "tuned", finetune_epochs, workers, False, progress
+                )
             plan = [sparsity]
         else:
             plan = schedule(sparsity, min(steps, finetune_epochs) if finetune_epochs else 1)
             epochs = _split(finetune_epochs, len(plan))
             for i, (s, e) in enumerate(zip(plan, epochs, strict=True)):
-                model = artifacts.load_model(current).module
-                layers = prune_unstructured(model, s, scoring)
+                step = artifacts.load_model(current).module
+                layers = prune_unstructured(step, s, scoring)
                 arch = {**src.meta.architecture, "layers": layers}
-                current = _stage(src, model, arch, Path(work) / f"step{i}")
+                current = _stage(src, step, arch, Path(work) / f"step{i}")
                 if e:
                     current = _finetune(src, current, Path(work) / f"tuned{i}", e, workers, True, progress)
         final = artifacts.load_model(current)
@@ -166,7 +174,11 @@ def prune(
             "workers": workers,
         }
         meta = derived_meta(
-            src, architecture=final.meta.architecture, method="prune", params=params, metrics=final.meta.metrics
+            src,
+            architecture=final.meta.architecture,
+            method="prune",
+            params=params,
+            metrics=final.meta.metrics,
         )
         with building(dst) as tmp:
             artifacts.write_model_dir(tmp, final.module, meta)
@@ -190,7 +202,13 @@ def _stage(src: artifacts.LoadedModel, model: nn.Module, arch: dict[str, Any], p
 
 
 def _finetune(
-    src: artifacts.LoadedModel, start: Path, run_dir: Path, epochs: int, workers: int, masks: bool, progress: bool
+    src: artifacts.LoadedModel,
+    start: Path,
+    run_dir: Path,
+    epochs: int,
+    workers: int,
+    masks: bool,
+    progress: bool,
 ) -> Path:
     """Fine-tune through the normal trainer, from ``start``, on the source's data and optimizer."""
     assert src.meta.dataset is not None

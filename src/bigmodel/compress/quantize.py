@@ -23,7 +23,14 @@ from torch import nn
 from bigmodel import artifacts
 from bigmodel.compress import int8
 from bigmodel.compress.export import INPUT, OUTPUT
-from bigmodel.compress.measure import ort_session, profile_all, score, side_by_side, split_arrays, torch_threads
+from bigmodel.compress.measure import (
+    ort_session,
+    profile_all,
+    score,
+    side_by_side,
+    split_arrays,
+    torch_threads,
+)
 from bigmodel.compress.outdir import building, check_layers, derived_meta, destination, open_source
 from bigmodel.data.builtin import resolve
 from bigmodel.data.stream import ParquetStream, iterate
@@ -34,7 +41,13 @@ from bigmodel.models.mlp import ACTIVATIONS
 
 METHODS = ("dynamic", "static", "fp16", "bf16")
 SUFFIX = {"dynamic": "int8", "static": "int8-static", "fp16": "fp16", "bf16": "bf16"}
-FLOAT_LAYERS: tuple[type[nn.Module], ...] = (nn.Linear, Standardize, nn.Dropout, nn.Identity, *ACTIVATIONS.values())
+FLOAT_LAYERS: tuple[type[nn.Module], ...] = (
+    nn.Linear,
+    Standardize,
+    nn.Dropout,
+    nn.Identity,
+    *ACTIVATIONS.values(),
+)
 
 
 def check_choice(method: str, backend: str | None) -> tuple[str, str]:
@@ -75,7 +88,13 @@ def quantize(
         from bigmodel.compress.minilm import quantize_minilm
 
         return quantize_minilm(
-            method=method, backend=backend, max_drop=max_drop, smooth=smooth, out=out, threads=threads, runs=runs
+            method=method,
+            backend=backend,
+            max_drop=max_drop,
+            smooth=smooth,
+            out=out,
+            threads=threads,
+            runs=runs,
         )
     src = open_source(source)
     if src.meta.architecture.get("name") != "mlp":
@@ -164,14 +183,13 @@ def _plan_int8(
             dynamic_shapes=({0: torch.export.Dim("batch")},),
         )
         nodes = int8.matmul_nodes(twin_path)
-        floats = int8.float_twin(src.module, paths, smooth)
-        originals = {p: floats.get_submodule(p).weight_t.numpy() for p in paths}
+        originals = int8.float_weights(src.module, paths, smooth)
         feeds = [{INPUT: x} for x in calib]
 
         def measure(keep: list[str]) -> tuple[float, Path | None]:
             tag = len(list(work.glob("q*.onnx")))
             cand, q = work / f"c{tag}.onnx", work / f"q{tag}.onnx"
-            int8.with_float_layers(twin_path, cand, {p + int8.TWIN_SUFFIX: originals[p] for p in keep})
+            int8.with_float_layers(twin_path, cand, originals, keep)
             int8.ort_quantize(
                 cand, q, method=method, nodes=[nodes[p] for p in paths if p not in keep], calibration=feeds
             )
@@ -245,5 +263,3 @@ def _train_batches(meta: artifacts.ModelMeta, n: int, batch_size: int = 64) -> l
         if len(out) == n:
             break
     return out
-
-

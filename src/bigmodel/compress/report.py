@@ -41,7 +41,9 @@ def side_by_side_table(result: dict[str, Any], title: str) -> Table:
     return grid_table(title, ["", "original", "compressed", "ratio"], rows)
 
 
-def report(paths: list[str | Path], *, plots: str | Path | None = None, threads: int = 1, runs: int = 100) -> dict[str, Any]:
+def report(
+    paths: list[str | Path], *, plots: str | Path | None = None, threads: int = 1, runs: int = 100
+) -> dict[str, Any]:
     """Measure several model directories side by side; draw ``<plots>/size.png`` and
     ``<plots>/latency.png`` (metric against file bytes and against batch-64 latency)."""
     if not paths:
@@ -88,7 +90,13 @@ def draw(models: list[dict[str, Any]], folder: Path) -> dict[str, str]:
         fig, ax = plt.subplots(figsize=(6, 4))
         for m in models:
             ax.scatter(m[key], m["metric"])
-            ax.annotate(Path(m["path"]).name, (m[key], m["metric"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            ax.annotate(
+                Path(m["path"]).name,
+                (m[key], m["metric"]),
+                fontsize=7,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
         ax.set_xscale("log")
         ax.set_xlabel(xlabel)
         ax.set_ylabel(f"validation {metric}")

@@ -69,7 +69,9 @@ class SparseLinear(nn.Linear):
             mask = unpack_bits(state_dict.pop(mk), self.weight.numel()).view_as(self.weight)
             values = state_dict.pop(vk)
             if int(mask.sum()) != values.numel():
-                error_msgs.append(f"{prefix}weight: mask has {int(mask.sum())} ones but {values.numel()} values")
+                error_msgs.append(
+                    f"{prefix}weight: mask has {int(mask.sum())} ones but {values.numel()} values"
+                )
                 return
             dense = torch.zeros_like(self.weight)
             dense[mask] = values.to(dense.dtype)

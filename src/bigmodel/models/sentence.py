@@ -44,4 +44,10 @@ class SentenceEncoder(nn.Module):
 
 def sentence_architecture(bert_config: dict[str, Any], max_length: int = 256) -> dict[str, Any]:
     keep = {k: v for k, v in bert_config.items() if not k.startswith("_") and k != "transformers_version"}
-    return {"name": "sentence_encoder", "bert": keep, "pooling": "mean", "normalize": True, "max_length": max_length}
+    return {
+        "name": "sentence_encoder",
+        "bert": keep,
+        "pooling": "mean",
+        "normalize": True,
+        "max_length": max_length,
+    }

@@ -64,7 +64,10 @@ def prepare_run(cfg: TrainConfig) -> TrainConfig:
             f"--batch-size {cfg.batch_size} is larger than the training split of "
             f"{cfg.data.dataset} ({n_train} rows)"
         )
-    for role, src in (("model.init_from", cfg.model.init_from), ("distill.teacher", cfg.distill and cfg.distill.teacher)):
+    for role, src in (
+        ("model.init_from", cfg.model.init_from),
+        ("distill.teacher", cfg.distill and cfg.distill.teacher),
+    ):
         if src:
             _check_model_fits(role, src, manifest)
     run_dir = Path(cfg.run_dir) if cfg.run_dir else _default_run_dir(manifest)
@@ -91,7 +94,9 @@ def _check_model_fits(role: str, path: str, manifest: Manifest) -> None:
     if meta.features != manifest.features:
         raise BigModelError(f"{role} {path} expects features {meta.features[:5]}..., not this dataset's")
     if meta.task.get("task") != manifest.task or meta.task.get("num_outputs") != manifest.num_outputs:
-        raise BigModelError(f"{role} {path} is a {meta.task.get('task')} model; the dataset is {manifest.task}")
+        raise BigModelError(
+            f"{role} {path} is a {meta.task.get('task')} model; the dataset is {manifest.task}"
+        )
 
 
 def _default_run_dir(manifest: Manifest) -> Path:
@@ -124,7 +129,11 @@ def _train(cfg: TrainConfig, env: dist.DistEnv) -> dict[str, Any]:
         model, arch = start.module.train(), start.meta.architecture
     else:
         arch = mlp_architecture(
-            len(manifest.features), spec.num_outputs, cfg.model.hidden, cfg.model.activation, cfg.model.dropout
+            len(manifest.features),
+            spec.num_outputs,
+            cfg.model.hidden,
+            cfg.model.activation,
+            cfg.model.dropout,
         )
         model = build_model(arch)
         set_standardization(model, manifest.mean, manifest.std)
