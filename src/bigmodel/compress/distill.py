@@ -3,7 +3,8 @@
 The student is an MLP of the given hidden sizes, trained by the normal trainer on the teacher's
 dataset (``--workers N`` trains it distributed) with the loss ``alpha * T^2 * KL(teacher_T ||
 student_T) + (1 - alpha) * task loss`` (``distill`` in the training config; see
-``tasks.distill_loss_sum``). Everything else (optimizer, batch size) is the teacher's recipe.
+``tasks.distill_loss_sum``). Everything else (optimizer, batch size, activation) is the teacher's
+recipe, without dropout.
 """
 
 from __future__ import annotations
@@ -38,7 +39,11 @@ def student_config(
     base = dict(teacher.meta.config or {})
     cfg = validate(base) if base else TrainConfig()
     data = cfg.data.model_copy(update={"dataset": teacher.meta.dataset["path"]})
-    model = cfg.model.model_copy(update={"hidden": hidden, "init_from": None, "keep_sparsity": False})
+    # the teacher's activation, no dropout: a small student has no capacity to spare, and the
+    # teacher's soft targets are its regulariser
+    model = cfg.model.model_copy(
+        update={"hidden": hidden, "dropout": 0.0, "init_from": None, "keep_sparsity": False}
+    )
     dist = cfg.dist.model_copy(update={"workers": workers})
     kd = (
         None

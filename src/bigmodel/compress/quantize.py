@@ -32,6 +32,7 @@ from bigmodel.compress.measure import (
     torch_threads,
 )
 from bigmodel.compress.outdir import building, check_layers, derived_meta, destination, open_source
+from bigmodel.console import progress_bar
 from bigmodel.data.builtin import resolve
 from bigmodel.data.stream import ParquetStream, iterate
 from bigmodel.errors import BigModelError
@@ -233,7 +234,11 @@ def search(
     full = measure([])[0]
     if max_drop is None or drop(full) <= max_drop:
         return [], {}
-    sensitivity = {p: measure([p])[0] - full for p in paths}
+    sensitivity = {}
+    with progress_bar("per-layer sensitivity", len(paths)) as advance:
+        for p in paths:
+            sensitivity[p] = measure([p])[0] - full
+            advance()
     kept: list[str] = []
     for p in sorted(paths, key=lambda p: -sensitivity[p]):
         kept.append(p)
