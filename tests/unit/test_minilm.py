@@ -37,7 +37,7 @@ def test_real_minilm_int8_torch_backend(tmp_path: Path):
         backend="torch",
         max_drop=0.01,
         alpha=0.75,
-        runs=2,
+        runs=1,
     )
     assert out["compressed"]["metric"] >= 0.99 and out["compressed"]["runtime"] == "torch"
     assert {"latency_ms_b1", "latency_ms_b32", "latency_ms_b64"} <= set(out["compressed"])
@@ -75,7 +75,7 @@ def test_tiny_encoder_through_onnxruntime(tmp_path: Path):
         backend="onnxruntime",
         max_drop=None,
         alpha=0.75,
-        runs=2,
+        runs=1,
     )
     assert out["compressed"]["runtime"] == "onnxruntime" and out["compressed"]["metric"] > 0.95
     meta = artifacts.read_meta(tmp_path / "t")
