@@ -160,7 +160,7 @@ def run() -> dict[str, Any]:
             )
         )
 
-        hidden, temperature, alpha, epochs = STUDENT
+        hidden, temperature, alpha, epochs, lr = STUDENT
         t = artifacts.load_model(teacher)
         kd, plain = [], []
         for seed in range(3):
@@ -170,6 +170,7 @@ def run() -> dict[str, Any]:
                 temperature=temperature,
                 alpha=alpha,
                 epochs=epochs,
+                lr=lr,
                 seed=seed,
                 out=work / f"student-kd-{seed}",
                 runs=10,
@@ -185,6 +186,7 @@ def run() -> dict[str, Any]:
                 epochs=epochs,
                 workers=1,
                 seed=seed,
+                lr=lr,
                 progress=False,
             )
             plain.append(train(cfg)["metrics"]["accuracy"])
@@ -229,7 +231,7 @@ def run() -> dict[str, Any]:
             )
         )
         notes.append(
-            f"distillation: T={temperature}, alpha={alpha}, {epochs} epochs; KD seeds {[round(a, 4) for a in kd]}, "
+            f"distillation: T={temperature}, alpha={alpha}, {epochs} epochs, lr {lr} in both arms; KD seeds {[round(a, 4) for a in kd]}, "
             f"without teacher {[round(a, 4) for a in plain]}"
         )
 
@@ -253,7 +255,7 @@ def run() -> dict[str, Any]:
     }
 
 
-STUDENT = ([16], 4.0, 0.5, 40)  # hidden, temperature, alpha, epochs
+STUDENT = ([10], 4.0, 0.7, 60, 0.01)  # hidden, temperature, alpha, epochs, learning rate (both arms)
 
 
 if __name__ == "__main__":

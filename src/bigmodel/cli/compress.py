@@ -57,6 +57,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--alpha", type=float, default=0.9, help="weight of the teacher's soft targets (rest: labels)"
     )
     d.add_argument("--epochs", type=int, default=None, help="default: the teacher's epochs")
+    d.add_argument("--lr", type=float, default=None, help="default: the teacher's learning rate")
     d.add_argument("--workers", type=int, default=1, help="train on N local worker processes (DDP)")
     d.add_argument("--seed", type=int, default=0)
     _common(d)
@@ -150,6 +151,7 @@ def _distill(args: argparse.Namespace) -> None:
         temperature=args.temperature,
         alpha=args.alpha,
         epochs=args.epochs,
+        lr=args.lr,
         workers=args.workers,
         seed=args.seed,
         progress=not (args.no_progress or args.json),

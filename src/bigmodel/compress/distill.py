@@ -31,6 +31,7 @@ def student_config(
     epochs: int | None,
     workers: int,
     seed: int,
+    lr: float | None = None,
     progress: bool = True,
 ) -> TrainConfig:
     """The teacher's training recipe for a student of ``hidden`` sizes; ``temperature=None`` trains
@@ -45,6 +46,7 @@ def student_config(
         update={"hidden": hidden, "dropout": 0.0, "init_from": None, "keep_sparsity": False}
     )
     dist = cfg.dist.model_copy(update={"workers": workers})
+    optim = cfg.optim.model_copy(update={"lr": lr or cfg.optim.lr})
     kd = (
         None
         if temperature is None
@@ -54,6 +56,7 @@ def student_config(
         "data": data.model_dump(),
         "model": model.model_dump(),
         "dist": dist.model_dump(),
+        "optim": optim.model_dump(),
         "distill": kd,
         "epochs": epochs or cfg.epochs,
         "until_converged": False,
@@ -73,6 +76,7 @@ def distill(
     temperature: float = 4.0,
     alpha: float = 0.9,
     epochs: int | None = None,
+    lr: float | None = None,
     workers: int = 1,
     seed: int = 0,
     out: str | Path | None = None,
@@ -100,6 +104,7 @@ def distill(
             epochs=epochs,
             workers=workers,
             seed=seed,
+            lr=lr,
             progress=progress,
         )
         summary = train(cfg)
@@ -109,6 +114,7 @@ def distill(
             "temperature": temperature,
             "alpha": alpha,
             "epochs": cfg.epochs,
+            "lr": cfg.optim.lr,
             "seed": seed,
         }
         meta = derived_meta(
