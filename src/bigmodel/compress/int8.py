@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from bigmodel import artifacts
 from bigmodel.compress.export import export_module
 from bigmodel.compress.measure import latencies, ort_session
 from bigmodel.errors import BigModelError
@@ -337,8 +338,6 @@ def install_onnx(
     """Put a quantized ONNX file into a model directory as model.onnx, sharing the weights' bytes,
     check that ONNX Runtime loads it from there, and record it in model.json (``onnx`` entry)."""
     import onnx
-
-    from bigmodel import artifacts
 
     dst = model_dir / "model.onnx"
     dst.write_bytes(quantized.read_bytes())

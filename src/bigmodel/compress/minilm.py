@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import functools
 import hashlib
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -29,15 +30,17 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 from bigmodel import artifacts
 from bigmodel.compress import int8
-from bigmodel.compress.measure import latencies, open_runner, ort_session, torch_threads
+from bigmodel.compress.measure import latencies, open_runner, ort_session, side_by_side, torch_threads
 from bigmodel.compress.outdir import building, destination
+from bigmodel.compress.quantize import SUFFIX, search
 from bigmodel.errors import BigModelError
 from bigmodel.models import count_params
-from bigmodel.models.layers import linear_layers
+from bigmodel.models.layers import linear_layers, set_dtype
 from bigmodel.models.sentence import SentenceEncoder, sentence_architecture
 
 DATA = Path(__file__).parent / "data"
@@ -100,10 +103,6 @@ def sentence_inputs(batch: int, folder: str | Path | None = None) -> Batch:
 
 def load_encoder(folder: Path, attention: str = "sdpa") -> tuple[SentenceEncoder, dict[str, Any]]:
     """The pretrained encoder in fp32 from a sentence-transformers folder."""
-    import json
-
-    from safetensors.torch import load_file
-
     config = json.loads((folder / "config.json").read_text())
     model = SentenceEncoder(config, attention)
     state = {f"bert.{k}": v for k, v in load_file(str(folder / "model.safetensors")).items()}
@@ -146,8 +145,8 @@ def quantize_minilm(
     runs: int = 100,
 ) -> dict[str, Any]:
     """Quantize all-MiniLM-L6-v2 into a new model directory (default ``./minilm-int8``)."""
-    from bigmodel.compress.quantize import SUFFIX
-
+    if method == "static":
+        raise BigModelError("--method static is not supported for minilm (use dynamic, fp16 or bf16)")
     folder = package_path()
     dst = destination("minilm", out, SUFFIX[method])
     model, config = load_encoder(folder)
@@ -184,6 +183,10 @@ def quantize_encoder(
 ) -> dict[str, Any]:
     """Quantize a sentence encoder whose tokenizer and weights are in ``folder``; the metric is the
     mean cosine to ``fp32``'s embeddings of ``texts``."""
+    if method not in ("dynamic", "fp16", "bf16"):
+        raise BigModelError(
+            f"--method {method} is not supported for sentence encoders (use dynamic, fp16, bf16)"
+        )
     data = batches(folder, texts)
     ref = embed(torch_fn(fp32), data)
     arch = sentence_architecture(bert_config, MAX_LENGTH)
@@ -195,8 +198,6 @@ def quantize_encoder(
             dtype = "float16" if method == "fp16" else "bfloat16"
             module: nn.Module = copy.deepcopy(fp32)
             arch["dtype"] = dtype
-            from bigmodel.models.layers import set_dtype
-
             cos = cosines(embed(torch_fn(set_dtype(copy.deepcopy(fp32), dtype)), data), ref)
             module = module.to(getattr(torch, dtype))
         elif method == "dynamic":
@@ -206,9 +207,7 @@ def quantize_encoder(
             arch["layers"] = layers
             params.update(plan)
         else:
-            raise BigModelError(
-                f"--method {method} is not supported for sentence encoders (use dynamic, fp16, bf16)"
-            )
+            raise AssertionError(method)
         metrics = {"cosine_to_fp32": float(cos.mean()), "min_cosine_to_fp32": float(cos.min())}
         meta = artifacts.ModelMeta(
             architecture=arch,
@@ -251,8 +250,6 @@ def _int8(
     alpha: float,
     work: Path,
 ) -> tuple[nn.Module, dict[str, Any], np.ndarray, Path | None, dict[str, Any]]:
-    from bigmodel.compress.quantize import search
-
     eager = SentenceEncoder(bert_config, attention="eager")  # plain ONNX ops for export
     eager.load_state_dict(fp32.state_dict())
     eager.eval()
@@ -359,8 +356,6 @@ def _report(
         n = runs if b == 1 else max(min(runs, 5), runs // 4)
         ms = latencies([original_fn, runner], [x, x], runs=n)
         original[f"latency_ms_b{b}"], compressed[f"latency_ms_b{b}"] = ms
-    from bigmodel.compress.measure import side_by_side
-
     return {
         **side_by_side(original, compressed),
         "model_dir": str(dst),

@@ -56,11 +56,11 @@ def report(
 
 
 def report_table(models: list[dict[str, Any]]) -> Table:
-    header = ["model", "runtime", "params", "non-zero", "file bytes", "ms b1", "ms b64", "metric"]
+    """One row per model; "(ORT)" marks those that run on ONNX Runtime."""
+    header = ["model", "params", "non-zero", "file bytes", "ms b1", "ms b64", "metric"]
     rows = [
         [
-            Path(m["path"]).name,
-            m["runtime"],
+            Path(m["path"]).name + (" (ORT)" if m["runtime"] == "onnxruntime" else ""),
             m["params"],
             m.get("nonzero_params", m["params"]),
             m["file_bytes"],
@@ -70,7 +70,7 @@ def report_table(models: list[dict[str, Any]]) -> Table:
         ]
         for m in models
     ]
-    return grid_table("compressed models side by side", header, rows)
+    return grid_table("compressed models side by side ((ORT): ONNX Runtime, else PyTorch)", header, rows)
 
 
 def draw(models: list[dict[str, Any]], folder: Path) -> dict[str, str]:
