@@ -19,6 +19,7 @@ from bigmodel.federated import FederatedConfig, federated
 from bigmodel.train import evaluate, train
 
 if TYPE_CHECKING:
+    from bigmodel.online import online
     from bigmodel.registry import Registry, resolve
     from bigmodel.serve.client import predict
 
@@ -29,6 +30,7 @@ _LAZY = {
     "Registry": "bigmodel.registry",
     "resolve": "bigmodel.registry",
     "predict": "bigmodel.serve.client",
+    "online": "bigmodel.online",
 }
 
 
@@ -51,6 +53,7 @@ __all__ = [
     "federated",
     "generate_synthetic",
     "load_model",
+    "online",
     "predict",
     "prepare",
     "resolve",
