@@ -231,7 +231,7 @@ class OnlineLearner:
         d = decide(task, margin, serving=serving, learner=learner)
         if d == "promote":
             out.append(self._promote(serving, learner))
-        elif d == "reset":
+        elif d == "reset" and len(self.window) == self.cfg.window:  # a whole window behind, not noise
             out.append(self._event("reset", serving=serving, learner=learner, rows=len(self.window)))
             self._adopt_keep_previous()
         else:
@@ -314,3 +314,24 @@ class OnlineLearner:
 def _frozen(module: nn.Module) -> nn.Module:
     # eval(): no dropout in scores or updates; the learner is made trainable again by its copier
     return module.eval().requires_grad_(False)
+
+
+def describe(e: dict[str, Any]) -> str:
+    """One line for people about an event."""
+    kind, row = e["event"], e["row"]
+    if kind == "drift":
+        return f"row {row}: drift detected in the serving model's errors"
+    if kind == "promote" and e["version"] is None:
+        return f"row {row}: the learner would be promoted (dry run: nothing registered)"
+    if kind == "promote":
+        return (
+            f"row {row}: promoted: version {e['version']} (learner {e['learner']:.3f} vs serving "
+            f"{e['serving']:.3f} on the window), alias moved from {e['parent']}"
+        )
+    if kind == "rollback":
+        return f"row {row}: rolled back from version {e['rolled_back']} to {e['version']}"
+    if kind == "reset":
+        return f"row {row}: learner reset to version {e['version']} (it fell behind by the margin)"
+    if kind == "confirm":
+        return f"row {row}: version {e['version']} confirmed (no worse than the one before it)"
+    return f"row {row}: {kind}: {e.get('reason', '')} (now version {e['version']})"

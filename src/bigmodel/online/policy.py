@@ -15,8 +15,9 @@ Every ``check_every`` rows, once the window holds at least ``min_samples`` rows,
    a new version (lineage ``online``, parent the serving version) and the alias moves to it, if
    and only if the alias still points at the serving version (an operator's move always wins:
    the learner then restarts from the operator's version).
-3. If the learner is worse than the serving model by ``margin``, **reset**: the learner restarts
-   from the serving model (its updates went astray).
+3. If the learner is worse than the serving model by ``margin`` over a full window (``window``
+   rows, so not by chance on a few), **reset**: the learner restarts from the serving model (its
+   updates went astray).
 4. Otherwise **keep**.
 
 "Beats by margin": classification: window accuracy at least ``margin`` higher (0.02 = 2 points);

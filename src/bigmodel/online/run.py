@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from bigmodel import console
 from bigmodel.errors import BigModelError
-from bigmodel.online.learner import OnlineLearner, Publisher
+from bigmodel.online.learner import OnlineLearner, Publisher, describe
 from bigmodel.online.policy import OnlineConfig
 from bigmodel.online.rows import read_stream
 
@@ -70,7 +70,7 @@ def online(
         for x, y in read_stream(stream, loaded.meta):
             for e in learner.learn(x, y):
                 if progress and e["event"] != "confirm":
-                    console.err.print(_describe(e))
+                    console.err.print(describe(e))
             s, lr, _ = learner.window_scores()
             advance(len(x), info=f"version {learner.version} window {metric} {s:.3f} (learner {lr:.3f})")
     if learner.rows == 0:
@@ -90,19 +90,3 @@ def online(
         prequential_plot(learner.curve, result["events"], plot, metric=result["metric"], title=model)
         result["plot"] = str(plot)
     return result
-
-
-def _describe(e: dict[str, Any]) -> str:
-    kind, row = e["event"], e["row"]
-    if kind == "drift":
-        return f"row {row}: drift detected in the serving model's errors"
-    if kind == "promote":
-        return (
-            f"row {row}: promoted: version {e['version']} (learner {e['learner']:.3f} vs serving "
-            f"{e['serving']:.3f} on the window), alias moved from {e['parent']}"
-        )
-    if kind == "rollback":
-        return f"row {row}: rolled back from version {e['rolled_back']} to {e['version']}"
-    if kind == "reset":
-        return f"row {row}: learner reset to version {e['version']} (it fell behind by the margin)"
-    return f"row {row}: {kind}: {e.get('reason', '')} (now version {e['version']})"

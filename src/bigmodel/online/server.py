@@ -28,7 +28,7 @@ from starlette.routing import BaseRoute, Route
 
 from bigmodel.errors import BigModelError
 from bigmodel.explain.inputs import table_from_rows
-from bigmodel.online.learner import OnlineLearner, Publisher
+from bigmodel.online.learner import OnlineLearner, Publisher, describe
 from bigmodel.online.policy import OnlineConfig
 from bigmodel.online.rows import labelled
 from bigmodel.registry import DEFAULT_ALIAS
@@ -83,7 +83,7 @@ class Feedback:
                     learner = OnlineLearner(publisher.load(start), start, self.cfg, publisher)
                 for e in learner.learn(x, y):
                     if e["event"] != "confirm":
-                        log.warning("online %s@%s: %s", self.name, self.alias, e)
+                        log.warning("online %s@%s: %s", self.name, self.alias, describe(e))
                 self.learned += len(x)
                 summary = learner.summary()
                 summary["events"] = summary["events"][-20:]
