@@ -117,7 +117,7 @@ def _fill(learner: OnlineLearner, serving: float, learner_score: float, previous
 
 
 def test_policy_promotes_keeps_and_rolls_back_through_the_registry(registered):
-    reg, pub, learner = registered
+    reg, _, learner = registered
     _fill(learner, 0.80, 0.82, np.nan, 100)
     assert learner._check() == [] and reg.aliases("m") == {"production": 1}  # within the margin: keep
     _fill(learner, 0.80, 0.90, np.nan, 40)
@@ -174,10 +174,12 @@ def test_streams_csv_jsonl_stdin_in_chunks_and_errors_name_the_field(tmp_path: P
     meta = artifacts.read_meta(make_model_dir(tmp_path / "m", features=3, task="binary", labels=[0, 1]))
     x, y = drift_rows(2500, features=3, seed=1)
     csv = tmp_path / "s.csv"
-    csv.write_text("f0,f1,f2,target,extra\n" + "".join(f"{a},{b},{c},{d},z\n" for (a, b, c), d in zip(x, y)))
+    csv.write_text(
+        "f0,f1,f2,target,extra\n" + "".join(f"{a},{b},{c},{d},z\n" for (a, b, c), d in zip(x, y, strict=True))
+    )
     lines = [
         json.dumps({"f0": float(a), "f1": float(b), "f2": float(c), "target": int(d)})
-        for (a, b, c), d in zip(x, y)
+        for (a, b, c), d in zip(x, y, strict=True)
     ]
     jsonl = "\n".join(lines) + "\n"
     for stream in (

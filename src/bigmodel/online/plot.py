@@ -8,6 +8,7 @@ from typing import Any
 
 from bigmodel.fsutil import atomic_path
 
+EXTRA_COLORS = ("#7f8c8d", "#16a085", "#8e44ad", "#d35400")
 MARKS = {"drift": ("#c0392b", "--"), "promote": ("#27ae60", "-"), "rollback": ("#8e44ad", ":")}
 
 
@@ -30,8 +31,8 @@ def prequential_plot(
     rows = [c[0] for c in curve]
     ax.plot(rows, [c[1] for c in curve], label="serving version (alias)", color="#2471a3", lw=1.6)
     ax.plot(rows, [c[2] for c in curve], label="learner", color="#e67e22", lw=1.0, alpha=0.8)
-    for name, line in (extra or {}).items():
-        ax.plot([p[0] for p in line], [p[1] for p in line], label=name, lw=1.0, alpha=0.8)
+    for (name, line), color in zip((extra or {}).items(), EXTRA_COLORS, strict=False):
+        ax.plot([p[0] for p in line], [p[1] for p in line], label=name, color=color, lw=1.0, alpha=0.8)
     seen: set[str] = set()
     for e in events:
         if e["event"] in MARKS:
@@ -40,7 +41,7 @@ def prequential_plot(
             seen.add(e["event"])
             ax.axvline(e["row"], color=color, ls=style, lw=0.9, label=label)
     ax.set_xlabel("row of the stream")
-    ax.set_ylabel(f"prequential {metric} (per bucket)")
+    ax.set_ylabel(f"prequential {metric}")
     ax.set_title(title or "online learning")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower left")

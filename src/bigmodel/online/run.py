@@ -87,6 +87,7 @@ def online(
     if plot is not None:
         from bigmodel.online.plot import prequential_plot
 
-        prequential_plot(learner.curve, result["events"], plot, metric=result["metric"], title=model)
+        per = f"{result['metric']}, per {learner.curve_every} rows"
+        prequential_plot(learner.curve, result["events"], plot, metric=per, title=model)
         result["plot"] = str(plot)
     return result

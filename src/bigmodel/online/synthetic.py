@@ -1,10 +1,10 @@
 """A labelled stream with concept drift at known rows, for checks, the benchmark and the demo.
 
-Binary labels from a linear concept ``y = 1[z . w_k > 0]`` on latent standard normal features
-``z``; at each drift point the concept changes to ``w_{k+1}``: ``w_k`` with the sign of its first
-half flipped, so a model of the old concept is right on about half of the new rows. Features are
-written in raw units (random scale and offset per feature), so standardization matters, and a
-fraction ``noise`` of labels is flipped.
+Binary labels from a linear concept ``y = 1[z . w > 0]`` on latent standard normal features ``z``;
+at each drift point the concept switches between ``w`` and a direction ``u`` orthogonal to it
+(``w`` again after the second drift: a recurring concept), so a model of the old concept is right
+on only about half of the new rows. Features are written in raw units (random scale and offset per
+feature), so standardization matters, and a fraction ``noise`` of labels is flipped.
 """
 
 from __future__ import annotations
@@ -37,15 +37,16 @@ def drift_rows(
         raise BigModelError(f"a drift stream needs at least 2 features, got {features}")
     g = np.random.default_rng(seed)
     w = g.standard_normal(features)
+    u = g.standard_normal(features)
+    u -= (u @ w) / (w @ w) * w  # orthogonal to w: the two concepts agree on half of the rows
     scale = np.exp(g.uniform(-1.0, 1.0, features))
     offset = g.uniform(-3.0, 3.0, features)
     r = np.random.default_rng([seed, start, rows])
     z = r.standard_normal((rows, features))  # (N, F)
     index = start + np.arange(rows)
     concept = np.searchsorted(np.sort(np.asarray(drift_at, dtype=np.int64)), index, side="right")  # (N,)
-    half = features // 2
-    flips = np.where((concept % 2 == 1)[:, None] & (np.arange(features) < half)[None, :], -1.0, 1.0)
-    y = ((z * flips) @ w > 0).astype(np.int64)
+    y = np.where(concept % 2 == 1, z @ u, z @ w) > 0  # (N,)
+    y = y.astype(np.int64)
     y = np.where(r.random(rows) < noise, 1 - y, y)
     return (z * scale + offset).astype(np.float32), y
 
