@@ -57,6 +57,10 @@ def demo(workdir: str | Path | None = None, *, workers: int = 2, json_mode: bool
 
     served = demo_serve(work, summary["run_dir"], csv, label="diagnosis", say=say, json_mode=json_mode)
 
+    from bigmodel.online.demo import demo_online
+
+    learned = demo_online(work, csv, label="diagnosis", say=say, json_mode=json_mode)
+
     from bigmodel.federated.demo import federated_and_explain
 
     beyond = federated_and_explain(work, work / "data" / "breast_cancer", csv, say=say, json_mode=json_mode)
@@ -76,4 +80,11 @@ def demo(workdir: str | Path | None = None, *, workers: int = 2, json_mode: bool
         "explanation plot": beyond["explain"]["png"],
     }
     console.show(console.kv_table("demo summary", rows), json_mode=json_mode)
-    return {"workdir": str(work), "train": summary, "evaluate": ev, "serve": served, **beyond}
+    return {
+        "workdir": str(work),
+        "train": summary,
+        "evaluate": ev,
+        "serve": served,
+        "online": learned,
+        **beyond,
+    }
