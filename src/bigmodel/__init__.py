@@ -16,10 +16,10 @@ from bigmodel.data import dataset_stats, generate_synthetic, prepare
 from bigmodel.errors import BigModelError
 from bigmodel.explain import explain
 from bigmodel.federated import FederatedConfig, federated
+from bigmodel.online import online  # after the subpackage import, so the name is the function
 from bigmodel.train import evaluate, train
 
 if TYPE_CHECKING:
-    from bigmodel.online import online
     from bigmodel.registry import Registry, resolve
     from bigmodel.serve.client import predict
 
@@ -30,7 +30,6 @@ _LAZY = {
     "Registry": "bigmodel.registry",
     "resolve": "bigmodel.registry",
     "predict": "bigmodel.serve.client",
-    "online": "bigmodel.online",
 }
 
 

@@ -76,6 +76,7 @@ def demo(workdir: str | Path | None = None, *, workers: int = 2, json_mode: bool
         "samples/s": summary["samples_per_s"],
         "model dir": summary["run_dir"],
         "loss plot": str(Path(summary["run_dir"]) / "loss.png"),
+        "online: production": f"version {learned['production_before']} -> {learned['production_after']}",
         "federated val accuracy": beyond["federated"]["metrics"]["accuracy"],
         "explanation plot": beyond["explain"]["png"],
     }

@@ -132,6 +132,11 @@ def _extensions(args: argparse.Namespace, cfg: Any) -> list[Any]:
             if not sep:
                 raise BigModelError(f"--online-set {item!r}: expected KEY=VALUE")
             settings[key.strip()] = yaml.safe_load(value)
+        if "alias" in settings:
+            raise BigModelError(
+                "--online-set alias: the server learns for the alias it serves each model by "
+                "(--models NAME@ALIAS)"
+            )
         online = online_config(**settings)
     elif args.online_set:
         raise BigModelError("--online-set needs --online")

@@ -43,7 +43,7 @@ def explain_routes(*, max_rows: int = 64, max_steps: int = 256, max_pending: int
         pending = [0]
 
         async def close() -> None:
-            pool.shutdown(wait=True, cancel_futures=True)
+            await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
 
         state.on_shutdown.append(close)
 
