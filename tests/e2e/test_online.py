@@ -146,7 +146,7 @@ def test_feedback_makes_the_server_learn_and_serve_a_new_version(server):
         if info["learned_rows"] == 1200:
             break
         time.sleep(0.2)
-    assert info["learned_rows"] == 1200 and info["failures"] == 0, info
+    assert info["learned_rows"] == 1200 and info["failed_rows"] == 0, info
     learner = info["learner"]
     assert learner["promotions"] >= 1 and learner["version"] == reg.aliases("drift")["production"] > 1
     assert reg.show("drift@production")["method"] == "online"

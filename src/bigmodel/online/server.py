@@ -3,8 +3,8 @@
 Body: ``{"rows": [{<feature>: number, ..., <label column>: label}, ...]}`` (the label column is
 the model's, e.g. ``target``; at most ``max_rows`` rows). The handler checks the rows against the
 served version's schema (a 400 naming the field), puts them on a bounded queue and answers 202 at
-once. One learner thread per model takes them off the queue, away from the event loop, so
-inference never waits for learning; it runs ``OnlineLearner.learn`` and the policy
+once. One learner process per model takes them off the queue (no shared interpreter lock: inference
+never waits for learning, it only shares the CPU); it runs ``OnlineLearner.learn`` and the policy
 (``bigmodel.online.policy``) registers versions and moves the alias this server follows for the
 model. The server's registry polling then switches to the new version like any alias move.
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
 import queue
 import threading
 from collections.abc import Iterator
@@ -39,74 +40,115 @@ if TYPE_CHECKING:
     from bigmodel.serve.app import RouteGroup, ServerState
 
 log = logging.getLogger("bigmodel.online")
-EVENTS = ("drift", "promote", "confirm", "rollback", "reset", "restart")
+
+
+def _learner_main(
+    inbox: Any, outbox: Any, stop: Any, registry: tuple[str, str], name: str, alias: str, cfg: dict[str, Any]
+) -> None:
+    """The learner process: chunks in, after each one a report out (rows, summary, event lines)."""
+    import torch
+
+    from bigmodel.registry import Registry
+
+    torch.set_num_threads(1)
+    reg = Registry(registry[0], db_url=registry[1])
+    learner: OnlineLearner | None = None
+    parent = multiprocessing.parent_process()
+    while True:
+        try:
+            item = inbox.get(timeout=1.0)
+        except queue.Empty:
+            if parent is not None and not parent.is_alive():  # the server was killed: do not linger
+                return
+            continue
+        if item is None:
+            break
+        x, y = item
+        if stop.is_set():  # shutting down: what is still queued is dropped, not learned
+            outbox.put(("dropped", len(x), None, []))
+            continue
+        try:
+            if learner is None:
+                publisher = Publisher(reg, name, alias)
+                start = publisher.start_version()
+                learner = OnlineLearner(publisher.load(start), start, OnlineConfig(**cfg), publisher)
+            lines = [describe(e) for e in learner.learn(x, y) if e["event"] != "confirm"]
+            summary = learner.summary()
+            summary["events"] = summary["events"][-20:]
+            outbox.put(("learned", len(x), summary, lines))
+        except Exception as err:  # the learner must not die; it restarts from the registry's state
+            learner = None
+            outbox.put(
+                ("failed", len(x), None, [f"learning failed ({type(err).__name__}: {err}); restarting"])
+            )
+    outbox.put(None)
 
 
 class Feedback:
-    """One model's feedback queue (bounded in rows), its learner thread, and what /metrics shows."""
+    """One model's feedback queue (bounded in rows), its learner process, and what /metrics shows.
+
+    The learner runs in a process of its own (spawned on the first feedback), so learning never
+    holds the server's interpreter lock: inference only shares the CPU with it."""
 
     def __init__(self, name: str, alias: str, registry: Any, cfg: OnlineConfig, max_queue_rows: int):
-        self.name, self.alias, self.registry, self.cfg = name, alias, registry, cfg
-        self.max_queue_rows = max_queue_rows
-        self.q: queue.SimpleQueue[tuple[np.ndarray, np.ndarray] | None] = queue.SimpleQueue()
-        self.lock = threading.Lock()
-        self.queued = 0  # rows waiting
-        self.accepted = 0  # rows queued so far (event loop)
-        self.refused = 0  # rows refused because the queue was full (event loop)
-        self.learned = 0  # rows learned (learner thread)
-        self.failures = 0  # chunks the learner failed on (learner thread)
+        self.name, self.alias, self.max_queue_rows = name, alias, max_queue_rows
+        self.accepted = 0  # rows queued so far
+        self.refused = 0  # rows refused because the queue was full
+        self.learned = 0  # rows learned (reported by the learner)
+        self.failed = 0  # rows the learner failed on
+        self.dropped = 0  # rows still queued at shutdown
         self.snapshot: dict[str, Any] = {}  # the learner's summary after its last chunk
-        self.thread = threading.Thread(target=self._run, name=f"online-{name}", daemon=True)
-        self.thread.start()
+        ctx = multiprocessing.get_context("spawn")  # never fork a process that runs threads
+        self.inbox, self.outbox, self.stopping = ctx.Queue(), ctx.Queue(), ctx.Event()
+        where = (registry.location, registry.db_url)
+        self.proc = ctx.Process(
+            target=_learner_main,
+            args=(self.inbox, self.outbox, self.stopping, where, name, alias, cfg.model_dump()),
+            name=f"bigmodel-online-{name}",
+            daemon=True,
+        )
+        self.proc.start()
+        self.listener = threading.Thread(target=self._listen, name=f"online-{name}", daemon=True)
+        self.listener.start()
+
+    @property
+    def queued(self) -> int:
+        return self.accepted - self.learned - self.failed - self.dropped
 
     def offer(self, x: np.ndarray, y: np.ndarray) -> bool:
         """Queue rows without waiting; False when the queue is full (the caller answers 503)."""
-        with self.lock:
-            if self.queued + len(x) > self.max_queue_rows:
-                self.refused += len(x)
-                return False
-            self.queued += len(x)
+        if self.queued + len(x) > self.max_queue_rows:
+            self.refused += len(x)
+            return False
         self.accepted += len(x)
-        self.q.put((x, y))
+        self.inbox.put((x, y))  # a feeder thread writes it to the pipe
         return True
 
-    def _run(self) -> None:
-        learner: OnlineLearner | None = None
-        while (item := self.q.get()) is not None:
-            x, y = item
-            with self.lock:
-                self.queued -= len(x)
-            try:
-                if learner is None:
-                    publisher = Publisher(self.registry, self.name, self.alias)
-                    start = publisher.start_version()
-                    learner = OnlineLearner(publisher.load(start), start, self.cfg, publisher)
-                for e in learner.learn(x, y):
-                    if e["event"] != "confirm":
-                        log.warning("online %s@%s: %s", self.name, self.alias, describe(e))
-                self.learned += len(x)
-                summary = learner.summary()
-                summary["events"] = summary["events"][-20:]
+    def _listen(self) -> None:
+        while (report := self.outbox.get()) is not None:
+            kind, rows, summary, lines = report
+            for line in lines:
+                log.warning("online %s@%s: %s", self.name, self.alias, line)
+            if kind == "learned":
                 self.snapshot = summary
-            except Exception:  # the learner must not die; it restarts from the registry's state
-                self.failures += 1
-                learner = None
-                log.exception("online learning on %s failed; starting again from the registry", self.name)
+                self.learned += rows
+            elif kind == "failed":
+                self.failed += rows
+            else:
+                self.dropped += rows
 
     async def stop(self) -> None:
-        """Finish the chunk being learned, drop what is still queued (logged), end the thread."""
-        dropped = 0
-        while True:
-            try:
-                item = self.q.get_nowait()
-            except queue.Empty:
-                break
-            if item is not None:
-                dropped += len(item[0])
-        if dropped:
-            log.warning("online %s: %d queued feedback rows were not learned (shutdown)", self.name, dropped)
-        self.q.put(None)
-        await asyncio.to_thread(self.thread.join, 60)
+        """Finish the chunk being learned, drop what is still queued (logged), end the process."""
+        self.stopping.set()
+        self.inbox.put(None)
+        await asyncio.to_thread(self.proc.join, 60)
+        if self.proc.is_alive():
+            self.proc.kill()
+        await asyncio.to_thread(self.listener.join, 5)
+        if self.dropped:
+            log.warning(
+                "online %s: %d queued feedback rows were not learned (shutdown)", self.name, self.dropped
+            )
 
     def status(self) -> dict[str, Any]:
         return {
@@ -116,7 +158,7 @@ class Feedback:
             "refused_rows": self.refused,
             "queued_rows": self.queued,
             "learned_rows": self.learned,
-            "failures": self.failures,
+            "failed_rows": self.failed,
             "learner": self.snapshot,
         }
 
@@ -150,9 +192,9 @@ class Collector:
                 ("accepted", hub.accepted),
                 ("refused", hub.refused),
                 ("learned", hub.learned),
+                ("failed", hub.failed),
             ):
                 rows.add_metric([name, outcome], n)
-            rows.add_metric([name, "failed_chunks"], hub.failures)
             queued.add_metric([name], hub.queued)
             s = hub.snapshot
             if not s:
