@@ -8,7 +8,7 @@ from typing import Any
 
 from bigmodel.fsutil import atomic_path
 
-EXTRA_COLORS = ("#7f8c8d", "#16a085", "#8e44ad", "#d35400")
+EXTRA_COLORS = ("#7f8c8d", "#c2185b", "#d35400", "#17202a")
 MARKS = {"drift": ("#c0392b", "--"), "promote": ("#27ae60", "-"), "rollback": ("#8e44ad", ":")}
 
 
