@@ -9,8 +9,17 @@ from torch import nn
 
 from bigmodel.errors import BigModelError
 from bigmodel.models.mlp import MLP, Standardize
+from bigmodel.models.transformer import SIZES, VOCAB, Transformer
 
-__all__ = ["MLP", "Standardize", "build_model", "mlp_architecture"]
+__all__ = [
+    "MLP",
+    "SIZES",
+    "Standardize",
+    "Transformer",
+    "build_model",
+    "mlp_architecture",
+    "transformer_architecture",
+]
 
 
 def mlp_architecture(
@@ -26,6 +35,20 @@ def mlp_architecture(
     }
 
 
+def transformer_architecture(size: str, context: int, dropout: float = 0.0) -> dict[str, Any]:
+    layers, width, heads = SIZES[size]
+    return {
+        "name": "transformer",
+        "size": size,
+        "layers": layers,
+        "width": width,
+        "heads": heads,
+        "context": context,
+        "vocab": VOCAB,
+        "dropout": dropout,
+    }
+
+
 def build_model(arch: dict[str, Any]) -> nn.Module:
     """Rebuild the module an architecture dict describes (weights are loaded separately)."""
     name = arch.get("name")
@@ -37,7 +60,16 @@ def build_model(arch: dict[str, Any]) -> nn.Module:
             arch.get("activation", "relu"),
             arch.get("dropout", 0.0),
         )
-    raise BigModelError(f"unknown model '{name}' (known: mlp)")
+    if name == "transformer":
+        return Transformer(
+            arch["layers"],
+            arch["width"],
+            arch["heads"],
+            arch["context"],
+            arch.get("vocab", VOCAB),
+            arch.get("dropout", 0.0),
+        )
+    raise BigModelError(f"unknown model '{name}' (known: mlp, transformer)")
 
 
 def set_standardization(model: nn.Module, mean: list[float], std: list[float]) -> None:
