@@ -38,8 +38,10 @@ def machine() -> str:
     except OSError:
         pass
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB, {platform.system()} {platform.machine()}, "
-            f"Python {platform.python_version()}, torch {torch.__version__}")
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB, {platform.system()} {platform.machine()}, "
+        f"Python {platform.python_version()}, torch {torch.__version__}"
+    )
 
 
 def _load(path: Path):
@@ -75,7 +77,12 @@ def _cell(v) -> str:
 
 
 def render_section(r: dict) -> str:
-    lines = [f"## {r['title']}", "", f"`{r['command']}` · {r['date']} · {r['machine']} · {r['seconds']} s", ""]
+    lines = [
+        f"## {r['title']}",
+        "",
+        f"`{r['command']}` · {r['date']} · {r['machine']} · {r['seconds']} s",
+        "",
+    ]
     lines.append("| " + " | ".join(r["header"]) + " |")
     lines.append("|" + "---|" * len(r["header"]))
     lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in r["rows"]]
@@ -87,9 +94,11 @@ def render() -> None:
     results = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
     order = ["trainer", "scaling", "loader", "quality"]
     results.sort(key=lambda r: (order.index(r["name"]) if r["name"] in order else len(order), r["name"]))
-    head = ("# Benchmarks\n\nLatest figures from `make bench` (each section says when and where it ran). "
-            "Timing on a shared 2-core machine is noisy, so every figure that matters is a ratio of two "
-            "things measured side by side in the same run.\n\n")
+    head = (
+        "# Benchmarks\n\nLatest figures from `make bench` (each section says when and where it ran). "
+        "Timing on a shared 2-core machine is noisy, so every figure that matters is a ratio of two "
+        "things measured side by side in the same run.\n\n"
+    )
     DOC.write_text(head + "\n".join(render_section(r) for r in results))
 
 

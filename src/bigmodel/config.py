@@ -81,7 +81,9 @@ class DistConfig(_Strict):
         if self.local_sgd_period > 1 and self.comm_hook != "none":
             raise ValueError("dist.local_sgd_period and dist.comm_hook cannot be combined")
         if self.strategy == "fsdp" and (self.comm_hook != "none" or self.local_sgd_period > 1):
-            raise ValueError("dist.comm_hook and dist.local_sgd_period are DDP options; not with strategy fsdp")
+            raise ValueError(
+                "dist.comm_hook and dist.local_sgd_period are DDP options; not with strategy fsdp"
+            )
         if self.mixed_precision != "none" and self.strategy != "fsdp":
             raise ValueError("dist.mixed_precision needs dist.strategy=fsdp")
         return self
@@ -105,6 +107,7 @@ class TrainConfig(_Strict):
     checkpoint_every: int = Field(500, ge=0)  # steps; 0: only at the end
     keep_checkpoints: int = Field(2, ge=1)
     eval_batch_size: int = Field(4096, ge=1)
+    eval_rows: int = Field(0, ge=0)  # validate on the first N rows of the val split (0: all of it)
     progress: bool = True
 
 

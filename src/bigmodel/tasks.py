@@ -93,7 +93,12 @@ def finalize(spec: TaskSpec, sums: torch.Tensor) -> dict[str, float]:
     n = max(s[1], 1.0)
     if spec.task == "lm":  # loss in nats per token; bits per byte is the usual yardstick
         loss = s[0] / n
-        return {"loss": loss, "accuracy": s[2] / n, "perplexity": math.exp(min(loss, 50.0)), "bits_per_byte": loss / math.log(2)}
+        return {
+            "loss": loss,
+            "accuracy": s[2] / n,
+            "perplexity": math.exp(min(loss, 50.0)),
+            "bits_per_byte": loss / math.log(2),
+        }
     if spec.task != "regression":
         return {"loss": s[0] / n, "accuracy": s[2] / n}
     mse = s[2] / n

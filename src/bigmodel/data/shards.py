@@ -92,7 +92,9 @@ class _SplitWriter:
         name = f"{self.split}/part-{len(self.files):05d}.parquet"
         self.files.append(name)
         # Uncompressed: float features barely compress and decoding speed is the whole game.
-        self._writer = pq.ParquetWriter(self.root / name, self.schema, compression="none", use_dictionary=False)
+        self._writer = pq.ParquetWriter(
+            self.root / name, self.schema, compression="none", use_dictionary=False
+        )
         self._rows_in_file = 0
 
     def close(self) -> None:
@@ -167,7 +169,9 @@ class ShardWriter:
             for split, mask in (("train", ~is_val), ("val", is_val)):
                 if mask.any():
                     rows = np.ascontiguousarray(x[mask], dtype=np.uint8)  # (n, context + 1)
-                    col = pa.FixedSizeListArray.from_arrays(pa.array(rows.reshape(-1)), type=self.schema.field(0).type)
+                    col = pa.FixedSizeListArray.from_arrays(
+                        pa.array(rows.reshape(-1)), type=self.schema.field(0).type
+                    )
                     self.splits[split].add(pa.RecordBatch.from_arrays([col], schema=self.schema))
             return
         assert y is not None

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -35,7 +35,9 @@ T = TypeVar("T")
 @dataclass(frozen=True, slots=True)
 class Batch:
     x: torch.Tensor  # (b_r, F) float32, this rank's rows of the global batch; lm: (b_r, T) int64 tokens
-    y: torch.Tensor  # (b_r,) int64 codes (multiclass) or float32 (binary, regression); lm: (b_r, T) next tokens
+    y: (
+        torch.Tensor
+    )  # (b_r,) int64 codes (multiclass) or float32 (binary, regression); lm: (b_r, T) next tokens
     rows: int  # rows in the global batch, over all ranks
     index: int  # batch number within the epoch
 
@@ -229,7 +231,7 @@ def _token_rows(table: pa.Table) -> np.ndarray:
 
 def iterate(
     stream: ParquetStream, epoch: int, *, start_batch: int = 0, loader_workers: int = 0, prefetch: int = 2
-) -> Iterator[Batch]:
+) -> Generator[Batch, None, None]:
     """This rank's batches of one epoch, from ``start_batch`` on (resuming mid-epoch)."""
     stream.set_epoch(epoch, start_batch)
     windows: Iterable[Window]
@@ -238,7 +240,9 @@ def iterate(
             stream, batch_size=None, num_workers=loader_workers, prefetch_factor=max(prefetch, 1)
         )
     elif prefetch > 0:  # read and assemble in two threads: decoding overlaps copying and training
-        windows = background((stream.assemble(k, p) for k, p in background(stream.read(), prefetch)), prefetch)
+        windows = background(
+            (stream.assemble(k, p) for k, p in background(stream.read(), prefetch)), prefetch
+        )
     else:
         windows = stream
     for k, x, y in windows:

@@ -45,7 +45,9 @@ def write_text_dataset(
         raise BigModelError(f"--context must be at least 2, got {context}")
     dst = Path(dst)
     if dst.exists():
-        raise BigModelError(f"destination already exists: {dst} (choose a new folder; nothing was overwritten)")
+        raise BigModelError(
+            f"destination already exists: {dst} (choose a new folder; nothing was overwritten)"
+        )
     with atomic_dir(dst) as tmp:
         writer = ShardWriter(
             tmp,
@@ -135,7 +137,9 @@ def python_source_files() -> list[Path]:
     return sorted(p for p in root.rglob("*.py") if not skip.intersection(p.relative_to(root).parts))
 
 
-def prepare_python_source(dst: str | Path, *, context: int = 256, seed: int = 0, val_fraction: float = 0.1) -> Manifest:
+def prepare_python_source(
+    dst: str | Path, *, context: int = 256, seed: int = 0, val_fraction: float = 0.1
+) -> Manifest:
     """The built-in ``pysource`` dataset: Python's own standard library source (~13 MB), byte level."""
     files = python_source_files()
     if not files:
@@ -152,7 +156,24 @@ def prepare_python_source(dst: str | Path, *, context: int = 256, seed: int = 0,
     )
 
 
-_SYLLABLES = ["ka", "lo", "mi", "ren", "to", "sa", "vel", "dor", "in", "ath", "qu", "es", "po", "lin", "ar", "um"]
+_SYLLABLES = [
+    "ka",
+    "lo",
+    "mi",
+    "ren",
+    "to",
+    "sa",
+    "vel",
+    "dor",
+    "in",
+    "ath",
+    "qu",
+    "es",
+    "po",
+    "lin",
+    "ar",
+    "um",
+]
 
 
 def generated_text(n_bytes: int, seed: int = 0, words: int = 400) -> Iterator[bytes]:
@@ -179,7 +200,9 @@ def generated_text(n_bytes: int, seed: int = 0, words: int = 400) -> Iterator[by
             ids[t] = state
         parts = []
         for c in range(chains):
-            sentence = [vocab[i] + (".\n" if stop else " ") for i, stop in zip(ids[:, c], stops[:, c], strict=True)]
+            sentence = [
+                vocab[i] + (".\n" if stop else " ") for i, stop in zip(ids[:, c], stops[:, c], strict=True)
+            ]
             parts.append("".join(sentence))
         block = "".join(parts).encode()[: n_bytes - made]
         made += len(block)
