@@ -101,12 +101,18 @@ def prepare(
     seed: int = 0,
     task: Task | None = None,
     name: str | None = None,
+    context: int = 256,
 ) -> Manifest:
     """Turn a CSV/Parquet file or folder into a prepared dataset at ``dst`` (which must not exist).
 
     Features must be numeric and finite; classification labels become codes 0..K-1 with the
     original values kept in the manifest. Written under a temporary name and renamed when complete.
+    With ``task="lm"`` the source is text (any files) and becomes byte rows of ``context + 1``.
     """
+    if task == "lm":
+        from bigmodel.data.text import prepare_text
+
+        return prepare_text(src, dst, context=context, val_fraction=val_fraction, seed=seed, name=name)
     dst = Path(dst)
     if dst.exists():
         raise BigModelError(

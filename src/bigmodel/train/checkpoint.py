@@ -22,8 +22,11 @@ machines must share the run directory (a network file system).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +79,14 @@ def unflatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
     return obj
 
 
+@contextlib.contextmanager
+def _one_process_is_fine() -> Iterator[None]:
+    """DCP warns on every save/load without a process group; one process is a supported case here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is .*single process")
+        yield
+
+
 def _gather_rng(env: DistEnv) -> list[torch.Tensor]:
     state = torch.get_rng_state()
     if env.world == 1:
@@ -115,11 +126,12 @@ def save(
         shutil.rmtree(tmp, ignore_errors=True)
         (tmp / SHARDS).mkdir(parents=True)
     barrier(env)
-    dcp.save(
-        tensors,
-        storage_writer=HuggingFaceStorageWriter(str(tmp / SHARDS), save_distributed=True),
-        no_dist=not tdist.is_initialized(),
-    )
+    with _one_process_is_fine():
+        dcp.save(
+            tensors,
+            storage_writer=HuggingFaceStorageWriter(str(tmp / SHARDS), save_distributed=True),
+            no_dist=not tdist.is_initialized(),
+        )
     path = None
     if env.is_main:  # dcp.save returns on rank 0 only after every rank has written its pieces
         save_file({f"rank{r}": t for r, t in enumerate(rngs)}, str(tmp / RNG))
@@ -172,6 +184,17 @@ def _refs(skeleton: Any) -> list[str]:
     return []
 
 
+def find(run_dir: Path, step: int | None = None) -> tuple[Path, dict[str, Any]] | None:
+    """The newest verified checkpoint, or the newest of ``step``."""
+    if step is None:
+        return latest(run_dir)
+    for path in sorted((run_dir / "checkpoints").glob(f"step-{step:09d}-*"), reverse=True):
+        state = _valid(path)
+        if state is not None:
+            return path, state
+    return None
+
+
 def _load_tensors(path: Path, skeleton: Any, targets: Any, prefix: str) -> Any:
     """Fill ``targets`` (a state dict as this rank holds it: whole tensors or shards) from the
     checkpoint in place, and return the saved structure with those tensors in it."""
@@ -181,11 +204,12 @@ def _load_tensors(path: Path, skeleton: Any, targets: Any, prefix: str) -> Any:
     missing = [k for k in wanted if k not in tensors]
     if missing:
         raise BigModelError(f"checkpoint {path} does not fit this model: no place for {missing[0]}")
-    dcp.load(
-        {k: tensors[k] for k in wanted},
-        storage_reader=HuggingFaceStorageReader(str(path / SHARDS)),
-        no_dist=not tdist.is_initialized(),
-    )
+    with _one_process_is_fine():
+        dcp.load(
+            {k: tensors[k] for k in wanted},
+            storage_reader=HuggingFaceStorageReader(str(path / SHARDS)),
+            no_dist=not tdist.is_initialized(),
+        )
     return unflatten(skeleton, tensors)
 
 

@@ -88,15 +88,17 @@ def parallelize(model: nn.Module, cfg: DistConfig, env: DistEnv) -> tuple[nn.Mod
 def shard(model: nn.Module, cfg: DistConfig, env: DistEnv) -> nn.Module:
     """FSDP2: every block, then the root (embeddings, head, norms), over a 1-D mesh of all ranks."""
     mesh = init_device_mesh(env.device.type, (env.world,))
-    mp = MixedPrecisionPolicy()
+    inner = root = MixedPrecisionPolicy()
     if cfg.mixed_precision == "bf16":
-        # The output stays float32 so that the loss and the metrics are computed in full precision.
-        mp = MixedPrecisionPolicy(
+        inner = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+        # Only the model's output goes back to float32: the loss and metrics in full precision,
+        # while activations between blocks stay bf16.
+        root = MixedPrecisionPolicy(
             param_dtype=torch.bfloat16, reduce_dtype=torch.float32, output_dtype=torch.float32
         )
     for block in blocks(model):
-        fully_shard(block, mesh=mesh, mp_policy=mp)
-    fully_shard(model, mesh=mesh, mp_policy=mp)
+        fully_shard(block, mesh=mesh, mp_policy=inner)
+    fully_shard(model, mesh=mesh, mp_policy=root)
     return model
 
 
