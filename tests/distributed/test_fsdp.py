@@ -27,8 +27,8 @@ def _train(text: Path, run_dir: Path, **dist) -> dict:
         "optim": {"name": "adamw", "lr": 3e-3, "weight_decay": 0.01, "grad_clip": 1.0},
         "batch_size": 16,
         "epochs": 1,
-        "max_steps": 30,
-        "checkpoint_every": 15,
+        "max_steps": 20,
+        "checkpoint_every": 10,
         "keep_checkpoints": 5,
         "eval_rows": 256,
         "run_dir": str(run_dir),
@@ -52,7 +52,7 @@ def fsdp_run(text: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path
 def test_fsdp_trains_the_same_weights_as_ddp(text: Path, tmp_path: Path, fsdp_run: tuple[Path, dict]):
     run, out = fsdp_run
     ddp = _train(text, tmp_path / "ddp", workers=2, strategy="ddp")
-    assert out["steps"] == ddp["steps"] == 30 and out["strategy"] == "fsdp"
+    assert out["steps"] == ddp["steps"] == 20 and out["strategy"] == "fsdp"
     w_fsdp = load_file(str(run / "model.safetensors"))
     assert _max_diff(w_fsdp, load_file(str(tmp_path / "ddp" / "model.safetensors"))) <= 1e-5
     assert out["metrics"]["loss"] < 4.5  # uniform over 256 bytes is 5.55 nats
@@ -60,20 +60,20 @@ def test_fsdp_trains_the_same_weights_as_ddp(text: Path, tmp_path: Path, fsdp_ru
 
 def test_checkpoint_saved_on_two_workers_resumes_on_one(fsdp_run: tuple[Path, dict], tmp_path: Path):
     run, _ = fsdp_run
-    shards = sorted((run / "checkpoints").glob("step-000000015-*/shards/*.safetensors"))
+    shards = sorted((run / "checkpoints").glob("step-000000010-*/shards/*.safetensors"))
     assert len(shards) == 2  # each worker wrote its own pieces
-    # Resume a copy of the run from its step-15 checkpoint with 1 worker instead of 2.
+    # Resume a copy of the run from its step-10 checkpoint with 1 worker instead of 2.
     copy = tmp_path / "copy"
     shutil.copytree(run, copy)
     for ck in (copy / "checkpoints").glob("step-*"):
-        if not ck.name.startswith("step-000000015-"):
+        if not ck.name.startswith("step-000000010-"):
             shutil.rmtree(ck)
     (copy / "model.json").unlink()
     cfg = TrainConfig.model_validate(
         {**_config(run), "run_dir": str(copy), "resume": True, "dist": {"workers": 1, "strategy": "fsdp"}}
     )
     out = train(cfg)
-    assert out["steps"] == 30 and out["world_size"] == 1
+    assert out["steps"] == 20 and out["world_size"] == 1
     a, b = load_file(str(run / "model.safetensors")), load_file(str(copy / "model.safetensors"))
     assert _max_diff(a, b) <= 1e-5
 
@@ -82,7 +82,7 @@ def test_consolidate_a_sharded_checkpoint_into_a_model_directory(fsdp_run: tuple
     run, out = fsdp_run
     dst = tmp_path / "model"
     result = consolidate(run, dst)
-    assert result["step"] == 30 and result["saved_by_workers"] == 2
+    assert result["step"] == 20 and result["saved_by_workers"] == 2
     loaded = load_model(dst)  # hash-verified model directory, as compression/registry/serving load it
     assert loaded.meta.lineage.method == "consolidate" and loaded.meta.architecture["name"] == "transformer"
     a = {k: v for k, v in loaded.module.state_dict().items()}
@@ -95,7 +95,7 @@ def test_consolidate_a_sharded_checkpoint_into_a_model_directory(fsdp_run: tuple
 def test_bf16_mixed_precision_and_activation_checkpointing_cli(text: Path, tmp_path: Path):
     out = run_cli(
         "train", "--dataset", str(text), "--model", "transformer", "--size", "tiny", "--strategy", "fsdp",
-        "--batch-size", "16", "--max-steps", "30", "--lr", "3e-3", "--run-dir", str(tmp_path / "r"),
+        "--batch-size", "16", "--max-steps", "20", "--lr", "3e-3", "--run-dir", str(tmp_path / "r"),
         "--set", "dist.mixed_precision=bf16", "--set", "dist.activation_checkpointing=true",
         "--set", "eval_rows=256", "--no-progress", "--json",
     )  # fmt: skip
@@ -103,7 +103,7 @@ def test_bf16_mixed_precision_and_activation_checkpointing_cli(text: Path, tmp_p
     import json
 
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result["strategy"] == "fsdp" and result["steps"] == 30
+    assert result["strategy"] == "fsdp" and result["steps"] == 20
     assert result["metrics"]["loss"] < 4.5
     assert load_model(tmp_path / "r").meta.config["dist"]["mixed_precision"] == "bf16"
 

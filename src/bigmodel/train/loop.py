@@ -198,6 +198,7 @@ def _train(cfg: TrainConfig, env: dist.DistEnv) -> dict[str, Any]:
         found = checkpoint.latest(run_dir)
         assert found is not None  # checked by prepare_run
         st = checkpoint.restore(*found, module=model, optimizer=optimizer, scheduler=scheduler, env=env)
+    resumed_from = st["step"] if cfg.resume else None
     history = _load_history(run_dir, upto_epoch=st["epoch"]) if main else []
 
     def save_checkpoint(loss_acc: torch.Tensor | None = None, rows_local: int = 0) -> None:
@@ -330,6 +331,8 @@ def _train(cfg: TrainConfig, env: dist.DistEnv) -> dict[str, Any]:
         "params": count_params(model),
         "strategy": cfg.dist.strategy,
         "peak_rss_mb": peak_rss,
+        "restarts": dist.restart_count(),
+        "resumed_from_step": resumed_from,
         "run_dir": str(run_dir),
     }
     if main:
