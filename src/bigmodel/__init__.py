@@ -10,18 +10,21 @@ The Python API mirrors the CLI verbs one to one::
 
 from bigmodel.artifacts import load_model
 from bigmodel.config import TrainConfig
-from bigmodel.data import dataset_stats, generate_synthetic, prepare
+from bigmodel.data import dataset_stats, generate_synthetic, generate_text, prepare, prepare_text
 from bigmodel.errors import BigModelError
-from bigmodel.train import evaluate, train
+from bigmodel.train import consolidate, evaluate, train
 
 __all__ = [
     "BigModelError",
     "TrainConfig",
+    "consolidate",
     "dataset_stats",
     "evaluate",
     "generate_synthetic",
+    "generate_text",
     "load_model",
     "prepare",
+    "prepare_text",
     "train",
 ]
 __version__ = "0.1.0"

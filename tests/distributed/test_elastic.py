@@ -66,7 +66,9 @@ def _workers(proc: subprocess.Popen[str]) -> list[psutil.Process]:
 def _wait_for_checkpoint(proc: subprocess.Popen[str], run: Path) -> None:
     deadline = time.time() + 120
     while not any((run / "checkpoints").glob("step-*")):
-        assert proc.poll() is None, f"run ended before its first checkpoint: {proc.stderr.read() if proc.stderr else ''}"
+        assert proc.poll() is None, (
+            f"run ended before its first checkpoint: {proc.stderr.read() if proc.stderr else ''}"
+        )
         assert time.time() < deadline
         time.sleep(0.01)
 
@@ -76,17 +78,20 @@ def test_two_nodes_on_localhost_equal_one_node_with_two_workers(data: Path, tmp_
         s.bind(("localhost", 0))
         port = s.getsockname()[1]
     run = tmp_path / "multi"
-    nodes = [
-        _start(
-            [
-                "--nnodes", "2", "--nproc-per-node", "1", "--node-rank", str(r), "--rdzv-backend", "c10d",
-                "--rdzv-endpoint", f"localhost:{port}", "--rdzv-id", "bigmodel-test",
-                "-m", "bigmodel", *_args(data, run), "--json",
-            ],
-            exe="torchrun",
-        )  # fmt: skip
-        for r in (0, 1)
-    ]
+
+    def node(rank: int) -> subprocess.Popen[str]:
+        rdzv = [
+            "--rdzv-backend",
+            "c10d",
+            "--rdzv-endpoint",
+            f"localhost:{port}",
+            "--rdzv-id",
+            "bigmodel-test",
+        ]
+        cmd = ["--nnodes", "2", "--nproc-per-node", "1", "--node-rank", str(rank), *rdzv]
+        return _start([*cmd, "-m", "bigmodel", *_args(data, run), "--json"], exe="torchrun")
+
+    nodes = [node(0), node(1)]
     outs = [n.communicate(timeout=240) for n in nodes]
     assert [n.returncode for n in nodes] == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
     summary = json.loads(next(o for o, _ in outs if o.strip()).strip().splitlines()[-1])

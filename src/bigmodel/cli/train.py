@@ -157,7 +157,9 @@ def _model_name(cfg: config.TrainConfig) -> str:
 
 def _consolidate(args: argparse.Namespace) -> None:
     result = consolidate(args.run_dir, args.dst, step=args.step)
-    emit(args, result, lambda: [kv_table(f"consolidated {args.run_dir}", result)])
+    rows = {k: v for k, v in result.items() if k != "metrics"}
+    rows.update({f"val {k}": v for k, v in result["metrics"].items()})
+    emit(args, result, lambda: [kv_table(f"consolidated {args.run_dir}", rows)])
 
 
 def _evaluate(args: argparse.Namespace) -> None:
