@@ -34,7 +34,7 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, slots=True)
 class Batch:
-    x: torch.Tensor  # (b_r, F) float32, this rank's rows of the global batch; lm: (b_r, T) int64 tokens
+    x: torch.Tensor  # (b_r, F) float32 (column-major), this rank's rows of the batch; lm: (b_r, T) int64
     y: (
         torch.Tensor
     )  # (b_r,) int64 codes (multiclass) or float32 (binary, regression); lm: (b_r, T) next tokens
@@ -161,7 +161,7 @@ class ParquetStream(IterableDataset):
                 tok = np.take(tok, take, axis=0)
             return k, torch.from_numpy(tok), torch.empty(0)
         nf = len(self.manifest.features)
-        xf, xc = self._scratch(w, nf)  # reused: fresh 16 MB buffers cost as much in page faults as the copies
+        xf = self._scratch(w, nf)  # reused: a fresh 16 MB buffer costs as much in page faults as the copy
         yw = np.empty(w, dtype=self.y_dtype)
         at = 0
         for p in pieces:
@@ -170,20 +170,23 @@ class ParquetStream(IterableDataset):
                 xf[at : at + n, j] = p.column(j).to_numpy()  # column into column: a memcpy
             yw[at : at + n] = p.column(nf).to_numpy()
             at += n
+        # Shuffle and keep this rank's rows with one gather along each feature's row of the
+        # (F, w) view: cache-friendly, no transposing copy, no GIL. Batches come out column-major
+        # (F, b).t(); a model's first layer takes that layout as it is.
+        cols = torch.from_numpy(xf.T)  # (F, w) view of the scratch buffer
         if take is None:
-            return k, torch.from_numpy(np.ascontiguousarray(xf)), torch.from_numpy(yw)
-        np.copyto(xc, xf)  # one transposing copy, then a gather of whole rows (both without the GIL)
-        return k, torch.from_numpy(np.take(xc, take, axis=0)), torch.from_numpy(np.take(yw, take))
+            return k, cols.clone().t(), torch.from_numpy(yw)
+        idx = torch.from_numpy(take)
+        return k, cols.index_select(1, idx).t(), torch.from_numpy(yw).index_select(0, idx)
 
-    def _scratch(self, w: int, nf: int) -> tuple[np.ndarray, np.ndarray]:
-        """(w, nf) column-major and row-major work buffers, kept between windows by the thread
-        that assembles them (each iteration assembles in its own thread)."""
-        bufs: tuple[np.ndarray, np.ndarray] | None = getattr(self._local, "buffers", None)
-        if bufs is None or bufs[0].shape[0] < w:
-            rows = max(w, self.window)
-            bufs = (np.empty((rows, nf), np.float32, order="F"), np.empty((rows, nf), np.float32))
-            self._local.buffers = bufs
-        return bufs[0][:w], bufs[1][:w]
+    def _scratch(self, w: int, nf: int) -> np.ndarray:
+        """A (w, nf) column-major work buffer, kept between windows by the thread that assembles
+        them (each iteration assembles in its own thread)."""
+        buf: np.ndarray | None = getattr(self._local, "buffer", None)
+        if buf is None or buf.shape[0] < w:
+            buf = np.empty((max(w, self.window), nf), np.float32, order="F")
+            self._local.buffer = buf
+        return buf[:w]
 
     def __getstate__(self) -> dict[str, object]:  # DataLoader workers make their own buffers
         return {k: v for k, v in self.__dict__.items() if k != "_local"}
