@@ -100,7 +100,6 @@ class ParquetStream(IterableDataset):
         self.y_dtype = np.int64 if manifest.task == "multiclass" else np.float32
         self.epoch = 0
         self.start_batch = 0
-        self._local = threading.local()
 
     @property
     def num_batches(self) -> int:
@@ -160,40 +159,22 @@ class ParquetStream(IterableDataset):
             if take is not None:
                 tok = np.take(tok, take, axis=0)
             return k, torch.from_numpy(tok), torch.empty(0)
+        # Features to a (F, w) row-major tensor (one Arrow call per piece: a column-major copy that
+        # never takes the GIL per column), then one gather along each feature's row shuffles and
+        # keeps this rank's rows. Batches come out column-major, (b, F) views of (F, w); a model's
+        # first layer takes that layout as it is.
         nf = len(self.manifest.features)
-        xf = self._scratch(w, nf)  # reused: a fresh 16 MB buffer costs as much in page faults as the copy
-        yw = np.empty(w, dtype=self.y_dtype)
-        at = 0
+        xs, ys = [], []
         for p in pieces:
-            n = p.num_rows
-            for j in range(nf):
-                xf[at : at + n, j] = p.column(j).to_numpy()  # column into column: a memcpy
-            yw[at : at + n] = p.column(nf).to_numpy()
-            at += n
-        # Shuffle and keep this rank's rows with one gather along each feature's row of the
-        # (F, w) view: cache-friendly, no transposing copy, no GIL. Batches come out column-major
-        # (F, b).t(); a model's first layer takes that layout as it is.
-        cols = torch.from_numpy(xf.T)  # (F, w) view of the scratch buffer
+            for rb in p.select(range(nf)).combine_chunks().to_batches():
+                xs.append(torch.from_numpy(np.asarray(rb.to_tensor(row_major=False)).T))  # (F, n)
+            ys.append(p.column(nf).to_numpy().astype(self.y_dtype, copy=False))
+        cols = xs[0] if len(xs) == 1 else torch.cat(xs, dim=1)  # (F, w)
+        y = torch.from_numpy(np.concatenate(ys) if len(ys) > 1 else ys[0].copy())
         if take is None:
-            return k, cols.clone().t(), torch.from_numpy(yw)
+            return k, cols.t(), y
         idx = torch.from_numpy(take)
-        return k, cols.index_select(1, idx).t(), torch.from_numpy(yw).index_select(0, idx)
-
-    def _scratch(self, w: int, nf: int) -> np.ndarray:
-        """A (w, nf) column-major work buffer, kept between windows by the thread that assembles
-        them (each iteration assembles in its own thread)."""
-        buf: np.ndarray | None = getattr(self._local, "buffer", None)
-        if buf is None or buf.shape[0] < w:
-            buf = np.empty((max(w, self.window), nf), np.float32, order="F")
-            self._local.buffer = buf
-        return buf[:w]
-
-    def __getstate__(self) -> dict[str, object]:  # DataLoader workers make their own buffers
-        return {k: v for k, v in self.__dict__.items() if k != "_local"}
-
-    def __setstate__(self, state: dict[str, object]) -> None:
-        self.__dict__.update(state)
-        self._local = threading.local()
+        return k, cols.index_select(1, idx).t(), y.index_select(0, idx)
 
     def _rank_rows(self, k: int, w: int) -> np.ndarray | None:
         """Positions within window k that belong to this rank, in stream order (None: all)."""
