@@ -24,13 +24,19 @@ _CSV = (".csv", ".csv.gz", ".tsv")
 _BATCH_ROWS = 65536
 
 
-def _list_files(src: str) -> tuple[fsspec.AbstractFileSystem, list[str]]:
+def open_source(src: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """A local path or fsspec URL that must exist -> (file system, path)."""
     try:
         fs, path = fsspec.core.url_to_fs(src)
     except (ValueError, ImportError) as err:
         raise BigModelError(f"cannot open {src}: {err}") from None
     if not fs.exists(path):
         raise BigModelError(f"source not found: {src}")
+    return fs, path
+
+
+def _list_files(src: str) -> tuple[fsspec.AbstractFileSystem, list[str]]:
+    fs, path = open_source(src)
     if fs.isdir(path):
         files = sorted(f for f in fs.find(path) if f.lower().endswith(_PARQUET + _CSV))
         if not files:

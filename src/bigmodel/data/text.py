@@ -22,6 +22,7 @@ import fsspec
 import numpy as np
 
 from bigmodel.data.manifest import Manifest
+from bigmodel.data.prepare import open_source
 from bigmodel.data.shards import TOKENS, ShardWriter
 from bigmodel.errors import BigModelError
 from bigmodel.fsutil import atomic_dir
@@ -110,12 +111,7 @@ def prepare_text(
 ) -> Manifest:
     """A text file or a folder of them (local path or fsspec URL; every file, in sorted order)
     -> a prepared byte-level ``lm`` dataset at ``dst``."""
-    try:
-        fs, path = fsspec.core.url_to_fs(src)
-    except (ValueError, ImportError) as err:
-        raise BigModelError(f"cannot open {src}: {err}") from None
-    if not fs.exists(path):
-        raise BigModelError(f"source not found: {src}")
+    fs, path = open_source(src)
     paths = sorted(fs.find(path)) if fs.isdir(path) else [path]
     if not paths:
         raise BigModelError(f"no files in {src}")

@@ -20,7 +20,7 @@ from bigmodel.fsutil import atomic_dir
 from bigmodel.models import build_model, count_params
 from bigmodel.train import checkpoint
 from bigmodel.train.evaluate import evaluate_stream
-from bigmodel.train.loop import CONFIG_FILE, architecture, model_meta, task_spec
+from bigmodel.train.loop import CONFIG_FILE, architecture, eval_batch_size, model_meta, task_spec
 
 
 def consolidate(run_dir: str | Path, dst: str | Path, *, step: int | None = None) -> dict[str, Any]:
@@ -43,8 +43,7 @@ def consolidate(run_dir: str | Path, dst: str | Path, *, step: int | None = None
     model = build_model(arch)
     checkpoint.load_model_weights(path, state, model)
     spec = task_spec(manifest)
-    batch = min(cfg.eval_batch_size, 32768 // manifest.context) if manifest.context else cfg.eval_batch_size
-    val = ParquetStream(root, manifest, "val", batch_size=max(batch, 1), shuffle=False)
+    val = ParquetStream(root, manifest, "val", batch_size=eval_batch_size(cfg, manifest), shuffle=False)
     metrics = evaluate_stream(model, val, spec, max_rows=cfg.eval_rows)
     lineage = artifacts.Lineage(
         method="consolidate",

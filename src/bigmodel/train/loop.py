@@ -117,6 +117,13 @@ def architecture(cfg: TrainConfig, manifest: Manifest) -> dict[str, Any]:
     )
 
 
+def eval_batch_size(cfg: TrainConfig, manifest: Manifest, world: int = 1) -> int:
+    """A language model's logits are (rows, context, 256): cap its evaluation batch at ~32k tokens."""
+    if manifest.task != "lm":
+        return cfg.eval_batch_size
+    return min(cfg.eval_batch_size, max(world, 32768 // manifest.context))
+
+
 def task_spec(manifest: Manifest) -> TaskSpec:
     return TaskSpec(
         manifest.task, manifest.num_outputs, manifest.label_values, manifest.target_mean, manifest.target_std
@@ -169,21 +176,24 @@ def _train(cfg: TrainConfig, env: dist.DistEnv) -> dict[str, Any]:
         shuffle=True,
         window_rows=cfg.data.shuffle_window,
     )
-    # A language model's logits are (rows, context, 256): cap an evaluation batch at ~32k tokens.
-    eval_batch = (
-        min(cfg.eval_batch_size, max(env.world, 32768 // manifest.context))
-        if manifest.context
-        else cfg.eval_batch_size
-    )
     val_stream = ParquetStream(
-        root, manifest, "val", batch_size=eval_batch, rank=env.rank, world=env.world, shuffle=False
+        root,
+        manifest,
+        "val",
+        batch_size=eval_batch_size(cfg, manifest, env.world),
+        rank=env.rank,
+        world=env.world,
+        shuffle=False,
     )
     nb = train_stream.num_batches
     per_step = nb if gd else cfg.optim.grad_accum  # batches per optimizer step
     steps_per_epoch = math.ceil(nb / per_step)
 
     optimizer = build_optimizer(model.parameters(), cfg.optim)
-    scheduler = build_scheduler(optimizer, cfg.optim, total_steps=cfg.epochs * steps_per_epoch)
+    total_steps = cfg.epochs * steps_per_epoch
+    scheduler = build_scheduler(
+        optimizer, cfg.optim, total_steps=min(total_steps, cfg.max_steps or total_steps)
+    )
     st: dict[str, Any] = {
         "epoch": 0,
         "batch": 0,
