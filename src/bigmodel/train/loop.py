@@ -118,10 +118,14 @@ def architecture(cfg: TrainConfig, manifest: Manifest) -> dict[str, Any]:
 
 
 def eval_batch_size(cfg: TrainConfig, manifest: Manifest, world: int = 1) -> int:
-    """A language model's logits are (rows, context, 256): cap its evaluation batch at ~32k tokens."""
-    if manifest.task != "lm":
-        return cfg.eval_batch_size
-    return min(cfg.eval_batch_size, max(world, 32768 // manifest.context))
+    """Rows per evaluation batch: no more than ``eval_rows``, and for a language model, whose
+    logits are (rows, context, 256), about 32k tokens."""
+    rows = cfg.eval_batch_size
+    if manifest.task == "lm":
+        rows = min(rows, 32768 // manifest.context)
+    if cfg.eval_rows:
+        rows = min(rows, cfg.eval_rows)
+    return max(rows, world)
 
 
 def task_spec(manifest: Manifest) -> TaskSpec:
@@ -231,6 +235,7 @@ def _train(cfg: TrainConfig, env: dist.DistEnv) -> dict[str, Any]:
 
     val_metrics: dict[str, float] = {}
     capped = False  # max_steps reached
+    peak_rss = 0.0
     for epoch in range(st["epoch"], cfg.epochs):
         start_batch = st["batch"]
         seconds0, rows0 = st["train_seconds"], st["train_rows"]
@@ -293,6 +298,7 @@ def _train(cfg: TrainConfig, env: dist.DistEnv) -> dict[str, Any]:
                         break
             batches.close()  # stops the reader threads when the epoch was cut short
             advance(nb - start_batch - shown)
+        peak_rss = max(peak_rss, dist.peak_rss_mb())  # training's peak, before evaluation adds its own
 
         sums = dist.all_reduce_sum(
             torch.stack([loss_acc.cpu(), torch.tensor(float(rows_local), dtype=torch.float64)]), env
@@ -325,8 +331,7 @@ def _train(cfg: TrainConfig, env: dist.DistEnv) -> dict[str, Any]:
 
     if not val_metrics:  # resumed a run whose epochs were all done
         val_metrics = evaluate_stream(net, val_stream, spec, env, max_rows=cfg.eval_rows)
-    # The training peak, before the final checkpoint and the export add their own buffers.
-    peak_rss = float(dist.all_reduce_sum(torch.tensor(dist.peak_rss_mb()), env, op="max"))
+    peak_rss = float(dist.all_reduce_sum(torch.tensor(peak_rss or dist.peak_rss_mb()), env, op="max"))
     save_checkpoint()
     weights = checkpoint.full_model_state(model, env) if is_sharded(model) else None
     summary = {
