@@ -134,6 +134,9 @@ def launch(fn: Callable[..., Any], args: tuple[Any, ...], nprocs: int, *, max_re
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
+    # Each restart gets a fresh store: with the launcher's shared store (torch's default), restarted
+    # workers can read their dead predecessors' gloo addresses and fail with "Connection refused".
+    os.environ.setdefault("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1")
     config = LaunchConfig(
         min_nodes=1,
         max_nodes=1,
