@@ -129,8 +129,18 @@ def all_reduce_sum(t: torch.Tensor, env: DistEnv, op: str = "sum") -> torch.Tens
     return t
 
 
-def launch(fn: Callable[..., Any], args: tuple[Any, ...], nprocs: int, *, max_restarts: int = 0) -> Any:
-    """Run ``fn(*args)`` in ``nprocs`` local processes; return rank 0's result."""
+def launch(
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    nprocs: int,
+    *,
+    max_restarts: int = 0,
+    env: dict[str, str] | None = None,
+) -> Any:
+    """Run ``fn(*args)`` in ``nprocs`` local processes; return rank 0's result. ``env`` holds
+    defaults for the workers' environment (read when each worker process starts)."""
+    for key, value in (env or {}).items():
+        os.environ.setdefault(key, value)
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 

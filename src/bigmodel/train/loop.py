@@ -57,10 +57,19 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if dist.under_launcher():
         return worker(to_dict(cfg))
     if cfg.dist.workers > 1 or cfg.dist.max_restarts:
+        env = FSDP_WORKER_ENV if cfg.dist.strategy == "fsdp" else None
         return dict(
-            dist.launch(worker, (to_dict(cfg),), cfg.dist.workers, max_restarts=cfg.dist.max_restarts)
+            dist.launch(
+                worker, (to_dict(cfg),), cfg.dist.workers, max_restarts=cfg.dist.max_restarts, env=env
+            )
         )
     return worker(to_dict(cfg))
+
+
+# FSDP gathers each block's parameters (and gradients) and frees them right after use. glibc keeps
+# freed buffers of up to 32 MiB in its heap, so a worker's resident memory would keep the largest
+# gathers forever and never show the sharding; allocations of 1 MiB or more go back to the OS at once.
+FSDP_WORKER_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1 << 20)}
 
 
 def prepare_run(cfg: TrainConfig) -> TrainConfig:
