@@ -45,6 +45,10 @@ from bigmodel.train.plots import loss_plot
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
+# FSDP gathers each block's parameters (and gradients) and frees them right after use. glibc keeps
+# freed buffers of up to 32 MiB in its heap, so a worker's resident memory would keep the largest
+# gathers forever and never show the sharding; allocations of 1 MiB or more go back to the OS at once.
+FSDP_WORKER_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1 << 20)}
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
@@ -64,12 +68,6 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             )
         )
     return worker(to_dict(cfg))
-
-
-# FSDP gathers each block's parameters (and gradients) and frees them right after use. glibc keeps
-# freed buffers of up to 32 MiB in its heap, so a worker's resident memory would keep the largest
-# gathers forever and never show the sharding; allocations of 1 MiB or more go back to the OS at once.
-FSDP_WORKER_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1 << 20)}
 
 
 def prepare_run(cfg: TrainConfig) -> TrainConfig:
