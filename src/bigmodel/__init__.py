@@ -8,23 +8,55 @@ The Python API mirrors the CLI verbs one to one::
     bigmodel.evaluate(summary["run_dir"])
 """
 
+from typing import TYPE_CHECKING, Any
+
 from bigmodel.artifacts import load_model
 from bigmodel.config import TrainConfig
 from bigmodel.data import dataset_stats, generate_synthetic, generate_text, prepare, prepare_text
 from bigmodel.errors import BigModelError
+from bigmodel.explain import explain
+from bigmodel.federated import FederatedConfig, federated
 from bigmodel.train import consolidate, evaluate, train
+
+if TYPE_CHECKING:
+    from bigmodel.registry import Registry, resolve
+    from bigmodel.serve.client import predict
+
+# The registry and its client pull in SQLAlchemy and fsspec: imported on first use, so `import
+# bigmodel` (and every CLI verb) stays as fast for those who only train. The server is
+# `bigmodel.serve.serve(ServeConfig(...))`: a name here would clash with the subpackage.
+_LAZY = {
+    "Registry": "bigmodel.registry",
+    "resolve": "bigmodel.registry",
+    "predict": "bigmodel.serve.client",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'bigmodel' has no attribute {name!r}")
+
 
 __all__ = [
     "BigModelError",
+    "FederatedConfig",
+    "Registry",
     "TrainConfig",
     "consolidate",
     "dataset_stats",
     "evaluate",
+    "explain",
+    "federated",
     "generate_synthetic",
     "generate_text",
     "load_model",
+    "predict",
     "prepare",
     "prepare_text",
+    "resolve",
     "train",
 ]
 __version__ = "0.1.0"

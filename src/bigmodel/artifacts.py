@@ -108,6 +108,20 @@ def write_model_dir(
     return meta
 
 
+def add_files(path: str | Path, names: list[str], **updates: Any) -> ModelMeta:
+    """Vouch for new artifacts already written into a model directory (e.g. model.onnx) and set
+    top-level model.json keys; model.json is rewritten atomically, the weights are untouched."""
+    path = Path(path)
+    meta = read_meta(path)
+    verify(path, meta)
+    for name in names:
+        meta.files[name] = FileInfo(sha256=sha256_file(path / name), bytes=(path / name).stat().st_size)
+    for key, value in updates.items():
+        setattr(meta, key, value)
+    write_json_atomic(path / META, meta.model_dump(mode="json"))
+    return meta
+
+
 def read_meta(path: str | Path) -> ModelMeta:
     """Read and validate model.json (no hash checks: see ``verify``)."""
     path = Path(path)

@@ -54,6 +54,50 @@ def progress_bar(description: str, total: int | None, *, enabled: bool = True) -
         yield advance
 
 
+class RunProgress:
+    """Two bars for a training run: epochs overall, and batches of the current epoch with its loss and
+    throughput. A no-op when disabled (ranks other than 0, or stderr not a terminal)."""
+
+    def __init__(self, progress: Progress | None, epochs: int, first_epoch: int):
+        self._p = progress
+        self._epochs = epochs
+        if progress is not None:
+            self._run = progress.add_task("run", total=epochs, completed=first_epoch, info="")
+            self._epoch = progress.add_task("epoch", total=1, info="")
+
+    def start_epoch(self, epoch: int, batches: int) -> None:
+        if self._p is not None:
+            self._p.reset(
+                self._epoch, total=batches, description=f"epoch {epoch + 1}/{self._epochs}", info=""
+            )
+
+    def advance(self, n: int, info: str) -> None:
+        if self._p is not None:
+            self._p.update(self._epoch, advance=n, info=info)
+
+    def end_epoch(self, info: str) -> None:
+        if self._p is not None:
+            self._p.update(self._run, advance=1, info=info)
+
+
+@contextlib.contextmanager
+def run_progress(epochs: int, first_epoch: int = 0, *, enabled: bool = True) -> Iterator[RunProgress]:
+    if not (enabled and err.is_terminal):
+        yield RunProgress(None, epochs, first_epoch)
+        return
+    columns = (
+        TextColumn("{task.description:>12}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err, transient=False) as p:
+        yield RunProgress(p, epochs, first_epoch)
+
+
 def fmt(v: Any) -> str:
     """Numbers as people read them: 4 significant digits, thousands separators for counts."""
     if isinstance(v, bool) or v is None:

@@ -53,6 +53,14 @@ def demo(workdir: str | Path | None = None, *, workers: int = 2, json_mode: bool
     say("[bold]3. evaluate[/bold] the saved model directory on the validation split")
     ev = evaluate(summary["run_dir"])
 
+    from bigmodel.serve.demo import demo_serve
+
+    served = demo_serve(work, summary["run_dir"], csv, label="diagnosis", say=say, json_mode=json_mode)
+
+    from bigmodel.federated.demo import federated_and_explain
+
+    beyond = federated_and_explain(work, work / "data" / "breast_cancer", csv, say=say, json_mode=json_mode)
+
     rows = {
         "dataset": f"{manifest.name}: {manifest.splits['train'].rows} train / {manifest.splits['val'].rows} val rows",
         "workers": summary["world_size"],
@@ -64,6 +72,8 @@ def demo(workdir: str | Path | None = None, *, workers: int = 2, json_mode: bool
         "samples/s": summary["samples_per_s"],
         "model dir": summary["run_dir"],
         "loss plot": str(Path(summary["run_dir"]) / "loss.png"),
+        "federated val accuracy": beyond["federated"]["metrics"]["accuracy"],
+        "explanation plot": beyond["explain"]["png"],
     }
     console.show(console.kv_table("demo summary", rows), json_mode=json_mode)
-    return {"workdir": str(work), "train": summary, "evaluate": ev}
+    return {"workdir": str(work), "train": summary, "evaluate": ev, "serve": served, **beyond}

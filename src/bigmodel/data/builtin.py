@@ -35,11 +35,7 @@ def _write_sklearn(name: str, dst: Path, seed: int, val_fraction: float) -> None
     bunch = loader()
     x, y = bunch.data.astype(np.float32), bunch.target.astype(np.int64)
     features = [str(f).replace(" ", "_") for f in getattr(bunch, "feature_names", [])]
-    labels = (
-        [str(t) for t in bunch.target_names]
-        if name == "breast_cancer"
-        else [int(t) for t in bunch.target_names]
-    )
+    labels = [str(t) if name == "breast_cancer" else int(t) for t in bunch.target_names]
     task: Task = "binary" if len(labels) == 2 else "multiclass"
     with atomic_dir(dst, exist_ok=True) as tmp:
         writer = ShardWriter(

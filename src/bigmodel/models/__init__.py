@@ -17,6 +17,8 @@ __all__ = [
     "Standardize",
     "Transformer",
     "build_model",
+    "count_params",
+    "example_input",
     "mlp_architecture",
     "transformer_architecture",
 ]
@@ -70,6 +72,21 @@ def build_model(arch: dict[str, Any]) -> nn.Module:
             arch.get("dropout", 0.0),
         )
     raise BigModelError(f"unknown model '{name}' (known: mlp, transformer)")
+
+
+def example_input(
+    arch: dict[str, Any], batch: int, *, mean: list[float] | None = None, std: list[float] | None = None
+) -> torch.Tensor:
+    """A batch of plausible raw inputs for a family (for export and benchmarks): (B, F) float32
+    for an MLP, (B, context) int64 byte tokens for a transformer."""
+    if arch.get("name") == "transformer":
+        return torch.randint(0, arch.get("vocab", VOCAB), (batch, arch["context"]))
+    if arch.get("name") == "mlp":
+        x = torch.randn(batch, arch["in_features"])
+        if mean is not None and std is not None:
+            x = x * torch.tensor(std) + torch.tensor(mean)
+        return x
+    raise BigModelError(f"no example input for model '{arch.get('name')}'")
 
 
 def set_standardization(model: nn.Module, mean: list[float], std: list[float]) -> None:

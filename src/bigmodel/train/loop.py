@@ -23,7 +23,7 @@ import yaml
 
 from bigmodel import artifacts, tasks
 from bigmodel.config import TrainConfig, to_dict, validate
-from bigmodel.console import progress_bar
+from bigmodel.console import run_progress
 from bigmodel.data.builtin import resolve
 from bigmodel.data.manifest import Manifest
 from bigmodel.data.stream import ParquetStream, iterate
@@ -243,19 +243,18 @@ def _train(cfg: TrainConfig, env: dist.DistEnv) -> dict[str, Any]:
     val_metrics: dict[str, float] = {}
     capped = False  # max_steps reached
     peak_rss = 0.0
-    for epoch in range(st["epoch"], cfg.epochs):
-        start_batch = st["batch"]
-        seconds0, rows0 = st["train_seconds"], st["train_rows"]
-        # This epoch's summed training loss and rows; a resumed epoch starts from the banked part.
-        loss_acc = torch.zeros((), dtype=torch.float64, device=env.device)
-        rows_local = 0
-        if main and start_batch:
-            loss_acc += st.get("epoch_loss", 0.0)
-            rows_local = st.get("epoch_rows", 0)
-        shown, last_shown = 0, time.perf_counter()
-        with progress_bar(
-            f"epoch {epoch + 1}/{cfg.epochs}", nb - start_batch, enabled=main and cfg.progress
-        ) as advance:
+    with run_progress(cfg.epochs, st["epoch"], enabled=main and cfg.progress) as bar:
+        for epoch in range(st["epoch"], cfg.epochs):
+            start_batch = st["batch"]
+            seconds0, rows0 = st["train_seconds"], st["train_rows"]
+            # This epoch's summed training loss and rows; a resumed epoch starts from the banked part.
+            loss_acc = torch.zeros((), dtype=torch.float64, device=env.device)
+            rows_local = 0
+            if main and start_batch:
+                loss_acc += st.get("epoch_loss", 0.0)
+                rows_local = st.get("epoch_rows", 0)
+            shown, last_shown = 0, time.perf_counter()
+            bar.start_epoch(epoch, nb - start_batch)
             batches = iterate(
                 train_stream,
                 epoch,
@@ -298,43 +297,46 @@ def _train(cfg: TrainConfig, env: dist.DistEnv) -> dict[str, Any]:
                     mark = time.perf_counter()
                     if main and mark - last_shown > 0.25:
                         done = b.index + 1 - start_batch
-                        advance(done - shown, info=f"loss {loss_acc.item() / max(rows_local, 1):.4f}")
+                        rate = (st["train_rows"] - rows0) / max(st["train_seconds"] - seconds0, 1e-9)
+                        loss_now = loss_acc.item() / max(rows_local, 1)
+                        bar.advance(done - shown, f"loss {loss_now:.4f}  {rate:,.0f} samples/s")
                         shown, last_shown = done, mark
                     if cfg.max_steps and st["step"] >= cfg.max_steps:
                         capped = True
                         break
             batches.close()  # stops the reader threads when the epoch was cut short
-            advance(nb - start_batch - shown)
-        peak_rss = max(peak_rss, dist.peak_rss_mb())  # training's peak, before evaluation adds its own
+            bar.advance(nb - start_batch - shown, "")
+            peak_rss = max(peak_rss, dist.peak_rss_mb())  # training's peak, before evaluation adds its own
 
-        sums = dist.all_reduce_sum(
-            torch.stack([loss_acc.cpu(), torch.tensor(float(rows_local), dtype=torch.float64)]), env
-        )
-        train_loss = float(sums[0]) / max(float(sums[1]), 1.0)
-        if averager is not None:
-            _average_now(model, env)  # evaluate (and save) the consensus model, not rank 0's local one
-        val_metrics = evaluate_stream(net, val_stream, spec, env, max_rows=cfg.eval_rows)
-        if not capped or st["batch"] >= nb:  # a capped epoch keeps its position, so it can resume
-            st["epoch"], st["batch"] = epoch + 1, 0
-        record = {
-            "epoch": epoch + 1,
-            "step": st["step"],
-            "train_loss": train_loss,
-            "val_loss": val_metrics["loss"],
-            **{f"val_{k}": v for k, v in val_metrics.items() if k != "loss"},
-            "samples_per_s": (st["train_rows"] - rows0) / max(st["train_seconds"] - seconds0, 1e-9),
-            "seconds": st["train_seconds"] - seconds0,
-            "lr": scheduler.get_last_lr()[0],
-        }
-        if main:
-            history.append(record)
-            with open(run_dir / METRICS_FILE, "a") as f:
-                f.write(json.dumps(record) + "\n")
-        improved = val_metrics["loss"] < st["best_val"] - cfg.tol
-        st["best_val"] = min(st["best_val"], val_metrics["loss"])
-        st["bad_epochs"] = 0 if improved else st["bad_epochs"] + 1
-        if capped or (cfg.until_converged and st["bad_epochs"] >= cfg.patience):
-            break
+            sums = dist.all_reduce_sum(
+                torch.stack([loss_acc.cpu(), torch.tensor(float(rows_local), dtype=torch.float64)]), env
+            )
+            train_loss = float(sums[0]) / max(float(sums[1]), 1.0)
+            if averager is not None:
+                _average_now(model, env)  # evaluate (and save) the consensus model, not rank 0's local one
+            val_metrics = evaluate_stream(net, val_stream, spec, env, max_rows=cfg.eval_rows)
+            if not capped or st["batch"] >= nb:  # a capped epoch keeps its position, so it can resume
+                st["epoch"], st["batch"] = epoch + 1, 0
+            record = {
+                "epoch": epoch + 1,
+                "step": st["step"],
+                "train_loss": train_loss,
+                "val_loss": val_metrics["loss"],
+                **{f"val_{k}": v for k, v in val_metrics.items() if k != "loss"},
+                "samples_per_s": (st["train_rows"] - rows0) / max(st["train_seconds"] - seconds0, 1e-9),
+                "seconds": st["train_seconds"] - seconds0,
+                "lr": scheduler.get_last_lr()[0],
+            }
+            if main:
+                history.append(record)
+                with open(run_dir / METRICS_FILE, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+            improved = val_metrics["loss"] < st["best_val"] - cfg.tol
+            st["best_val"] = min(st["best_val"], val_metrics["loss"])
+            st["bad_epochs"] = 0 if improved else st["bad_epochs"] + 1
+            bar.end_epoch(f"val loss {val_metrics['loss']:.4f}")
+            if capped or (cfg.until_converged and st["bad_epochs"] >= cfg.patience):
+                break
 
     if not val_metrics:  # resumed a run whose epochs were all done
         val_metrics = evaluate_stream(net, val_stream, spec, env, max_rows=cfg.eval_rows)

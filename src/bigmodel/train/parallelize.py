@@ -61,7 +61,7 @@ def parallelize(model: nn.Module, cfg: DistConfig, env: DistEnv) -> tuple[nn.Mod
         model,
         device_ids=[env.device.index] if env.device.type == "cuda" else None,
         # Buffers (the standardisation statistics) are identical on every rank and never change.
-        broadcast_buffers=False,
+        forward_sync_buffers=False,
     )
     averager = None
     if cfg.local_sgd_period > 1:

@@ -1,0 +1,89 @@
+"""``bigmodel serve``: the Open Inference Protocol server over registry models."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from bigmodel import console
+from bigmodel.cli.common import add_json
+from bigmodel.cli.registry import add_registry
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("serve", help="serve registry models over the Open Inference Protocol (KServe v2)")
+    add_registry(p)
+    p.add_argument(
+        "--models",
+        help="comma-separated NAME (production alias, else latest), NAME@ALIAS or NAME:VERSION "
+        "(default: every model in the registry)",
+    )
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
+    )
+    p.add_argument("--port", type=int, default=8000, help="port (0: any free port, printed when ready)")
+    p.add_argument("--max-batch-size", type=int, default=64, help="most rows merged into one forward pass")
+    p.add_argument(
+        "--max-queue-delay-ms",
+        type=float,
+        default=0.0,
+        help="how long a request may wait for others to join its batch",
+    )
+    p.add_argument(
+        "--max-queue", type=int, default=256, help="queued requests per model before answering 503"
+    )
+    p.add_argument("--timeout-s", type=float, default=30.0, help="per-request timeout, queueing included")
+    p.add_argument(
+        "--api-key", default=None, help="require 'Authorization: Bearer KEY' (default: $BIGMODEL_API_KEY)"
+    )
+    p.add_argument(
+        "--runtime",
+        choices=["auto", "torch", "onnxruntime"],
+        default="auto",
+        help="auto: ONNX Runtime when a version has an ONNX export, else PyTorch",
+    )
+    p.add_argument("--max-body-mb", type=float, default=16.0, help="request body size limit")
+    p.add_argument("--threads", type=int, default=1, help="intra-op threads per forward pass")
+    p.add_argument(
+        "--poll-interval-s", type=float, default=1.0, help="how often aliases are re-read from the registry"
+    )
+    p.add_argument("--access-log", default="-", help="'-' (stderr), a file, or 'off'")
+    add_json(p)
+    p.set_defaults(func=_serve)
+
+
+def _serve(args: argparse.Namespace) -> None:
+    from bigmodel.serve import ServeConfig, ServerState, serve
+
+    cfg = ServeConfig(
+        registry=args.registry,
+        models=[m.strip() for m in (args.models or "").split(",") if m.strip()],
+        host=args.host,
+        port=args.port,
+        max_batch_size=args.max_batch_size,
+        max_queue_delay_ms=args.max_queue_delay_ms,
+        max_queue=args.max_queue,
+        timeout_s=args.timeout_s,
+        api_key=args.api_key or os.environ.get("BIGMODEL_API_KEY") or None,
+        runtime=args.runtime,
+        max_body_bytes=int(args.max_body_mb * 2**20),
+        threads=args.threads,
+        poll_interval_s=args.poll_interval_s,
+        access_log=args.access_log,
+    )
+
+    def ready(state: ServerState, url: str) -> None:
+        models = [
+            {"name": s.name, "version": s.version, "runtime": s.runtime.kind}
+            for s in state.repo.loaded.values()
+        ]
+        shown = ", ".join(f"{m['name']}:{m['version']} ({m['runtime']})" for m in models) or "no models"
+        key = "API key required" if cfg.api_key else "no API key"
+        print(f"bigmodel serve: {shown} at {url} ({key}); Ctrl-C stops", file=sys.stderr, flush=True)
+        if args.json:
+            result: dict[str, Any] = {"url": url, "models": models, "registry": state.repo.registry.location}
+            console.print_json(result)
+
+    serve(cfg, on_ready=ready)

@@ -1,0 +1,99 @@
+"""``bigmodel export MODEL_DIR --format onnx``: ONNX with a dynamic batch dimension, checked against
+PyTorch in ONNX Runtime before it is kept.
+
+The file lands in the model directory as ``model.onnx`` and model.json records it (hash in
+``files``; input/output names and the measured difference under ``onnx``), so the registry copies it
+and the server can run it with ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bigmodel import artifacts
+from bigmodel.errors import BigModelError
+from bigmodel.fsutil import atomic_path
+from bigmodel.models import example_input
+
+ONNX_FILE = "model.onnx"
+INPUT, OUTPUT = "input", "logits"
+
+
+def _export(module: torch.nn.Module, sample: torch.Tensor, dst: Path, opset: int | None) -> None:
+    # The dynamo exporter prints progress to stdout and logs that torchvision (which we never use)
+    # is missing; keep stdout for the CLI's result and stderr for real problems.
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            module,
+            (sample,),
+            dynamo=True,
+            input_names=[INPUT],
+            output_names=[OUTPUT],
+            dynamic_shapes=({0: torch.export.Dim("batch")},),
+            opset_version=opset,
+            verbose=False,
+        )
+        assert program is not None
+        # Models below 2 GB fit in one file; one file is one artifact to hash, copy and serve.
+        program.save(str(dst), external_data=False)
+
+
+def max_abs_diff(module: torch.nn.Module, onnx_path: Path, inputs: list[torch.Tensor]) -> float:
+    """Largest |ONNX Runtime - PyTorch| over the given input batches."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    worst = 0.0
+    with torch.no_grad():
+        for x in inputs:
+            ref = module(x).numpy()
+            got = session.run([OUTPUT], {INPUT: x.numpy()})[0]
+            if got.shape != ref.shape:
+                raise BigModelError(f"ONNX output shape {got.shape} differs from PyTorch's {ref.shape}")
+            worst = max(worst, float(np.abs(got - ref).max()))
+    return worst
+
+
+def export_onnx(model_dir: str | Path, *, opset: int | None = None, atol: float = 1e-4) -> dict[str, Any]:
+    """Export a model directory to ONNX in place; refuse (and keep nothing) if it differs by > atol."""
+    path = Path(model_dir)
+    loaded = artifacts.load_model(path)
+    meta = loaded.meta
+    mean, std = meta.preprocessing.get("mean"), meta.preprocessing.get("std")
+    sample = example_input(meta.architecture, 2, mean=mean, std=std)
+    checks = [example_input(meta.architecture, b, mean=mean, std=std) for b in (1, 3, 64)]
+    with atomic_path(path / ONNX_FILE) as tmp:
+        try:
+            _export(loaded.module, sample, tmp, opset)
+        except (RuntimeError, ValueError, TypeError) as err:  # torch.export's failures for unsupported code
+            raise BigModelError(f"cannot export {path} to ONNX: {str(err).splitlines()[0]}") from None
+        diff = max_abs_diff(loaded.module, tmp, checks)
+        if diff > atol:
+            raise BigModelError(f"ONNX output differs from PyTorch by {diff:.3g} > {atol:g}; not kept")
+    import onnx
+
+    opset_used = next(
+        o.version
+        for o in onnx.load(str(path / ONNX_FILE), load_external_data=False).opset_import
+        if o.domain in ("", "ai.onnx")
+    )
+    info = {
+        "file": ONNX_FILE,
+        "input": INPUT,
+        "output": OUTPUT,
+        "opset": opset_used,
+        "max_abs_diff": diff,
+        "dynamic_batch": True,
+    }
+    artifacts.add_files(path, [ONNX_FILE], onnx=info)
+    return {"model_dir": str(path), **info, "bytes": (path / ONNX_FILE).stat().st_size}

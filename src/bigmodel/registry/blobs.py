@@ -1,0 +1,66 @@
+"""A content-addressed artifact store on any fsspec filesystem (a local folder, s3://, gs://, memory://).
+
+A blob lives at ``blobs/sha256/ab/abcdef...`` and is written once under a temporary name, then moved
+into place, so a reader never sees half a file. Reading streams the bytes through sha256 and refuses
+a blob whose content no longer matches its address.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import fsspec
+
+from bigmodel.errors import BigModelError
+from bigmodel.fsutil import atomic_path
+
+
+class BlobStore:
+    def __init__(self, url: str):
+        self.url = url
+        self.fs: Any
+        self.fs, self.root = fsspec.core.url_to_fs(url)
+
+    def path(self, sha256: str) -> str:
+        return f"{self.root}/blobs/sha256/{sha256[:2]}/{sha256}"
+
+    def exists(self, sha256: str) -> bool:
+        return bool(self.fs.exists(self.path(sha256)))
+
+    def put(self, src: str | os.PathLike[str], sha256: str) -> None:
+        """Store a local file under its (already checked) sha256; a blob already there is kept."""
+        dst = self.path(sha256)
+        if self.fs.exists(dst):
+            return
+        self.fs.makedirs(dst.rsplit("/", 1)[0], exist_ok=True)
+        tmp = f"{dst}.{uuid.uuid4().hex}.tmp"
+        self.fs.put_file(str(src), tmp)
+        self.fs.mv(tmp, dst)
+
+    def get(self, sha256: str, dst: Path, *, what: str) -> None:
+        """Copy a blob to a local file, checking its sha256 on the way; ``what`` names it in errors."""
+        h = hashlib.sha256()
+        try:
+            with (
+                self.fs.open(self.path(sha256), "rb") as src,
+                atomic_path(dst) as tmp,
+                open(tmp, "wb") as out,
+            ):
+                while block := src.read(1 << 20):
+                    h.update(block)
+                    out.write(block)
+                if h.hexdigest() != sha256:
+                    raise BigModelError(
+                        f"registry artifact {what} is corrupt: {self.path(sha256)} has sha256 "
+                        f"{h.hexdigest()[:12]}..., recorded {sha256[:12]}...; refusing to load it"
+                    )
+        except FileNotFoundError:
+            raise BigModelError(f"registry artifact {what} is missing: {self.path(sha256)}") from None
+
+    def delete(self, sha256: str) -> None:
+        if self.fs.exists(self.path(sha256)):
+            self.fs.rm(self.path(sha256))

@@ -1,0 +1,60 @@
+"""Model references: ``NAME``, ``NAME:VERSION`` or ``NAME@ALIAS``.
+
+``NAME`` alone means the ``production`` alias when it is set, else the latest version: the same
+rule the server uses for its unversioned paths, so ``show iris`` shows what ``/v2/models/iris`` serves.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from bigmodel.errors import BigModelError
+
+DEFAULT_ALIAS = "production"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_ALIAS = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class Ref:
+    name: str
+    version: int | None = None
+    alias: str | None = None
+
+    def __str__(self) -> str:
+        if self.version is not None:
+            return f"{self.name}:{self.version}"
+        return f"{self.name}@{self.alias}" if self.alias else self.name
+
+
+def check_name(name: str) -> str:
+    """Model names go into URLs and paths: letters, digits, ``_ . -``, starting with a letter or digit."""
+    if not _NAME.match(name):
+        raise BigModelError(
+            f"bad model name {name!r}: use letters, digits, '_', '.', '-' (starting with a letter or digit)"
+        )
+    return name
+
+
+def check_alias(alias: str) -> str:
+    if not _ALIAS.match(alias):
+        raise BigModelError(
+            f"bad alias {alias!r}: use letters, digits, '_', '-' (starting with a letter), e.g. production"
+        )
+    return alias
+
+
+def parse_ref(text: str) -> Ref:
+    """``iris`` -> Ref("iris"); ``iris:3`` -> version 3; ``iris@staging`` -> alias staging."""
+    if "@" in text:
+        name, alias = text.split("@", 1)
+        return Ref(check_name(name), alias=check_alias(alias))
+    if ":" in text:
+        name, version = text.split(":", 1)
+        if not version.isdigit() or int(version) < 1:
+            raise BigModelError(
+                f"bad model reference {text!r}: the version after ':' must be an integer >= 1"
+            )
+        return Ref(check_name(name), version=int(version))
+    return Ref(check_name(text))

@@ -1,0 +1,229 @@
+"""The ASGI app: Open Inference Protocol routes over the models a ``Repository`` holds.
+
+``create_app(cfg, extensions=...)`` builds it; ``serve(cfg)`` runs it on uvicorn. The outer ASGI
+callable does what every request needs, cheaply: the API key check (health stays open), the
+infer fast path, and an access-log line for every other route, which Starlette routes. The
+lifespan loads the models before the port answers ready and drains every queue on shutdown.
+"""
+
+from __future__ import annotations
+
+import gc
+import hmac
+import logging
+import signal
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute
+
+from bigmodel.errors import BigModelError
+from bigmodel.serve.config import ServeConfig
+from bigmodel.serve.infer import handle_infer, send_error
+from bigmodel.serve.metrics import AccessLog, Metrics
+from bigmodel.serve.protocol import HTTPError
+from bigmodel.serve.repository import Repository
+from bigmodel.serve.routes import CORE, json_response
+
+log = logging.getLogger("bigmodel.serve")
+RouteGroup = Callable[["ServerState"], list[BaseRoute]]
+
+
+@dataclass
+class ServerState:
+    """What route handlers share: settings, the served models, metrics and the access log."""
+
+    cfg: ServeConfig
+    repo: Repository
+    metrics: Metrics
+    access: AccessLog
+    on_ready: list[Callable[[ServerState], None]] = field(default_factory=list)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPError)
+    return Response(
+        json_response({"error": exc.message}).body,
+        exc.status,
+        headers=exc.headers,
+        media_type="application/json",
+    )
+
+
+async def _starlette_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        return json_response({"error": f"no such endpoint: {request.method} {request.url.path}"}, 404)
+    return json_response({"error": str(exc.detail)}, exc.status_code)
+
+
+async def _bug(request: Request, exc: Exception) -> Response:
+    log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    return json_response({"error": f"internal error: {type(exc).__name__}"}, 500)
+
+
+class App:
+    """The ASGI application (see the module docstring)."""
+
+    def __init__(self, cfg: ServeConfig, extensions: Sequence[RouteGroup] = ()):
+        metrics = Metrics()
+        self.state = ServerState(cfg, Repository(cfg, metrics), metrics, AccessLog.open(cfg.access_log))
+        routes = [r for group in (*CORE, *extensions) for r in group(self.state)]
+        self.router = Starlette(
+            routes=routes,
+            exception_handlers={HTTPError: _http_error, HTTPException: _starlette_error, Exception: _bug},
+        )
+        self._auth = b"Bearer " + cfg.api_key.encode() if cfg.api_key else None
+        self.startup_error: BigModelError | None = None
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            return await self._lifespan(receive, send)
+        if scope["type"] != "http":
+            return
+        path: str = scope["path"]
+        if self._auth is not None and not path.startswith("/v2/health/"):
+            given = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
+            if not hmac.compare_digest(given, self._auth):
+                await send_error(
+                    send,
+                    HTTPError(
+                        401,
+                        "missing or wrong API key: send 'Authorization: Bearer KEY'",
+                        {"WWW-Authenticate": "Bearer"},
+                    ),
+                )
+                self.state.access.write(
+                    {"method": scope["method"], "path": path, "status": 401, "error": "unauthorized"}
+                )
+                return
+        if scope["method"] == "POST" and path.endswith("/infer"):
+            parts = path.split("/")  # ['', 'v2', 'models', name, ('versions', v,) 'infer']
+            if len(parts) == 5 and parts[1] == "v2" and parts[2] == "models":
+                return await handle_infer(self.state, scope, receive, send, parts[3], None)
+            if len(parts) == 7 and parts[1] == "v2" and parts[2] == "models" and parts[4] == "versions":
+                return await handle_infer(self.state, scope, receive, send, parts[3], parts[5])
+        await self._routed(scope, receive, send)
+
+    async def _routed(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        t0 = time.perf_counter()
+        status = [0]
+
+        async def send_and_note(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.router(scope, receive, send_and_note)
+        finally:
+            self.state.access.write(
+                {
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status[0],
+                    "ms": round((time.perf_counter() - t0) * 1000, 3),
+                }
+            )
+
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        await receive()  # lifespan.startup
+        try:
+            self.state.access.start()
+            await self.state.repo.start()
+        except BigModelError as err:
+            self.startup_error = err
+            await send({"type": "lifespan.startup.failed", "message": str(err)})
+            return
+        # Everything loaded so far (torch, the models, SQLAlchemy) lives until shutdown; frozen, the
+        # collector stops rescanning it, which would otherwise stall requests for tens of ms.
+        gc.collect()
+        gc.freeze()
+        for hook in self.state.on_ready:
+            hook(self.state)
+        await send({"type": "lifespan.startup.complete"})
+        await receive()  # lifespan.shutdown
+        await self.state.repo.stop()
+        await self.state.access.close()
+        await send({"type": "lifespan.shutdown.complete"})
+
+
+def create_app(cfg: ServeConfig, *, extensions: Sequence[RouteGroup] = ()) -> App:
+    """The ASGI app for ``cfg``; ``extensions`` are extra route groups ``state -> [routes]``."""
+    return App(cfg, extensions)
+
+
+def serve(
+    cfg: ServeConfig,
+    *,
+    extensions: Sequence[RouteGroup] = (),
+    on_ready: Callable[[ServerState, str], None] | None = None,
+) -> None:
+    """Serve until SIGINT/SIGTERM: bind, load the models, answer, then drain and stop cleanly."""
+    import uvicorn
+
+    try:
+        sock = socket.socket(socket.AF_INET6 if ":" in cfg.host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((cfg.host, cfg.port))
+        # listening before the models load: clients that connect once the ready line is out wait
+        # in the backlog for uvicorn's accept loop instead of being refused
+        sock.listen(2048)
+    except OSError as err:
+        raise BigModelError(f"cannot listen on {cfg.host}:{cfg.port}: {err.strerror}") from None
+    port = sock.getsockname()[1]
+    url = f"http://{cfg.host if ':' not in cfg.host else f'[{cfg.host}]'}:{port}"
+
+    import torch
+
+    torch.set_num_threads(cfg.threads)  # one forward at a time per model: extra threads only spin
+    app = create_app(cfg, extensions=extensions)
+    if on_ready is not None:
+        app.state.on_ready.append(lambda state: on_ready(state, url))
+    config = uvicorn.Config(
+        app,
+        loop=_pick("uvloop", "asyncio"),
+        http=_pick("httptools", "h11"),
+        lifespan="on",
+        access_log=False,  # ours is structured and cheaper
+        proxy_headers=False,  # X-Forwarded-For is not trusted (and costs every request a layer)
+        log_level="critical",  # errors reach the user as one line (startup) or our log (requests)
+        timeout_graceful_shutdown=int(max(cfg.timeout_s, 5.0)),
+    )
+    server = uvicorn.Server(config)
+    # uvicorn stops gracefully on SIGINT/SIGTERM, then re-raises the signal; a requested stop is a
+    # normal end here (exit 0), so both arrive as KeyboardInterrupt and are swallowed.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass
+    except SystemExit:  # uvicorn exits when the lifespan failed; our error says why
+        if app.startup_error is None:
+            raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if app.startup_error is not None:
+        raise app.startup_error
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _pick(fast: str, fallback: str) -> str:
+    try:
+        __import__(fast)
+        return fast
+    except ImportError:
+        return fallback
+
+
+__all__ = ["App", "ServerState", "create_app", "serve"]

@@ -1,0 +1,160 @@
+"""``POST /v2/models/{name}[/versions/{v}]/infer``: the hot path, as a plain ASGI handler.
+
+Per-request Python work is what limits a small model's throughput, so this route skips the
+framework: it reads the body under the size limit, checks it against the model's signature,
+queues the rows on the version's batcher and writes the answer, recording metrics and an
+access-log line on the way out. Any failure becomes ``{"error": ...}`` with a 4xx/503 status.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import zlib
+from typing import TYPE_CHECKING, Any
+
+from bigmodel.serve import protocol
+from bigmodel.serve.batcher import QueueFull, Timeout
+from bigmodel.serve.metrics import UNKNOWN
+from bigmodel.serve.protocol import HTTPError
+
+if TYPE_CHECKING:
+    from bigmodel.serve.app import ServerState
+
+log = logging.getLogger("bigmodel.serve")
+JSON_HEADERS = [(b"content-type", b"application/json")]
+
+
+class ClientGone(Exception):
+    pass
+
+
+async def read_body(receive: Any, limit: int) -> bytes:
+    """The request body, refusing more than ``limit`` bytes (413) before buffering them."""
+    msg = await receive()
+    if msg["type"] == "http.disconnect":
+        raise ClientGone()
+    body: bytes = msg.get("body", b"")
+    if not msg.get("more_body", False) and len(body) <= limit:
+        return body
+    chunks, size = [body], len(body)
+    while msg.get("more_body", False):
+        if size > limit:
+            break
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            raise ClientGone()
+        chunks.append(msg.get("body", b""))
+        size += len(chunks[-1])
+    if size > limit:
+        raise HTTPError(413, f"request body is larger than the limit of {limit} bytes")
+    return b"".join(chunks)
+
+
+def decompress(body: bytes, encoding: str, limit: int) -> bytes:
+    """gzip / deflate request bodies (tritonclient's request_compression_algorithm), bounded."""
+    if encoding not in ("gzip", "deflate"):
+        raise HTTPError(400, f"unsupported Content-Encoding {encoding!r} (use gzip or deflate)")
+    d = zlib.decompressobj(wbits=47)  # 32 + 15: gzip or zlib header, detected
+    try:
+        out = d.decompress(body, limit + 1)
+    except zlib.error as err:
+        raise HTTPError(400, f"cannot decompress the {encoding} request body: {err}") from None
+    if len(out) > limit or d.unconsumed_tail:
+        raise HTTPError(413, f"decompressed request body is larger than the limit of {limit} bytes")
+    return out
+
+
+async def send_error(send: Any, err: HTTPError) -> None:
+    body = protocol.error_body(err.message)
+    headers = [*JSON_HEADERS, (b"content-length", str(len(body)).encode())]
+    headers += [(k.lower().encode(), v.encode()) for k, v in err.headers.items()]
+    await send({"type": "http.response.start", "status": err.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def handle_infer(
+    state: ServerState, scope: dict[str, Any], receive: Any, send: Any, name: str, version: str | None
+) -> None:
+    t0 = time.perf_counter()
+    cfg, metrics = state.cfg, state.metrics
+    metrics.in_flight += 1
+    model, served_version, status, rows, queued, error = UNKNOWN, "", 200, 0, None, None
+    try:
+        header_length = encoding = None
+        for k, v in scope["headers"]:
+            if k == b"inference-header-content-length":
+                if not v.isdigit():
+                    raise HTTPError(400, "Inference-Header-Content-Length must be an integer")
+                header_length = int(v)
+            elif k == b"content-length" and v.isdigit() and int(v) > cfg.max_body_bytes:
+                raise HTTPError(413, f"request body is larger than the limit of {cfg.max_body_bytes} bytes")
+            elif k == b"content-encoding" and v not in (b"identity", b""):
+                encoding = v.decode("latin-1").lower()
+        body = await read_body(receive, cfg.max_body_bytes)
+        if encoding:
+            body = decompress(body, encoding, cfg.max_body_bytes)
+        # looked up after the body is read: no await between choosing a version and queueing on it,
+        # so an alias switch can never hand a request to a version that is being released
+        served = state.repo.get(name, version)
+        model, served_version = served.name, served.version_str
+        rt = served.runtime
+        req = protocol.decode_request(body, header_length, name, rt.input, rt.outputs)
+        rows = len(req.x)
+        timeout = min(cfg.timeout_s, req.timeout_s or math.inf)
+        try:
+            fut = served.batcher.submit(req.x, timeout)
+        except QueueFull:
+            raise HTTPError(
+                503,
+                f"model {name} is overloaded: {cfg.max_queue} requests already queued; retry later",
+                {"Retry-After": "1"},
+            ) from None
+        try:
+            results, queued = await fut
+        except Timeout:
+            raise HTTPError(
+                503, f"request timed out after {timeout:g} s waiting for model {name}", {"Retry-After": "1"}
+            ) from None
+        out, header = protocol.encode_response(name, served_version, req, results, rt.output_specs)
+        if header is None:
+            headers = [*JSON_HEADERS, (b"content-length", str(len(out)).encode())]
+        else:
+            headers = [
+                (b"content-type", b"application/octet-stream"),
+                (b"content-length", str(len(out)).encode()),
+                (b"inference-header-content-length", str(header).encode()),
+            ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": out})
+    except HTTPError as err:
+        status, error = err.status, err.message
+        if model == UNKNOWN and name in state.repo.names():
+            model = name
+        await send_error(send, err)
+    except ClientGone:
+        status, error = 499, "client closed the connection"
+    except Exception as err:  # a bug: answer 500 without a traceback, log it for the operator
+        log.exception("infer on %s failed", name)
+        status, error = 500, f"internal error: {type(err).__name__}"
+        await send_error(send, HTTPError(500, error))
+    finally:
+        metrics.in_flight -= 1
+        seconds = time.perf_counter() - t0
+        metrics.request(model, served_version, status, seconds, queued)
+        record = {
+            "method": "POST",
+            "path": scope["path"],
+            "status": status,
+            "model": model,
+            "version": served_version,
+            "rows": rows,
+            "ms": round(seconds * 1000, 3),
+            "client": scope["client"][0] if scope.get("client") else None,
+        }
+        if queued is not None:
+            record["queue_ms"] = round(queued * 1000, 3)
+        if error is not None:
+            record["error"] = error
+        state.access.write(record)

@@ -1,0 +1,198 @@
+"""Open Inference Protocol (KServe v2) REST bodies: decoding infer requests, encoding responses.
+
+Both tensor encodings are supported: JSON (``"data": [...]``, row-major) and the binary tensor data
+extension that tritonclient uses by default, where the JSON header is followed by raw little-endian
+tensor bytes; the header's length travels in ``Inference-Header-Content-Length`` and each tensor's
+byte count in its ``parameters.binary_data_size``. BYTES tensors are 4-byte-length-prefixed strings.
+
+Every check that can fail raises ``HTTPError(400, "...")`` naming the tensor and what was expected:
+a bad request never reaches the model.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+
+
+class HTTPError(Exception):
+    """An answer other than 200: ``{"error": message}`` with this status (and extra headers)."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    datatype: str
+    shape: list[int]  # -1: any size (the batch dimension)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "datatype": self.datatype, "shape": self.shape}
+
+
+@dataclass
+class InferRequest:
+    x: np.ndarray  # (B, F) float32, checked against the model's input spec
+    id: str | None = None
+    outputs: list[str] = field(default_factory=list)  # names to return, in order
+    binary: set[str] = field(default_factory=set)  # names to return as binary data
+    timeout_s: float | None = None  # the client's ``parameters.timeout`` (microseconds on the wire)
+
+
+def _bad(message: str) -> HTTPError:
+    return HTTPError(400, message)
+
+
+def decode_request(
+    body: bytes,
+    header_length: int | None,
+    model: str,
+    inp: TensorSpec,
+    outputs: list[TensorSpec],
+) -> InferRequest:
+    """Parse and check an infer request for a model taking one (B, F) tensor ``inp``."""
+    if header_length is not None and not 0 < header_length <= len(body):
+        raise _bad(f"Inference-Header-Content-Length {header_length} is outside the body ({len(body)} bytes)")
+    head = body if header_length is None else body[:header_length]
+    try:
+        req = orjson.loads(head)
+    except orjson.JSONDecodeError as err:
+        raise _bad(f"request body is not valid JSON: {err}") from None
+    if not isinstance(req, dict):
+        raise _bad("request body must be a JSON object with an 'inputs' list")
+    inputs = req.get("inputs")
+    if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
+        got = len(inputs) if isinstance(inputs, list) else "no"
+        raise _bad(f"model {model} takes 1 input tensor named '{inp.name}'; the request has {got} inputs")
+    t = inputs[0]
+    if t.get("name") != inp.name:
+        raise _bad(f"unknown input {t.get('name')!r}: model {model} takes one input named '{inp.name}'")
+    if t.get("datatype") != inp.datatype:
+        raise _bad(
+            f"input '{inp.name}' has datatype {t.get('datatype')!r}; model {model} takes {inp.datatype}"
+        )
+    shape = t.get("shape")
+    features = inp.shape[1]
+    if (
+        not isinstance(shape, list)
+        or len(shape) != 2
+        or not all(type(d) is int for d in shape)
+        or shape[0] < 1
+        or shape[1] != features
+    ):
+        raise _bad(
+            f"input '{inp.name}' has shape {shape}; model {model} takes [-1, {features}] (rows, features)"
+        )
+    rows = shape[0]
+    params = t.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise _bad(f"input '{inp.name}': 'parameters' must be an object")
+    size = params.get("binary_data_size")
+    if size is not None:
+        if header_length is None:
+            raise _bad(
+                f"input '{inp.name}' has binary_data_size but the request has no Inference-Header-Content-Length"
+            )
+        expect = rows * features * 4
+        if size != expect or len(body) - header_length != expect:
+            raise _bad(
+                f"input '{inp.name}': binary data is {len(body) - header_length} bytes "
+                f"(binary_data_size {size}); shape {shape} of FP32 needs {expect}"
+            )
+        x = np.frombuffer(body, dtype="<f4", offset=header_length).reshape(rows, features)
+    else:
+        data = t.get("data")
+        if not isinstance(data, list):
+            raise _bad(f"input '{inp.name}' has no 'data' list (and no binary_data_size)")
+        try:
+            x = np.asarray(data, dtype=np.float32)
+        except (ValueError, TypeError):
+            raise _bad(
+                f"input '{inp.name}': 'data' must hold only numbers, as a flat or nested list"
+            ) from None
+        if x.size != rows * features:
+            raise _bad(f"input '{inp.name}' has {x.size} values; shape {shape} needs {rows * features}")
+        x = x.reshape(rows, features)
+    if not np.isfinite(x).all():
+        raise _bad(f"input '{inp.name}' holds NaN or infinite values")
+
+    out = InferRequest(x, id=req.get("id") if isinstance(req.get("id"), str) else None)
+    rparams = req.get("parameters") or {}
+    if not isinstance(rparams, dict):
+        raise _bad("request 'parameters' must be an object")
+    binary_all = bool(rparams.get("binary_data_output", False))
+    timeout = rparams.get("timeout")
+    if timeout is not None:
+        if type(timeout) is not int or timeout <= 0:
+            raise _bad(f"parameter 'timeout' must be a positive integer of microseconds, got {timeout!r}")
+        out.timeout_s = timeout / 1e6
+    names = [o.name for o in outputs]
+    wanted = req.get("outputs")
+    if wanted is None:
+        out.outputs = names
+        out.binary = set(names) if binary_all else set()
+        return out
+    if not isinstance(wanted, list) or not all(isinstance(o, dict) for o in wanted):
+        raise _bad("'outputs' must be a list of objects with a 'name'")
+    for o in wanted:
+        name = o.get("name")
+        if name not in names:
+            raise _bad(f"unknown output {name!r}: model {model} gives {', '.join(names)}")
+        out.outputs.append(name)
+        oparams = o.get("parameters") or {}
+        if oparams.get("binary_data", binary_all):
+            out.binary.add(name)
+    return out
+
+
+def _bytes_tensor(values: np.ndarray) -> bytes:
+    parts = []
+    for v in values.ravel().tolist():
+        b = v if isinstance(v, bytes) else str(v).encode()
+        parts += [struct.pack("<I", len(b)), b]
+    return b"".join(parts)
+
+
+def encode_response(
+    model: str,
+    version: str,
+    request: InferRequest,
+    results: dict[str, np.ndarray],
+    specs: dict[str, TensorSpec],
+) -> tuple[bytes, int | None]:
+    """Response body and, when any output travels as binary data, the JSON header's length."""
+    tensors = []
+    blobs = []
+    for name in request.outputs:
+        arr = results[name]
+        spec = specs[name]
+        t: dict[str, Any] = {"name": name, "datatype": spec.datatype, "shape": list(arr.shape)}
+        if name in request.binary:
+            raw = _bytes_tensor(arr) if spec.datatype == "BYTES" else np.ascontiguousarray(arr).tobytes()
+            t["parameters"] = {"binary_data_size": len(raw)}
+            blobs.append(raw)
+        elif spec.datatype == "BYTES":
+            t["data"] = [v if isinstance(v, str) else str(v) for v in arr.ravel().tolist()]
+        else:
+            t["data"] = np.ascontiguousarray(arr).ravel()
+        tensors.append(t)
+    resp: dict[str, Any] = {"model_name": model, "model_version": version, "outputs": tensors}
+    if request.id is not None:
+        resp["id"] = request.id
+    head = orjson.dumps(resp, option=orjson.OPT_SERIALIZE_NUMPY)
+    if not blobs:
+        return head, None
+    return b"".join([head, *blobs]), len(head)
+
+
+def error_body(message: str) -> bytes:
+    return orjson.dumps({"error": message})

@@ -1,0 +1,246 @@
+"""Which model versions the server holds, and keeping them in step with the registry.
+
+A *target* is what the operator asked for: ``iris`` (the ``production`` alias, else the latest
+version), ``iris@staging`` (that alias) or ``iris:3`` (pinned). Each target points at one loaded
+version; a version loaded for several targets is loaded once. Every ``poll_interval_s`` the targets
+are re-resolved; when an alias moved, the new version is loaded and warmed up beside the old one,
+the target switches in one step on the event loop, and the old version answers every request it
+already queued before it is released. No request fails or is dropped during a switch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from bigmodel.errors import BigModelError
+from bigmodel.registry import DEFAULT_ALIAS, Ref, Registry, parse_ref
+from bigmodel.serve.batcher import Batcher
+from bigmodel.serve.config import ServeConfig
+from bigmodel.serve.metrics import Metrics
+from bigmodel.serve.protocol import HTTPError
+from bigmodel.serve.runtime import ModelRuntime
+
+log = logging.getLogger("bigmodel.serve")
+
+
+@dataclass
+class Served:
+    """One loaded model version."""
+
+    name: str
+    version: int
+    runtime: ModelRuntime
+    batcher: Batcher
+    users: int = 0
+
+    @property
+    def version_str(self) -> str:
+        return str(self.version)
+
+
+@dataclass
+class Target:
+    ref: Ref
+    current: int | None = None
+    error: str | None = None
+
+    @property
+    def tracks(self) -> bool:
+        """Follows an alias (or the default rule) rather than a pinned version."""
+        return self.ref.version is None
+
+
+class Repository:
+    def __init__(self, cfg: ServeConfig, metrics: Metrics):
+        self.cfg = cfg
+        self.metrics = metrics
+        self.registry = Registry(cfg.registry)
+        self.targets: list[Target] = []
+        self.loaded: dict[tuple[str, int], Served] = {}
+        self.registry_aliases: dict[str, dict[str, int]] = {}  # as last read from the registry
+        self._lock = asyncio.Lock()
+        self._watch: asyncio.Task[None] | None = None
+
+    # ---- lookups on the hot path (no awaits: a lookup and the submit that follows are atomic) ----
+
+    def get(self, name: str, version: str | None) -> Served:
+        if version is None:
+            for t in self.targets:
+                if t.ref.name == name and t.tracks and t.current is not None:
+                    return self.loaded[(name, t.current)]
+            versions = [v for (n, v) in self.loaded if n == name]
+            if versions:
+                return self.loaded[(name, max(versions))]
+            raise HTTPError(404, f"unknown model '{name}' (serving: {', '.join(self.names()) or 'none'})")
+        served = self.loaded.get((name, int(version))) if version.isdigit() else None
+        if served is None:
+            have = sorted(v for (n, v) in self.loaded if n == name)
+            if not have:
+                raise HTTPError(404, f"unknown model '{name}' (serving: {', '.join(self.names()) or 'none'})")
+            raise HTTPError(
+                404, f"model '{name}' has no version '{version}' loaded (loaded: {', '.join(map(str, have))})"
+            )
+        return served
+
+    def names(self) -> list[str]:
+        return sorted({n for (n, _) in self.loaded})
+
+    def versions(self, name: str) -> list[str]:
+        return [str(v) for (n, v) in sorted(self.loaded) if n == name]
+
+    def ready(self) -> bool:
+        return all(t.current is not None for t in self.targets)
+
+    def aliases_served(self, name: str) -> dict[str, str]:
+        """``{"production": "2"}``: the registry's aliases of ``name`` whose version is loaded here."""
+        return {
+            a: str(v)
+            for a, v in sorted(self.registry_aliases.get(name, {}).items())
+            if (name, v) in self.loaded
+        }
+
+    # ---- changes -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        refs = self.cfg.models or await asyncio.to_thread(self.registry.models)
+        for text in refs:
+            self.targets.append(Target(parse_ref(text)))
+        await self.refresh(raise_errors=True)
+        self._watch = asyncio.get_running_loop().create_task(self._watch_loop())
+
+    async def stop(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            await asyncio.gather(self._watch, return_exceptions=True)
+        async with self._lock:
+            for served in list(self.loaded.values()):
+                await self._drop(served)
+
+    async def load(self, name: str) -> None:
+        """The repository extension's load: start serving ``name`` (or re-check its versions)."""
+        ref = parse_ref(name)
+        await asyncio.to_thread(self.registry.version_of, ref)  # unknown name: a clear error now
+        async with self._lock:
+            if not any(t.ref == ref for t in self.targets):
+                self.targets.append(Target(ref))
+        await self.refresh(raise_errors=True)
+
+    async def unload(self, name: str) -> None:
+        async with self._lock:
+            mine = [t for t in self.targets if t.ref.name == name]
+            if not mine:
+                raise HTTPError(404, f"model '{name}' is not loaded")
+            self.targets = [t for t in self.targets if t.ref.name != name]
+            for t in mine:
+                if t.current is not None:
+                    await self._release(name, t.current)
+
+    async def refresh(self, *, raise_errors: bool = False) -> None:
+        """Re-resolve every target against the registry and switch those whose version moved."""
+        async with self._lock:
+            targets = list(self.targets)
+            wanted, self.registry_aliases = await asyncio.to_thread(self._resolve_all, targets)
+            for t, want in zip(targets, wanted, strict=True):
+                if isinstance(want, BigModelError):
+                    t.error = str(want)
+                    if raise_errors:
+                        raise want
+                    log.error("cannot resolve %s: %s", t.ref, want)
+                    continue
+                if want == t.current:
+                    continue
+                try:
+                    await self._acquire(t.ref.name, want)
+                except BigModelError as err:
+                    t.error = str(err)
+                    if raise_errors:
+                        raise
+                    log.error("cannot load %s:%s (still serving %s): %s", t.ref.name, want, t.current, err)
+                    continue
+                old, t.current, t.error = t.current, want, None
+                if old is not None:
+                    log.warning("%s now serves %s:%s (was %s)", t.ref, t.ref.name, want, old)
+                    await self._release(t.ref.name, old)
+
+    def _resolve_all(
+        self, targets: list[Target]
+    ) -> tuple[list[int | BigModelError], dict[str, dict[str, int]]]:
+        heads = self.registry.heads(sorted({t.ref.name for t in targets}))
+        out: list[int | BigModelError] = []
+        for t in targets:
+            versions, aliases = heads[t.ref.name]
+            r = t.ref
+            want = r.version if r.version is not None else aliases.get(r.alias or DEFAULT_ALIAS)
+            if want is None and r.alias is None and versions:
+                want = versions[-1]
+            if want is None or want not in versions:
+                try:  # the registry's own lookup words the error
+                    want = self.registry.version_of(r)
+                except BigModelError as err:
+                    out.append(err)
+                    continue
+            out.append(want)
+        return out, {name: aliases for name, (_, aliases) in heads.items()}
+
+    async def _watch_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.poll_interval_s)
+            try:
+                await self.refresh()
+            except Exception:  # the registry being briefly unreachable must not stop serving
+                log.exception("registry refresh failed; still serving the loaded versions")
+
+    async def _acquire(self, name: str, version: int) -> Served:
+        served = self.loaded.get((name, version))
+        if served is None:
+            runtime = await asyncio.to_thread(self._open, name, version)
+            batcher = Batcher(
+                runtime.predict,
+                max_batch_size=self.cfg.max_batch_size,
+                max_delay_s=self.cfg.max_queue_delay_ms / 1000,
+                max_queue=self.cfg.max_queue,
+                on_batch=self.metrics.batch_observer(name, str(version)),
+            )
+            batcher.start()
+            served = Served(name, version, runtime, batcher)
+            self.loaded[(name, version)] = served
+            self.metrics.loaded[(name, str(version))] = runtime.kind
+        served.users += 1
+        return served
+
+    def _open(self, name: str, version: int) -> ModelRuntime:
+        path = self.registry.resolve(Ref(name, version=version))
+        runtime = ModelRuntime(path, self.cfg.runtime, self.cfg.threads)
+        for rows in (1, self.cfg.max_batch_size):  # warm up: the first requests should not pay for it
+            runtime.predict(np.zeros((rows, len(runtime.features)), dtype=np.float32))
+        return runtime
+
+    async def _release(self, name: str, version: int) -> None:
+        served = self.loaded[(name, version)]
+        served.users -= 1
+        if served.users <= 0:
+            await self._drop(served)
+
+    async def _drop(self, served: Served) -> None:
+        # Unreachable first (no new requests), then answer everything already queued.
+        self.loaded.pop((served.name, served.version), None)
+        self.metrics.loaded.pop((served.name, served.version_str), None)
+        await served.batcher.stop()
+
+    async def index(self) -> list[dict[str, Any]]:
+        """Every version in the registry with its state here (the repository extension)."""
+        records = await asyncio.to_thread(self.registry.versions)
+        return [
+            {
+                "name": r["name"],
+                "version": str(r["version"]),
+                "state": "READY" if (r["name"], r["version"]) in self.loaded else "UNAVAILABLE",
+                "reason": "" if (r["name"], r["version"]) in self.loaded else "not loaded",
+            }
+            for r in records
+        ]

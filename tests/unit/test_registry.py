@@ -1,0 +1,159 @@
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bigmodel import artifacts
+from bigmodel.errors import BigModelError
+from bigmodel.registry import Registry, parse_ref, resolve
+from tests.models import make_model_dir
+
+
+@pytest.fixture
+def reg(tmp_path: Path) -> Registry:
+    return Registry(tmp_path / "reg")
+
+
+def test_register_versions_aliases_and_resolve(tmp_path: Path, reg: Registry):
+    a = make_model_dir(tmp_path / "a", seed=1)
+    b = make_model_dir(tmp_path / "b", seed=2, onnx=True)
+    v1 = reg.register(a, "iris")
+    v2 = reg.register(b, "iris")
+    assert (v1["version"], v2["version"]) == (1, 2)
+    assert v2["onnx"]["file"] == "model.onnx" and set(v2["files"]) == {
+        "model.safetensors",
+        "model.onnx",
+        "model.json",
+    }
+    assert v1["digest"] == artifacts.digest(a) and v1["data_manifest_hash"] == "ab" * 32
+    # NAME alone: latest until production is set, then production
+    assert reg.show("iris")["version"] == 2
+    reg.alias("iris", 1, "production")
+    assert reg.show("iris")["version"] == 1 and reg.show("iris")["aliases"] == ["production"]
+    reg.alias("iris", 2, "production")  # moving an alias
+    assert reg.version_of("iris@production") == 2 and reg.show("iris:1")["aliases"] == []
+    # resolve gives a checked directory with the registered bytes, loadable by the next stage
+    path = resolve("iris:2", reg.location)
+    assert artifacts.digest(path) == v2["digest"]
+    assert (path / "model.onnx").read_bytes() == (b / "model.onnx").read_bytes()
+    loaded = artifacts.load_model(path)
+    assert loaded.meta.metrics == {"accuracy": pytest.approx(0.52)}
+    # the source directory may change or vanish afterwards: the registry keeps its own copy
+    (a / "model.safetensors").write_bytes(b"garbage")
+    assert artifacts.digest(reg.resolve("iris:1")) == v1["digest"]
+    assert [r["ref"] for r in reg.versions("iris")] == ["iris:1", "iris:2"]
+    assert [r["ref"] for r in reg.compare(["iris"])] == ["iris:1", "iris:2"]
+
+
+def test_lineage_parent_is_found_by_digest(tmp_path: Path, reg: Registry):
+    parent = make_model_dir(tmp_path / "p")
+    reg.register(parent, "base")
+    child = make_model_dir(
+        tmp_path / "c",
+        seed=3,
+        lineage=artifacts.Lineage(
+            method="quantize",
+            parent={"path": str(parent), "digest": artifacts.digest(parent)},
+            params={"bits": 8},
+        ),
+    )
+    rec = reg.register(child, "small")
+    assert rec["method"] == "quantize" and rec["parent_refs"] == ["base:1"] and rec["params"] == {"bits": 8}
+
+
+def test_delete_refuses_aliased_version_and_collects_unused_blobs(tmp_path: Path, reg: Registry):
+    a = make_model_dir(tmp_path / "a")
+    reg.register(a, "m")
+    reg.register(a, "m")  # same bytes, second version: the blobs are shared
+    reg.alias("m", 1, "production")
+    with pytest.raises(BigModelError, match=r"m:1 is aliased as production.*--force"):
+        reg.delete("m:1")
+    out = reg.delete("m@production", force=True)
+    assert out == {"name": "m", "version": 1, "deleted": True, "aliases_removed": ["production"]}
+    sha = reg.show("m:2")["files"]["model.safetensors"]["sha256"]
+    assert reg.blobs.exists(sha)  # still used by version 2
+    reg.delete("m:2")
+    assert not reg.blobs.exists(sha)
+    assert reg.register(a, "m")["version"] == 3  # numbers are never reused
+    with pytest.raises(BigModelError, match="name the version to delete"):
+        reg.delete("m")
+
+
+def test_changed_artifact_is_refused(tmp_path: Path, reg: Registry):
+    rec = reg.register(make_model_dir(tmp_path / "a"), "m")
+    blob = Path(reg.blobs.path(rec["files"]["model.safetensors"]["sha256"]))
+    blob.write_bytes(blob.read_bytes()[:-1] + b"\x01")
+    with pytest.raises(BigModelError, match=r"model\.safetensors of m:1 is corrupt"):
+        reg.resolve("m:1")
+    # a checked-out copy that changes later is refused too
+    rec2 = reg.register(make_model_dir(tmp_path / "b", seed=5), "m")
+    path = reg.resolve("m:2")
+    assert path.name == rec2["digest"]
+    (path / "model.safetensors").write_bytes(b"x")
+    with pytest.raises(BigModelError, match="sha256 mismatch"):
+        reg.resolve("m:2")
+
+
+def test_bad_references_name_the_problem(tmp_path: Path, reg: Registry):
+    reg.register(make_model_dir(tmp_path / "a"), "m")
+    for ref, msg in [
+        ("m:7", r"model m has no version 7 \(versions: 1\)"),
+        ("m@staging", r"model m has no alias 'staging' \(aliases: none\)"),
+        ("nope", r"no model named 'nope'.*\(models: m\)"),
+    ]:
+        with pytest.raises(BigModelError, match=msg):
+            reg.show(ref)
+    for text in ("m:x", "m:0", "bad name", "m@1x"):
+        with pytest.raises(BigModelError):
+            parse_ref(text)
+    with pytest.raises(BigModelError, match="not a model directory"):
+        reg.register(tmp_path, "m")
+
+
+def test_object_store_url_through_fsspec(tmp_path: Path):
+    reg = Registry("memory://bigmodel-test-registry", db_url=f"sqlite:///{tmp_path / 'meta.db'}")
+    rec = reg.register(make_model_dir(tmp_path / "a"), "m")
+    assert reg.blobs.fs.exists(reg.blobs.path(rec["digest"]))
+    assert artifacts.digest(reg.resolve("m")) == rec["digest"]
+    with pytest.raises(BigModelError, match="BIGMODEL_REGISTRY_DB"):
+        Registry("memory://elsewhere")
+
+
+WORKER = """
+import sys, time
+from bigmodel.registry import Registry
+reg = Registry(sys.argv[1])
+start = float(sys.argv[3])
+while time.time() < start:
+    time.sleep(0.001)
+print(" ".join(str(reg.register(sys.argv[2], "shared")["version"]) for _ in range(4)))
+"""
+
+
+def test_concurrent_processes_never_lose_or_duplicate_a_version(tmp_path: Path):
+    dirs = [make_model_dir(tmp_path / f"m{i}", seed=i) for i in range(4)]
+    Registry(tmp_path / "reg")  # create the database before the race, like a first `register`
+    start = time.time() + 4  # all four processes start registering at the same moment
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(tmp_path / "reg"), str(d), str(start)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for d in dirs
+    ]
+    got = []
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+        got += [int(v) for v in out.split()]
+    assert sorted(got) == list(range(1, 17))
+    records = Registry(tmp_path / "reg").versions("shared")
+    assert [r["version"] for r in records] == list(range(1, 17))
+    by_digest = {artifacts.digest(d): 0 for d in dirs}
+    for r in records:
+        by_digest[r["digest"]] += 1
+    assert set(by_digest.values()) == {4}
