@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 from bigmodel.artifacts import load_model
 from bigmodel.config import TrainConfig
-from bigmodel.data import dataset_stats, generate_synthetic, prepare
+from bigmodel.data import dataset_stats, generate_synthetic, generate_text, prepare, prepare_text
 from bigmodel.errors import BigModelError
 from bigmodel.explain import explain
 from bigmodel.federated import FederatedConfig, federated
 from bigmodel.online import online  # after the subpackage import, so the name is the function
-from bigmodel.train import evaluate, train
+from bigmodel.train import consolidate, evaluate, train
 
 if TYPE_CHECKING:
     from bigmodel.registry import Registry, resolve
@@ -46,15 +46,18 @@ __all__ = [
     "FederatedConfig",
     "Registry",
     "TrainConfig",
+    "consolidate",
     "dataset_stats",
     "evaluate",
     "explain",
     "federated",
     "generate_synthetic",
+    "generate_text",
     "load_model",
     "online",
     "predict",
     "prepare",
+    "prepare_text",
     "resolve",
     "train",
 ]

@@ -24,13 +24,19 @@ _CSV = (".csv", ".csv.gz", ".tsv")
 _BATCH_ROWS = 65536
 
 
-def _list_files(src: str) -> tuple[fsspec.AbstractFileSystem, list[str]]:
+def open_source(src: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """A local path or fsspec URL that must exist -> (file system, path)."""
     try:
         fs, path = fsspec.core.url_to_fs(src)
     except (ValueError, ImportError) as err:
         raise BigModelError(f"cannot open {src}: {err}") from None
     if not fs.exists(path):
         raise BigModelError(f"source not found: {src}")
+    return fs, path
+
+
+def _list_files(src: str) -> tuple[fsspec.AbstractFileSystem, list[str]]:
+    fs, path = open_source(src)
     if fs.isdir(path):
         files = sorted(f for f in fs.find(path) if f.lower().endswith(_PARQUET + _CSV))
         if not files:
@@ -101,12 +107,18 @@ def prepare(
     seed: int = 0,
     task: Task | None = None,
     name: str | None = None,
+    context: int = 256,
 ) -> Manifest:
     """Turn a CSV/Parquet file or folder into a prepared dataset at ``dst`` (which must not exist).
 
     Features must be numeric and finite; classification labels become codes 0..K-1 with the
     original values kept in the manifest. Written under a temporary name and renamed when complete.
+    With ``task="lm"`` the source is text (any files) and becomes byte rows of ``context + 1``.
     """
+    if task == "lm":
+        from bigmodel.data.text import prepare_text
+
+        return prepare_text(src, dst, context=context, val_fraction=val_fraction, seed=seed, name=name)
     dst = Path(dst)
     if dst.exists():
         raise BigModelError(

@@ -9,8 +9,19 @@ from torch import nn
 
 from bigmodel.errors import BigModelError
 from bigmodel.models.mlp import MLP, Standardize
+from bigmodel.models.transformer import SIZES, VOCAB, Transformer
 
-__all__ = ["MLP", "Standardize", "build_model", "count_params", "example_input", "mlp_architecture"]
+__all__ = [
+    "MLP",
+    "SIZES",
+    "Standardize",
+    "Transformer",
+    "build_model",
+    "count_params",
+    "example_input",
+    "mlp_architecture",
+    "transformer_architecture",
+]
 
 
 def mlp_architecture(
@@ -26,6 +37,20 @@ def mlp_architecture(
     }
 
 
+def transformer_architecture(size: str, context: int, dropout: float = 0.0) -> dict[str, Any]:
+    layers, width, heads = SIZES[size]
+    return {
+        "name": "transformer",
+        "size": size,
+        "layers": layers,
+        "width": width,
+        "heads": heads,
+        "context": context,
+        "vocab": VOCAB,
+        "dropout": dropout,
+    }
+
+
 def build_model(arch: dict[str, Any]) -> nn.Module:
     """Rebuild the module an architecture dict describes (weights are loaded separately)."""
     name = arch.get("name")
@@ -37,13 +62,25 @@ def build_model(arch: dict[str, Any]) -> nn.Module:
             arch.get("activation", "relu"),
             arch.get("dropout", 0.0),
         )
-    raise BigModelError(f"unknown model '{name}' (known: mlp)")
+    if name == "transformer":
+        return Transformer(
+            arch["layers"],
+            arch["width"],
+            arch["heads"],
+            arch["context"],
+            arch.get("vocab", VOCAB),
+            arch.get("dropout", 0.0),
+        )
+    raise BigModelError(f"unknown model '{name}' (known: mlp, transformer)")
 
 
 def example_input(
     arch: dict[str, Any], batch: int, *, mean: list[float] | None = None, std: list[float] | None = None
 ) -> torch.Tensor:
-    """A batch of plausible raw inputs for a family (for export and benchmarks): (B, F) float32."""
+    """A batch of plausible raw inputs for a family (for export and benchmarks): (B, F) float32
+    for an MLP, (B, context) int64 byte tokens for a transformer."""
+    if arch.get("name") == "transformer":
+        return torch.randint(0, arch.get("vocab", VOCAB), (batch, arch["context"]))
     if arch.get("name") == "mlp":
         x = torch.randn(batch, arch["in_features"])
         if mean is not None and std is not None:
