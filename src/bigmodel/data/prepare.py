@@ -3,6 +3,7 @@ prepared dataset: Parquet shards per split plus a manifest with statistics and a
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -67,14 +68,19 @@ def _batches(
                     parse_options=pcsv.ParseOptions(delimiter=delim),
                     convert_options=pcsv.ConvertOptions(include_columns=columns),
                 )
-                yield from reader
+                try:
+                    yield from reader
+                finally:
+                    # Stop Arrow's read-ahead threads now: left to interpreter exit they can abort it.
+                    reader.close()
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as err:
         raise BigModelError(f"cannot read {path}: {str(err).splitlines()[0]}") from None
 
 
 def _schema(fs: fsspec.AbstractFileSystem, path: str) -> pa.Schema:
-    for batch in _batches(fs, path):
-        return batch.schema
+    with contextlib.closing(_batches(fs, path)) as batches:
+        for batch in batches:
+            return batch.schema
     raise BigModelError(f"{path} is empty: no rows")
 
 
