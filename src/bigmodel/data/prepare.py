@@ -4,7 +4,7 @@ prepared dataset: Parquet shards per split plus a manifest with statistics and a
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +51,7 @@ def _list_files(src: str) -> tuple[fsspec.AbstractFileSystem, list[str]]:
 
 def _batches(
     fs: fsspec.AbstractFileSystem, path: str, columns: list[str] | None = None
-) -> Iterator[pa.RecordBatch]:
+) -> Generator[pa.RecordBatch, None, None]:
     """Stream one file as record batches in bounded memory."""
     try:
         with fs.open(path, "rb") as f:

@@ -32,16 +32,8 @@ from typing import Any
 
 import torch
 import torch.distributed as tdist
-import torch.distributed.checkpoint as dcp
 from safetensors.torch import load_file, save_file
 from torch import nn
-from torch.distributed.checkpoint import HuggingFaceStorageReader, HuggingFaceStorageWriter
-from torch.distributed.checkpoint.state_dict import (
-    StateDictOptions,
-    get_model_state_dict,
-    get_state_dict,
-    set_state_dict,
-)
 
 from bigmodel.errors import BigModelError
 from bigmodel.fsutil import sha256_file, write_json_atomic
@@ -109,6 +101,10 @@ def save(
     keep: int = 2,
 ) -> Path | None:
     """Write a checkpoint (collective: every rank must call). Returns its path on rank 0."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint import HuggingFaceStorageWriter
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
     root = run_dir / "checkpoints"
     # Named by step, then epoch: the end-of-epoch checkpoint of a step sorts after a mid-epoch one.
     final = root / f"step-{step:09d}-{trainer['epoch']:05d}"
@@ -198,6 +194,9 @@ def find(run_dir: Path, step: int | None = None) -> tuple[Path, dict[str, Any]] 
 def _load_tensors(path: Path, skeleton: Any, targets: Any, prefix: str) -> Any:
     """Fill ``targets`` (a state dict as this rank holds it: whole tensors or shards) from the
     checkpoint in place, and return the saved structure with those tensors in it."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint import HuggingFaceStorageReader
+
     tensors: dict[str, torch.Tensor] = {}
     flatten(targets, tensors, prefix)
     wanted = _refs(skeleton)
@@ -224,6 +223,8 @@ def restore(
 ) -> dict[str, Any]:
     """Load a checkpoint saved on any number of workers into the given (plain, DDP or FSDP)
     objects; return the trainer state saved with it."""
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
     model_sd, optim_sd = get_state_dict(module, optimizer)  # this world's layout (creates optimizer state)
     model_sd = _load_tensors(path, state["model"], model_sd, "model")
     optim_sd = _load_tensors(path, state["optimizer"], optim_sd, "optim")
@@ -246,5 +247,7 @@ def load_model_weights(path: Path, state: dict[str, Any], module: nn.Module) -> 
 def full_model_state(module: nn.Module, env: DistEnv) -> dict[str, torch.Tensor]:
     """The whole model's state dict as plain CPU tensors on rank 0, gathered from the shards
     (collective: every rank must call; other ranks get an empty dict)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
     sd = get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     return {k: v.detach().cpu() for k, v in sd.items() if isinstance(v, torch.Tensor)} if env.is_main else {}

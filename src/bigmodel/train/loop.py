@@ -40,7 +40,6 @@ from bigmodel.tasks import TaskSpec
 from bigmodel.train import checkpoint, dist
 from bigmodel.train.evaluate import evaluate_stream
 from bigmodel.train.optim import build_optimizer, build_scheduler
-from bigmodel.train.parallelize import grad_sync, is_sharded, parallelize
 from bigmodel.train.plots import loss_plot
 
 CONFIG_FILE = "config.yaml"
@@ -156,6 +155,9 @@ def worker(cfg_dict: dict[str, Any]) -> dict[str, Any]:
 
 
 def _train(cfg: TrainConfig, env: dist.DistEnv) -> dict[str, Any]:
+    # DDP/FSDP machinery costs ~1 s to import; only workers need it, not every CLI verb.
+    from bigmodel.train.parallelize import grad_sync, is_sharded, parallelize
+
     main = env.is_main
     run_dir = Path(str(cfg.run_dir))
     root, manifest = resolve(cfg.data.dataset, seed=cfg.seed, val_fraction=cfg.data.val_fraction)
