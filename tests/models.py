@@ -53,3 +53,36 @@ def make_model_dir(
 
         export_onnx(path)
     return path
+
+
+def fit_model_dir(path: Path, x: Any, y: Any, *, hidden: tuple[int, ...] = (16,), steps: int = 300) -> Path:
+    """A binary MLP fitted to (x, y) by full-batch Adam in-process (a second, not a training run)."""
+    import numpy as np
+
+    xt, yt = (
+        torch.from_numpy(np.asarray(x, dtype=np.float32)),
+        torch.from_numpy(np.asarray(y, dtype=np.float32)),
+    )
+    torch.manual_seed(0)
+    arch = mlp_architecture(xt.shape[1], 1, list(hidden))
+    model = build_model(arch)
+    mean, std = xt.mean(0).tolist(), xt.std(0).tolist()
+    set_standardization(model, mean, std)
+    opt = torch.optim.Adam(model.parameters(), lr=0.03)
+    for _ in range(steps):
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(xt)[:, 0], yt)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    spec = TaskSpec("binary", 1, [0, 1])
+    meta = artifacts.ModelMeta(
+        architecture=arch,
+        task=spec.to_json(),
+        features=[f"f{i}" for i in range(xt.shape[1])],
+        label="label",
+        preprocessing={"mean": mean, "std": std},
+        metrics={"accuracy": float(((model(xt)[:, 0] > 0).float() == yt).float().mean())},
+    )
+    artifacts.write_model_dir(path, model, meta)
+    return path

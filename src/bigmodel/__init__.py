@@ -13,11 +13,12 @@ from typing import TYPE_CHECKING, Any
 from bigmodel.artifacts import load_model
 from bigmodel.compress import compression_report, distill, prune, quantize
 from bigmodel.config import TrainConfig
-from bigmodel.data import dataset_stats, generate_synthetic, prepare
+from bigmodel.data import dataset_stats, generate_synthetic, generate_text, prepare, prepare_text
 from bigmodel.errors import BigModelError
 from bigmodel.explain import explain
 from bigmodel.federated import FederatedConfig, federated
-from bigmodel.train import evaluate, train
+from bigmodel.online import online  # after the subpackage import, so the name is the function
+from bigmodel.train import consolidate, evaluate, train
 
 if TYPE_CHECKING:
     from bigmodel.registry import Registry, resolve
@@ -47,15 +48,19 @@ __all__ = [
     "Registry",
     "TrainConfig",
     "compression_report",
+    "consolidate",
     "dataset_stats",
     "distill",
     "evaluate",
     "explain",
     "federated",
     "generate_synthetic",
+    "generate_text",
     "load_model",
+    "online",
     "predict",
     "prepare",
+    "prepare_text",
     "prune",
     "quantize",
     "resolve",

@@ -28,9 +28,10 @@ class DataConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    name: Literal["mlp"] = "mlp"
-    hidden: list[int] = Field(default_factory=lambda: [10, 10])
-    activation: Literal["relu", "gelu", "tanh", "sigmoid", "silu"] = "relu"
+    name: Literal["mlp", "transformer"] = "mlp"
+    hidden: list[int] = Field(default_factory=lambda: [10, 10])  # mlp
+    activation: Literal["relu", "gelu", "tanh", "sigmoid", "silu"] = "relu"  # mlp
+    size: Literal["tiny", "mini", "small", "base", "large"] = "tiny"  # transformer (models/transformer.py)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     compile: bool = False
     init_from: str | None = None  # a model directory: start from its architecture and weights
@@ -66,7 +67,10 @@ class OptimConfig(_Strict):
 class DistConfig(_Strict):
     workers: int = Field(1, ge=1)  # local worker processes (ignored under torchrun)
     backend: Literal["auto", "gloo", "nccl"] = "auto"
-    strategy: Literal["ddp"] = "ddp"
+    strategy: Literal["ddp", "fsdp"] = "ddp"  # fsdp: shard parameters, gradients and optimizer state
+    mixed_precision: Literal["none", "bf16"] = "none"  # fsdp: bf16 parameters and compute, fp32 reductions
+    activation_checkpointing: bool = False  # recompute each block's activations in backward
+    max_restarts: int = Field(0, ge=0)  # elastic: restart all workers (from the last checkpoint) this often
     comm_hook: Literal["none", "fp16", "powersgd"] = "none"  # gradient compression for DDP
     powersgd_rank: int = Field(2, ge=1)
     local_sgd_period: int = Field(0, ge=0)  # >1: average parameters every N steps instead of gradients
@@ -78,6 +82,12 @@ class DistConfig(_Strict):
     def _one_reduction(self) -> DistConfig:
         if self.local_sgd_period > 1 and self.comm_hook != "none":
             raise ValueError("dist.local_sgd_period and dist.comm_hook cannot be combined")
+        if self.strategy == "fsdp" and (self.comm_hook != "none" or self.local_sgd_period > 1):
+            raise ValueError(
+                "dist.comm_hook and dist.local_sgd_period are DDP options; not with strategy fsdp"
+            )
+        if self.mixed_precision != "none" and self.strategy != "fsdp":
+            raise ValueError("dist.mixed_precision needs dist.strategy=fsdp")
         return self
 
 
@@ -97,6 +107,7 @@ class TrainConfig(_Strict):
     distill: DistillConfig | None = None
     batch_size: int = Field(32, ge=1)  # global: per-worker batch = batch_size / workers
     epochs: int = Field(100, ge=1)  # the cap when until_converged is on
+    max_steps: int = Field(0, ge=0)  # stop after this many optimizer steps (0: no cap)
     until_converged: bool = False
     tol: float = Field(1e-4, ge=0.0)  # smallest val-loss improvement that counts
     patience: int = Field(10, ge=1)  # epochs without improvement before stopping
@@ -107,7 +118,14 @@ class TrainConfig(_Strict):
     checkpoint_every: int = Field(500, ge=0)  # steps; 0: only at the end
     keep_checkpoints: int = Field(2, ge=1)
     eval_batch_size: int = Field(4096, ge=1)
+    eval_rows: int = Field(0, ge=0)  # validate on the first N rows of the val split (0: all of it)
     progress: bool = True
+
+    @model_validator(mode="after")
+    def _masks_need_whole_tensors(self) -> TrainConfig:
+        if self.model.keep_sparsity and self.dist.strategy != "ddp":
+            raise ValueError("model.keep_sparsity (fine-tuning a pruned model) needs dist.strategy=ddp")
+        return self
 
 
 def _format_loc(loc: tuple[Any, ...]) -> str:

@@ -61,6 +61,10 @@ def demo(workdir: str | Path | None = None, *, workers: int = 2, json_mode: bool
 
     served = demo_serve(work, summary["run_dir"], csv, label="diagnosis", say=say, json_mode=json_mode)
 
+    from bigmodel.online.demo import demo_online
+
+    learned = demo_online(work, csv, label="diagnosis", say=say, json_mode=json_mode)
+
     from bigmodel.federated.demo import federated_and_explain
 
     beyond = federated_and_explain(work, work / "data" / "breast_cancer", csv, say=say, json_mode=json_mode)
@@ -76,6 +80,7 @@ def demo(workdir: str | Path | None = None, *, workers: int = 2, json_mode: bool
         "samples/s": summary["samples_per_s"],
         "model dir": summary["run_dir"],
         "loss plot": str(Path(summary["run_dir"]) / "loss.png"),
+        "online: production": f"version {learned['production_before']} -> {learned['production_after']}",
         "federated val accuracy": beyond["federated"]["metrics"]["accuracy"],
         "explanation plot": beyond["explain"]["png"],
     }
@@ -86,5 +91,6 @@ def demo(workdir: str | Path | None = None, *, workers: int = 2, json_mode: bool
         "evaluate": ev,
         "compress": compressed,
         "serve": served,
+        "online": learned,
         **beyond,
     }

@@ -1,18 +1,20 @@
 """What a task means for a model's outputs: the loss, the metrics, and how logits become answers.
 
 Shared by training, evaluation, compression and serving so that "accuracy" and "probability" mean
-the same thing everywhere. Outputs are logits: (B, 1) for binary and regression, (B, K) multiclass.
+the same thing everywhere. Outputs are logits: (B, 1) for binary and regression, (B, K) multiclass,
+(B, T, V) for ``lm`` (next-token prediction at every position; targets (B, T) token ids).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 
-TaskName = Literal["binary", "multiclass", "regression"]
+TaskName = Literal["binary", "multiclass", "regression", "lm"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,8 @@ def loss_sum(spec: TaskSpec, logits: torch.Tensor, y: torch.Tensor) -> torch.Ten
         return F.binary_cross_entropy_with_logits(logits[:, 0], y, reduction="sum")
     if spec.task == "multiclass":
         return F.cross_entropy(logits, y, reduction="sum")
+    if spec.task == "lm":  # a row's loss is its mean over positions, so a row weighs the same as elsewhere
+        return F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="sum") / y.shape[1]
     return F.mse_loss(logits[:, 0], (y - spec.target_mean) / spec.target_std, reduction="sum")
 
 
@@ -104,6 +108,8 @@ def update_sums(spec: TaskSpec, sums: torch.Tensor, logits: torch.Tensor, y: tor
         sums[2] += float(((logits[:, 0] > 0).float() == y).sum())
     elif spec.task == "multiclass":
         sums[2] += float((logits.argmax(dim=1) == y).sum())
+    elif spec.task == "lm":
+        sums[2] += float((logits.argmax(dim=2) == y).sum()) / max(y.shape[1], 1)
     else:
         pred = logits[:, 0].double() * spec.target_std + spec.target_mean
         err = pred - y.double()
@@ -116,6 +122,14 @@ def update_sums(spec: TaskSpec, sums: torch.Tensor, logits: torch.Tensor, y: tor
 def finalize(spec: TaskSpec, sums: torch.Tensor) -> dict[str, float]:
     s = sums.tolist()
     n = max(s[1], 1.0)
+    if spec.task == "lm":  # loss in nats per token; bits per byte is the usual yardstick
+        loss = s[0] / n
+        return {
+            "loss": loss,
+            "accuracy": s[2] / n,
+            "perplexity": math.exp(min(loss, 50.0)),
+            "bits_per_byte": loss / math.log(2),
+        }
     if spec.task != "regression":
         return {"loss": s[0] / n, "accuracy": s[2] / n}
     mse = s[2] / n
@@ -138,7 +152,10 @@ def metrics(spec: TaskSpec, logits: torch.Tensor, y: torch.Tensor) -> dict[str, 
 @torch.no_grad()
 def postprocess(spec: TaskSpec, logits: torch.Tensor) -> dict[str, torch.Tensor]:
     """Logits -> what a client wants: ``probabilities`` (B, K) and ``label_codes`` (B,) for
-    classification (K=2 for binary: [P(code 0), P(code 1)]), ``predictions`` (B,) for regression."""
+    classification (K=2 for binary: [P(code 0), P(code 1)]), ``predictions`` (B,) for regression;
+    for ``lm`` the distribution of the token after the last position."""
+    if spec.task == "lm":
+        logits = logits[:, -1, :]  # (B, V)
     if spec.task == "regression":
         return {"predictions": logits[:, 0] * spec.target_std + spec.target_mean}
     if spec.task == "binary":

@@ -87,7 +87,7 @@ def test_half_written_checkpoint_is_not_trusted(data: Path, tmp_path: Path):
     out = run_cli(*_args(data, run, 1)[:-1], "--epochs", "1", "--no-progress")
     assert out.returncode == 0, out.stderr
     newest = sorted((run / "checkpoints").glob("step-*"))[-1]
-    (newest / "optimizer.safetensors").write_bytes(b"truncated")  # corrupt the newest
+    next((newest / "shards").glob("*.safetensors")).write_bytes(b"truncated")  # corrupt the newest
     # a leftover temporary checkpoint from a killed writer is ignored as well
     (run / "checkpoints" / ".step-999999999-00009.tmp").mkdir()
     from bigmodel.train import checkpoint

@@ -375,8 +375,11 @@ def test_backpressure_503_with_retry_after_and_timeouts(slow_server):
     statuses: list[int] = []
     retry_after: set[str | None] = set()
 
+    start = threading.Barrier(48)  # all at once: a loaded test machine must not trickle them in
+
     def one() -> None:
         req = urllib.request.Request(slow_server.url + "/v2/models/wide/infer", data=body, method="POST")
+        start.wait()
         try:
             with urllib.request.urlopen(req) as resp:
                 statuses.append(resp.status)
@@ -385,7 +388,7 @@ def test_backpressure_503_with_retry_after_and_timeouts(slow_server):
             assert "overloaded" in json.loads(err.read())["error"]
             retry_after.add(err.headers.get("Retry-After"))
 
-    threads = [threading.Thread(target=one) for _ in range(24)]
+    threads = [threading.Thread(target=one) for _ in range(48)]
     for t in threads:
         t.start()
     for t in threads:

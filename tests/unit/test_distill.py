@@ -69,7 +69,7 @@ def test_init_from_keep_sparsity_and_distill_in_the_trainer(
         sparse.weight.copy_(lin.weight * (torch.rand_like(lin.weight) > 0.5))
         sparse.bias.copy_(lin.bias)
     start.module.net[0] = sparse
-    arch = {**start.meta.architecture, "layers": {"net.0": {"kind": "sparse"}}}
+    arch = {**start.meta.architecture, "compact": {"net.0": {"kind": "sparse"}}}
     artifacts.write_model_dir(
         tmp_path / "start", start.module, start.meta.model_copy(update={"architecture": arch})
     )

@@ -62,7 +62,7 @@ def test_sparse_storage_is_small_and_loads_back_dense(tmp_path: Path):
     assert all(isinstance(m, SparseLinear) for m in model.net if isinstance(m, torch.nn.Linear))
     dense_state = {k: v.contiguous() for k, v in build_model(arch).state_dict().items()}
     save_file(dense_state, str(tmp_path / "dense.safetensors"))
-    artifacts.write_model_dir(tmp_path / "m", model, _meta({**arch, "layers": layers}))
+    artifacts.write_model_dir(tmp_path / "m", model, _meta({**arch, "compact": layers}))
     dense_bytes = (tmp_path / "dense.safetensors").stat().st_size
     sparse_bytes = (tmp_path / "m" / "model.safetensors").stat().st_size
     assert sparse_bytes * 5 < dense_bytes  # 1 bit + 10% of 32 bits per weight

@@ -15,13 +15,25 @@ from bigmodel.errors import BigModelError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from bigmodel.cli import compress, data, demo, explain, export, federated, predict, registry, serve, train
+    from bigmodel.cli import (
+        compress,
+        data,
+        demo,
+        explain,
+        export,
+        federated,
+        online,
+        predict,
+        registry,
+        serve,
+        train,
+    )
 
     parser = argparse.ArgumentParser(
         prog="bigmodel", description=__doc__.splitlines()[0] if __doc__ else None
     )
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
-    for module in (data, train, export, compress, registry, serve, predict, federated, explain, demo):
+    for module in (data, train, export, compress, registry, serve, predict, online, federated, explain, demo):
         module.register(sub)
     return parser
 

@@ -7,8 +7,9 @@ from typing import Any
 
 from bigmodel.cli.common import add_json, emit
 from bigmodel.console import grid_table, kv_table
-from bigmodel.data import dataset_stats, generate_synthetic, prepare
+from bigmodel.data import dataset_stats, generate_synthetic, generate_text, prepare
 from bigmodel.data.manifest import Manifest
+from bigmodel.errors import BigModelError
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -25,18 +26,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     q.add_argument("--seed", type=int, default=0)
     q.add_argument(
         "--task",
-        choices=["binary", "multiclass", "regression"],
+        choices=["binary", "multiclass", "regression", "lm"],
         default=None,
-        help="default: regression for a float label, else classification",
+        help="default: regression for a float label, else classification; lm: SRC is text for a language model",
     )
+    q.add_argument("--context", type=int, default=256, help="lm: bytes a model reads per row")
     add_json(q)
     q.set_defaults(func=_prepare)
 
-    g = dsub.add_parser("generate", help="write a seeded synthetic dataset in bounded memory")
-    g.add_argument("kind", choices=["synthetic"])
+    g = dsub.add_parser(
+        "generate", help="write a seeded synthetic (tabular) or text dataset in bounded memory"
+    )
+    g.add_argument("kind", choices=["synthetic", "text"])
     g.add_argument("dst")
-    g.add_argument("--rows", type=int, required=True)
-    g.add_argument("--features", type=int, required=True)
+    g.add_argument("--rows", type=int, help="synthetic: rows")
+    g.add_argument("--features", type=int, help="synthetic: features")
+    g.add_argument("--bytes", type=int, default=2_000_000, help="text: bytes of text")
+    g.add_argument("--context", type=int, default=128, help="text: bytes a model reads per row")
     g.add_argument("--task", choices=["binary", "multiclass", "regression"], default="binary")
     g.add_argument("--classes", type=int, default=2)
     g.add_argument("--seed", type=int, default=0)
@@ -57,6 +63,7 @@ def _summary(m: Manifest, path: str) -> dict[str, Any]:
         "task": m.task,
         "features": len(m.features),
         "classes": m.num_classes,
+        **({"context": m.context} if m.task == "lm" else {}),
         "rows": {k: v.rows for k, v in m.splits.items()},
         "files": sum(len(v.files) for v in m.splits.values()),
         "content_hash": m.content_hash,
@@ -79,12 +86,26 @@ def _manifest_tables(m: Manifest, path: str) -> list[Any]:
 
 def _prepare(args: argparse.Namespace) -> None:
     m = prepare(
-        args.src, args.dst, label=args.label, val_fraction=args.val_fraction, seed=args.seed, task=args.task
+        args.src,
+        args.dst,
+        label=args.label,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+        task=args.task,
+        context=args.context,
     )
     emit(args, _summary(m, args.dst), lambda: _manifest_tables(m, args.dst))
 
 
 def _generate(args: argparse.Namespace) -> None:
+    if args.kind == "text":
+        m = generate_text(
+            args.dst, n_bytes=args.bytes, context=args.context, seed=args.seed, val_fraction=args.val_fraction
+        )
+        emit(args, _summary(m, args.dst), lambda: _manifest_tables(m, args.dst))
+        return
+    if args.rows is None or args.features is None:
+        raise BigModelError("data generate synthetic needs --rows N and --features F")
     m = generate_synthetic(
         args.dst,
         rows=args.rows,
@@ -110,6 +131,8 @@ def _stats(args: argparse.Namespace) -> None:
     }
 
     def tables() -> list[Any]:
+        if m.task == "lm":  # one column of byte rows: no per-feature statistics
+            return _manifest_tables(m, args.dir)
         shown = list(zip(m.features, m.mean, m.std, strict=True))[:30]
         t = grid_table(
             f"features (training split{', first 30' if len(m.features) > 30 else ''})",

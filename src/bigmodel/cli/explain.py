@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from bigmodel.cli.common import add_json, emit
+from bigmodel.cli.registry import add_registry
 from bigmodel.console import fmt, grid_table
 
 
@@ -18,7 +19,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "or the prediction (regression) against a baseline: the training mean of every feature "
         "(gradient_shap: samples around it). Integrated Gradients reports its convergence delta.",
     )
-    p.add_argument("model", help="model directory")
+    p.add_argument("model", help="model directory or registry NAME[:VERSION|@ALIAS]")
+    add_registry(p)
     p.add_argument("--input", required=True, help="CSV or Parquet file with the model's feature columns")
     p.add_argument(
         "--method",
@@ -56,6 +58,7 @@ def _explain(args: argparse.Namespace) -> None:
         out=out,
         rows=args.rows,
         n_steps=args.steps,
+        registry=args.registry,
     )
 
     def tables() -> list[Any]:

@@ -50,6 +50,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--poll-interval-s", type=float, default=1.0, help="how often aliases are re-read from the registry"
     )
     p.add_argument("--access-log", default="-", help="'-' (stderr), a file, or 'off'")
+    p.add_argument(
+        "--online",
+        action="store_true",
+        help="learn from POST /v2/models/{name}/feedback: the online policy may register versions "
+        "and move the alias each model follows (see `bigmodel online`)",
+    )
+    p.add_argument(
+        "--online-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an online learning setting, e.g. window=500, min_samples=200, margin=0.02, lr=0.03, "
+        "detector=page_hinkley (repeatable)",
+    )
+    p.add_argument("--feedback-max-rows", type=int, default=1000, help="rows per feedback request")
+    p.add_argument("--explain-max-rows", type=int, default=64, help="rows per explain request")
     add_json(p)
     p.set_defaults(func=_serve)
 
@@ -86,4 +102,45 @@ def _serve(args: argparse.Namespace) -> None:
             result: dict[str, Any] = {"url": url, "models": models, "registry": state.repo.registry.location}
             console.print_json(result)
 
-    serve(cfg, on_ready=ready)
+    serve(cfg, extensions=_extensions(args, cfg), on_ready=ready)
+
+
+def _extensions(args: argparse.Namespace, cfg: Any) -> list[Any]:
+    """The explain route always; the feedback route learns only with --online."""
+    import ipaddress
+
+    import yaml
+
+    from bigmodel.errors import BigModelError
+    from bigmodel.explain.route import explain_routes
+    from bigmodel.online.run import online_config
+    from bigmodel.online.server import feedback_routes
+
+    online = None
+    if args.online:
+        try:
+            loopback = cfg.host == "localhost" or ipaddress.ip_address(cfg.host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback and not cfg.api_key:
+            raise BigModelError(
+                f"--online on --host {cfg.host} needs --api-key: feedback can move the production alias"
+            )
+        settings = {}
+        for item in args.online_set:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise BigModelError(f"--online-set {item!r}: expected KEY=VALUE")
+            settings[key.strip()] = yaml.safe_load(value)
+        if "alias" in settings:
+            raise BigModelError(
+                "--online-set alias: the server learns for the alias it serves each model by "
+                "(--models NAME@ALIAS)"
+            )
+        online = online_config(**settings)
+    elif args.online_set:
+        raise BigModelError("--online-set needs --online")
+    return [
+        explain_routes(max_rows=args.explain_max_rows),
+        feedback_routes(online, max_rows=args.feedback_max_rows),
+    ]

@@ -10,12 +10,13 @@ from bigmodel import config
 from bigmodel.cli.common import add_json, emit, int_list
 from bigmodel.console import kv_table
 from bigmodel.errors import BigModelError
-from bigmodel.train import evaluate, train
+from bigmodel.train import consolidate, evaluate, train
 
 # flag -> config key; a flag left out (None) does not override the YAML file or a resumed run
 FLAGS = {
     "dataset": "data.dataset",
     "model": "model.name",
+    "size": "model.size",
     "hidden": "model.hidden",
     "compile": "model.compile",
     "optimizer": "optim.name",
@@ -25,6 +26,9 @@ FLAGS = {
     "epochs": "epochs",
     "until_converged": "until_converged",
     "workers": "dist.workers",
+    "strategy": "dist.strategy",
+    "max_restarts": "dist.max_restarts",
+    "max_steps": "max_steps",
     "seed": "seed",
     "run_dir": "run_dir",
     "device": "device",
@@ -35,8 +39,12 @@ FLAGS = {
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("train", help="train a model (1 process, N local workers, or under torchrun)")
     p.add_argument("config", nargs="?", help="YAML config file (flags and --set override it)")
-    p.add_argument("--dataset", help="built-in name (breast_cancer, digits, synthetic) or prepared folder")
-    p.add_argument("--model", help="model family (mlp)")
+    p.add_argument(
+        "--dataset",
+        help="built-in name (breast_cancer, digits, synthetic, text, pysource) or prepared folder",
+    )
+    p.add_argument("--model", help="model family: mlp (tabular) | transformer (text, task lm)")
+    p.add_argument("--size", help="transformer size: tiny | mini | small | base (86M) | large (152M)")
     p.add_argument("--hidden", type=int_list, help="hidden layer sizes, e.g. 10,10")
     p.add_argument("--optimizer", help="gd | sgd | adam | adamw")
     p.add_argument("--lr", type=float)
@@ -50,6 +58,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="stop when validation loss stops improving (tol, patience)",
     )
     p.add_argument("--workers", type=int, help="local worker processes (torch.distributed + DDP)")
+    p.add_argument(
+        "--strategy", help="ddp (replicate the model) | fsdp (shard parameters, gradients, optimizer state)"
+    )
+    p.add_argument(
+        "--max-restarts",
+        type=int,
+        help="restart all workers up to K times when one dies; they resume from the last checkpoint",
+    )
+    p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="auto | cpu | cuda")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
@@ -68,6 +85,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_json(p)
     p.set_defaults(func=_train)
+
+    c = sub.add_parser(
+        "consolidate",
+        help="a run's checkpoint (saved by any number of workers, sharded or not) -> one model directory",
+    )
+    c.add_argument("run_dir")
+    c.add_argument("dst", help="new model directory (must not exist)")
+    c.add_argument("--step", type=int, help="the checkpoint of this step (default: the newest)")
+    add_json(c)
+    c.set_defaults(func=_consolidate)
 
     e = sub.add_parser("evaluate", help="score a model directory on a dataset's validation split")
     e.add_argument("model_dir")
@@ -101,7 +128,8 @@ def _train(args: argparse.Namespace) -> None:
         m = result["metrics"]
         rows = {
             "dataset": cfg.data.dataset,
-            "model": f"{cfg.model.name} {cfg.model.hidden} ({result['params']:,} params)",
+            "model": f"{_model_name(cfg)} ({result['params']:,} params)",
+            "strategy": result["strategy"],
             "optimizer": f"{cfg.optim.name} lr={cfg.optim.lr:g}",
             "workers": result["world_size"],
             "epochs": result["epochs"],
@@ -109,7 +137,8 @@ def _train(args: argparse.Namespace) -> None:
             "train loss": result["train_loss"],
             **{f"val {k}": v for k, v in m.items()},
             "samples/s": result["samples_per_s"],
-            "data wait": f"{100 * result['data_wait_fraction']:.1f}%",
+            "data wait": f"{100 * result['data_wait_fraction']:.1f}% of step time",
+            "peak memory / worker": f"{result['peak_rss_mb']:,.0f} MiB",
             "train seconds": result["seconds"],
             "run dir": result["run_dir"],
             "loss plot": str(Path(result["run_dir"]) / "loss.png"),
@@ -120,6 +149,17 @@ def _train(args: argparse.Namespace) -> None:
 
     if os.environ.get("RANK", "0") == "0":  # under torchrun every rank returns; one prints
         emit(args, result, tables)
+
+
+def _model_name(cfg: config.TrainConfig) -> str:
+    return f"transformer {cfg.model.size}" if cfg.model.name == "transformer" else f"mlp {cfg.model.hidden}"
+
+
+def _consolidate(args: argparse.Namespace) -> None:
+    result = consolidate(args.run_dir, args.dst, step=args.step)
+    rows = {k: v for k, v in result.items() if k != "metrics"}
+    rows.update({f"val {k}": v for k, v in result["metrics"].items()})
+    emit(args, result, lambda: [kv_table(f"consolidated {args.run_dir}", rows)])
 
 
 def _evaluate(args: argparse.Namespace) -> None:

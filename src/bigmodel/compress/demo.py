@@ -19,7 +19,7 @@ def compression_step(model_dir: str | Path, folder: str | Path, *, json_mode: bo
     folder = Path(folder)
     say = console.err.print if json_mode else console.out.print
     say(
-        "[bold]4. compress[/bold] the model: pruned 50% + fine-tuned, int8 on ONNX Runtime, distilled into Dense(4)"
+        "[bold]compress[/bold] the trained model: pruned 50% + fine-tuned, int8 on ONNX Runtime, distilled into Dense(4)"
     )
     pruned = prune(
         model_dir, sparsity=0.5, finetune_epochs=4, steps=2, out=folder / "pruned50", runs=10, progress=False

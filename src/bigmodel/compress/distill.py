@@ -16,7 +16,7 @@ from typing import Any
 from bigmodel import artifacts
 from bigmodel.compress.measure import profile_all, side_by_side
 from bigmodel.compress.outdir import building, derived_meta, destination, open_source
-from bigmodel.config import TrainConfig, validate
+from bigmodel.config import DistConfig, TrainConfig, validate
 from bigmodel.errors import BigModelError
 from bigmodel.train import train
 
@@ -45,7 +45,7 @@ def student_config(
     model = cfg.model.model_copy(
         update={"hidden": hidden, "dropout": 0.0, "init_from": None, "keep_sparsity": False}
     )
-    dist = cfg.dist.model_copy(update={"workers": workers})
+    dist = DistConfig(workers=workers, threads=cfg.dist.threads, timeout_s=cfg.dist.timeout_s)  # DDP
     optim = cfg.optim.model_copy(update={"lr": lr or cfg.optim.lr})
     kd = (
         None

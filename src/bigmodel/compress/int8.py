@@ -111,7 +111,7 @@ def to_int8(
     smooth: dict[str, torch.Tensor] | None = None,
     static_scales: dict[str, float] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Swap the Linear layers at ``paths`` for ``Int8Linear`` in place; return ``arch["layers"]``."""
+    """Swap the Linear layers at ``paths`` for ``Int8Linear`` in place; return ``arch["compact"]``."""
     smooth, layers = smooth or {}, {}
     for p in paths:
         lin = model.get_submodule(p)

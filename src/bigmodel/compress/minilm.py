@@ -204,7 +204,7 @@ def quantize_encoder(
             module, layers, cos, onnx_file, plan = _int8(
                 fp32, bert_config, folder, data, ref, calib_texts, backend, max_drop, alpha, work
             )
-            arch["layers"] = layers
+            arch["compact"] = layers
             params.update(plan)
         else:
             raise AssertionError(method)

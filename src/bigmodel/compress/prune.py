@@ -28,7 +28,7 @@ from bigmodel import artifacts
 from bigmodel.compress.measure import profile_all, side_by_side
 from bigmodel.compress.outdir import building, check_layers, derived_meta, destination, open_source
 from bigmodel.compress.quantize import FLOAT_LAYERS
-from bigmodel.config import TrainConfig, validate
+from bigmodel.config import DistConfig, TrainConfig, validate
 from bigmodel.errors import BigModelError
 from bigmodel.models import MLP, build_model, mlp_architecture
 from bigmodel.models.layers import SparseLinear, linear_layers, replace_module
@@ -71,7 +71,7 @@ def schedule(sparsity: float, steps: int) -> list[float]:
 @torch.no_grad()
 def prune_unstructured(model: nn.Module, sparsity: float, scoring: str = "lamp") -> dict[str, dict[str, Any]]:
     """Zero the lowest-scored weights of every Linear in place and make them ``SparseLinear``;
-    return the ``arch["layers"]`` entries."""
+    return the ``arch["compact"]`` entries."""
     lins = linear_layers(model)
     masks = global_masks({p: m.weight for p, m in lins.items()}, sparsity, scoring)
     for p, lin in lins.items():
@@ -158,7 +158,7 @@ def prune(
             for i, (s, e) in enumerate(zip(plan, epochs, strict=True)):
                 step = artifacts.load_model(current).module
                 layers = prune_unstructured(step, s, scoring)
-                arch = {**src.meta.architecture, "layers": layers}
+                arch = {**src.meta.architecture, "compact": layers}
                 current = _stage(src, step, arch, Path(work) / f"step{i}")
                 if e:
                     current = _finetune(src, current, Path(work) / f"tuned{i}", e, workers, True, progress)
@@ -216,7 +216,8 @@ def _finetune(
     cfg = validate(base) if base else TrainConfig()
     data = cfg.data.model_copy(update={"dataset": src.meta.dataset["path"]})
     model = cfg.model.model_copy(update={"init_from": str(start), "keep_sparsity": masks, "compile": False})
-    dist = cfg.dist.model_copy(update={"workers": workers})
+    # DDP (the default strategy): a pruned MLP is small, and its masks live on whole tensors
+    dist = DistConfig(workers=workers, threads=cfg.dist.threads, timeout_s=cfg.dist.timeout_s)
     tuned = cfg.model_copy(
         update={
             "data": data,

@@ -211,11 +211,11 @@ def _plan_int8(
     chosen_metric, chosen_onnx = remembered(kept)
     quantized = [p for p in paths if p not in kept]
     module = torch_int8(quantized)
-    layers = {k: v for k, v in (meta.architecture.get("layers") or {}).items() if k not in quantized}
+    layers = {k: v for k, v in (meta.architecture.get("compact") or {}).items() if k not in quantized}
     layers.update(
         {p: {"kind": "int8", "static": static is not None, "smooth": p in smooth} for p in quantized}
     )
-    arch = {**meta.architecture, "layers": layers}
+    arch = {**meta.architecture, "compact": layers}
     return Int8Plan(module, arch, quantized, kept, chosen_metric, sensitivity, chosen_onnx)
 
 

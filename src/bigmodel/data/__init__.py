@@ -9,6 +9,7 @@ from bigmodel.data.manifest import Manifest, load_manifest
 from bigmodel.data.prepare import prepare
 from bigmodel.data.stream import Batch, ParquetStream, iterate
 from bigmodel.data.synthetic import generate_synthetic
+from bigmodel.data.text import generate_text, prepare_text
 
 __all__ = [
     "BUILTINS",
@@ -17,9 +18,11 @@ __all__ = [
     "ParquetStream",
     "dataset_stats",
     "generate_synthetic",
+    "generate_text",
     "iterate",
     "load_manifest",
     "prepare",
+    "prepare_text",
     "resolve",
 ]
 

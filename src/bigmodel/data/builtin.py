@@ -1,7 +1,9 @@
 """Built-in datasets by name, prepared once into a cache under ``$BIGMODEL_HOME/datasets``.
 
 ``breast_cancer`` and ``digits`` are real data shipped inside scikit-learn (no download);
-``synthetic`` is a 20,000-row binary task from the seeded generator.
+``synthetic`` is a 20,000-row binary task from the seeded generator. Two byte-level text datasets
+for language models (``--model transformer``): ``text``, 2 MB of seeded generated text, and
+``pysource``, the Python standard library's own source (~13 MB, shipped with every Python).
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ import numpy as np
 from bigmodel.data.manifest import Manifest, Task, load_manifest
 from bigmodel.data.shards import ShardWriter
 from bigmodel.data.synthetic import generate_synthetic
+from bigmodel.data.text import generate_text, prepare_python_source
 from bigmodel.errors import BigModelError
 from bigmodel.fsutil import atomic_dir
 
-BUILTINS = ("breast_cancer", "digits", "synthetic")
+BUILTINS = ("breast_cancer", "digits", "synthetic", "text", "pysource")
 
 
 def home() -> Path:
@@ -63,9 +66,16 @@ def resolve(dataset: str, *, seed: int = 0, val_fraction: float = 0.2) -> tuple[
         return path, load_manifest(path)
     dst = home() / "datasets" / f"{dataset}-seed{seed}-val{val_fraction:g}"
     if not (dst / "manifest.json").exists():
-        if dataset == "synthetic":
+        if dataset in ("synthetic", "text", "pysource"):
             tmp_parent = dst.parent / f".{dst.name}.gen-{os.getpid()}"
-            generate_synthetic(tmp_parent, rows=20000, features=16, seed=seed, val_fraction=val_fraction)
+            if dataset == "synthetic":
+                generate_synthetic(tmp_parent, rows=20000, features=16, seed=seed, val_fraction=val_fraction)
+            elif dataset == "text":
+                generate_text(
+                    tmp_parent, n_bytes=2_000_000, context=128, seed=seed, val_fraction=val_fraction
+                )
+            else:
+                prepare_python_source(tmp_parent, context=256, seed=seed, val_fraction=val_fraction)
             try:
                 os.rename(tmp_parent, dst)
             except OSError:  # another process prepared it first

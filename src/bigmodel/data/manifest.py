@@ -12,7 +12,7 @@ from bigmodel.errors import BigModelError
 
 MANIFEST = "manifest.json"
 FORMAT = "bigmodel.dataset/1"
-Task = Literal["binary", "multiclass", "regression"]
+Task = Literal["binary", "multiclass", "regression", "lm"]
 
 
 class Split(BaseModel):
@@ -23,7 +23,9 @@ class Split(BaseModel):
 
 class Manifest(BaseModel):
     """What a prepared dataset holds. Feature columns are float32; the label column holds class
-    codes 0..K-1 (int64) for classification and float32 targets for regression."""
+    codes 0..K-1 (int64) for classification and float32 targets for regression. A language-modelling
+    (``lm``) dataset has one column, ``tokens``: rows of ``context + 1`` token ids (bytes), the
+    model reads the first ``context`` and predicts the last ``context``."""
 
     model_config = ConfigDict(extra="forbid")
     format: str = FORMAT
@@ -38,6 +40,8 @@ class Manifest(BaseModel):
     std: list[float]  # per feature, training split (1.0 where a feature is constant)
     target_mean: float = 0.0  # regression target, training split
     target_std: float = 1.0
+    context: int = 0  # lm: tokens a model reads per row
+    vocab: int = 0  # lm: number of token ids (256 for bytes)
     seed: int
     val_fraction: float
     content_hash: str  # sha256 over the shard files' hashes, in order
@@ -49,6 +53,8 @@ class Manifest(BaseModel):
 
     @property
     def num_outputs(self) -> int:
+        if self.task == "lm":
+            return self.vocab
         return self.num_classes if self.task == "multiclass" else 1
 
     def split(self, name: str) -> Split:

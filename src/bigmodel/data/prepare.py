@@ -3,7 +3,8 @@ prepared dataset: Parquet shards per split plus a manifest with statistics and a
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +25,19 @@ _CSV = (".csv", ".csv.gz", ".tsv")
 _BATCH_ROWS = 65536
 
 
-def _list_files(src: str) -> tuple[fsspec.AbstractFileSystem, list[str]]:
+def open_source(src: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """A local path or fsspec URL that must exist -> (file system, path)."""
     try:
         fs, path = fsspec.core.url_to_fs(src)
     except (ValueError, ImportError) as err:
         raise BigModelError(f"cannot open {src}: {err}") from None
     if not fs.exists(path):
         raise BigModelError(f"source not found: {src}")
+    return fs, path
+
+
+def _list_files(src: str) -> tuple[fsspec.AbstractFileSystem, list[str]]:
+    fs, path = open_source(src)
     if fs.isdir(path):
         files = sorted(f for f in fs.find(path) if f.lower().endswith(_PARQUET + _CSV))
         if not files:
@@ -44,7 +51,7 @@ def _list_files(src: str) -> tuple[fsspec.AbstractFileSystem, list[str]]:
 
 def _batches(
     fs: fsspec.AbstractFileSystem, path: str, columns: list[str] | None = None
-) -> Iterator[pa.RecordBatch]:
+) -> Generator[pa.RecordBatch, None, None]:
     """Stream one file as record batches in bounded memory."""
     try:
         with fs.open(path, "rb") as f:
@@ -61,14 +68,19 @@ def _batches(
                     parse_options=pcsv.ParseOptions(delimiter=delim),
                     convert_options=pcsv.ConvertOptions(include_columns=columns),
                 )
-                yield from reader
+                try:
+                    yield from reader
+                finally:
+                    # Stop Arrow's read-ahead threads now: left to interpreter exit they can abort it.
+                    reader.close()
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as err:
         raise BigModelError(f"cannot read {path}: {str(err).splitlines()[0]}") from None
 
 
 def _schema(fs: fsspec.AbstractFileSystem, path: str) -> pa.Schema:
-    for batch in _batches(fs, path):
-        return batch.schema
+    with contextlib.closing(_batches(fs, path)) as batches:
+        for batch in batches:
+            return batch.schema
     raise BigModelError(f"{path} is empty: no rows")
 
 
@@ -101,12 +113,18 @@ def prepare(
     seed: int = 0,
     task: Task | None = None,
     name: str | None = None,
+    context: int = 256,
 ) -> Manifest:
     """Turn a CSV/Parquet file or folder into a prepared dataset at ``dst`` (which must not exist).
 
     Features must be numeric and finite; classification labels become codes 0..K-1 with the
     original values kept in the manifest. Written under a temporary name and renamed when complete.
+    With ``task="lm"`` the source is text (any files) and becomes byte rows of ``context + 1``.
     """
+    if task == "lm":
+        from bigmodel.data.text import prepare_text
+
+        return prepare_text(src, dst, context=context, val_fraction=val_fraction, seed=seed, name=name)
     dst = Path(dst)
     if dst.exists():
         raise BigModelError(

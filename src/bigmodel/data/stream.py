@@ -16,12 +16,13 @@ from __future__ import annotations
 import math
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
@@ -33,8 +34,10 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, slots=True)
 class Batch:
-    x: torch.Tensor  # (b_r, F) float32, this rank's rows of the global batch
-    y: torch.Tensor  # (b_r,) int64 codes (multiclass) or float32 (binary, regression)
+    x: torch.Tensor  # (b_r, F) float32 (column-major), this rank's rows of the batch; lm: (b_r, T) int64
+    y: (
+        torch.Tensor
+    )  # (b_r,) int64 codes (multiclass) or float32 (binary, regression); lm: (b_r, T) next tokens
     rows: int  # rows in the global batch, over all ranks
     index: int  # batch number within the epoch
 
@@ -44,6 +47,9 @@ class RowGroup:
     path: str
     index: int
     rows: int
+
+
+Window = tuple[int, torch.Tensor, torch.Tensor]  # (k, x, y): this rank's rows of window k
 
 
 def rank_slice(b: int, world: int, rank: int) -> tuple[int, int]:
@@ -61,7 +67,13 @@ def list_row_groups(root: str | Path, manifest: Manifest, split: str) -> list[Ro
 
 
 class ParquetStream(IterableDataset):
-    """Yields ``(window, x, y)``: this rank's rows of one window, in stream order."""
+    """Yields ``(window, x, y)``: this rank's rows of one window, in stream order.
+
+    Reading a window has two stages, ``read`` (Parquet row groups -> Arrow slices: I/O and
+    decoding) and ``assemble`` (Arrow columns -> one row-major tensor, shuffled, this rank's rows
+    only); ``iterate`` runs them in two background threads so that they overlap each other and
+    the training step.
+    """
 
     def __init__(
         self,
@@ -83,7 +95,8 @@ class ParquetStream(IterableDataset):
         self.rank, self.world = rank, world
         self.seed, self.shuffle = seed, shuffle
         self.window = math.ceil(window_rows / batch_size) * batch_size  # whole global batches
-        self.columns = [*manifest.features, manifest.label]
+        self.tokens = manifest.task == "lm"
+        self.columns = [manifest.label] if self.tokens else [*manifest.features, manifest.label]
         self.y_dtype = np.int64 if manifest.task == "multiclass" else np.float32
         self.epoch = 0
         self.start_batch = 0
@@ -104,45 +117,64 @@ class ParquetStream(IterableDataset):
         perm = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.groups))
         return [self.groups[i] for i in perm]
 
-    def __iter__(self) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[Window]:
+        for k, pieces in self.read():
+            yield self.assemble(k, pieces)
+
+    def read(self) -> Iterator[tuple[int, list[pa.Table]]]:
+        """Stage 1: for each window this (DataLoader) worker owns, the Arrow slices that make it."""
         info = get_worker_info()
         wid, nw = (info.id, info.num_workers) if info else (0, 1)
         order = self._order()
         starts = np.cumsum([0] + [g.rows for g in order])
         files: dict[str, pq.ParquetFile] = {}
+        last: tuple[int, pa.Table] | None = None  # a row group that straddles two windows is read once
         first = self.start_batch * self.batch_size // self.window
         for k in range(first, math.ceil(self.n / self.window)):
-            if (k - first) % nw == wid:
-                yield self._read_window(k, order, starts, files)
+            if (k - first) % nw != wid:
+                continue
+            lo, hi = k * self.window, min(self.n, (k + 1) * self.window)
+            g = int(np.searchsorted(starts, lo, side="right")) - 1
+            pieces, pos = [], lo
+            while pos < hi:
+                rg = order[g]
+                if last is None or last[0] != g:
+                    pf = files.get(rg.path) or files.setdefault(rg.path, pq.ParquetFile(rg.path))
+                    last = (g, pf.read_row_group(rg.index, columns=self.columns))
+                a, b = pos - starts[g], min(rg.rows, hi - starts[g])  # rows of this group in the window
+                pieces.append(last[1].slice(a, b - a))
+                pos += b - a
+                g += 1
+            yield k, pieces
 
-    def _read_window(
-        self, k: int, order: list[RowGroup], starts: np.ndarray, files: dict[str, pq.ParquetFile]
-    ) -> tuple[int, torch.Tensor, torch.Tensor]:
-        lo, hi = k * self.window, min(self.n, (k + 1) * self.window)
-        w, nf = hi - lo, len(self.manifest.features)
-        xf = np.empty((w, nf), dtype=np.float32, order="F")  # column copies are plain memcpys
-        yw = np.empty(w, dtype=self.y_dtype)
-        g = int(np.searchsorted(starts, lo, side="right")) - 1
-        pos = lo
-        while pos < hi:
-            rg = order[g]
-            a, b = pos - starts[g], min(rg.rows, hi - starts[g])  # rows of this group in the window
-            pf = files.get(rg.path) or files.setdefault(rg.path, pq.ParquetFile(rg.path))
-            table = pf.read_row_group(rg.index, columns=self.columns).slice(a, b - a)
-            at = pos - lo
-            for j in range(nf):
-                xf[at : at + b - a, j] = table.column(j).to_numpy()
-            yw[at : at + b - a] = table.column(nf).to_numpy()
-            pos += b - a
-            g += 1
-        x = np.ascontiguousarray(xf)  # (w, F) row-major for the gathers below
+    def assemble(self, k: int, pieces: list[pa.Table]) -> Window:
+        """Stage 2: one window's slices -> this rank's rows, row-major, in stream order."""
+        w = sum(p.num_rows for p in pieces)
         take = self._rank_rows(k, w)
         if self.shuffle:
             perm = np.random.default_rng([self.seed, self.epoch, k]).permutation(w)
             take = perm if take is None else perm[take]
-        if take is not None:
-            x, yw = np.take(x, take, axis=0), np.take(yw, take)
-        return k, torch.from_numpy(x), torch.from_numpy(yw)
+        if self.tokens:
+            tok = np.concatenate([_token_rows(p) for p in pieces])  # (w, T + 1) uint8
+            if take is not None:
+                tok = np.take(tok, take, axis=0)
+            return k, torch.from_numpy(tok), torch.empty(0)
+        # Features to a (F, w) row-major tensor (one Arrow call per piece: a column-major copy that
+        # never takes the GIL per column), then one gather along each feature's row shuffles and
+        # keeps this rank's rows. Batches come out column-major, (b, F) views of (F, w); a model's
+        # first layer takes that layout as it is.
+        nf = len(self.manifest.features)
+        xs, ys = [], []
+        for p in pieces:
+            for rb in p.select(range(nf)).combine_chunks().to_batches():
+                xs.append(torch.from_numpy(np.asarray(rb.to_tensor(row_major=False)).T))  # (F, n)
+            ys.append(p.column(nf).to_numpy().astype(self.y_dtype, copy=False))
+        cols = xs[0] if len(xs) == 1 else torch.cat(xs, dim=1)  # (F, w)
+        y = torch.from_numpy(np.concatenate(ys) if len(ys) > 1 else ys[0].copy())
+        if take is None:
+            return k, cols.t(), y
+        idx = torch.from_numpy(take)
+        return k, cols.index_select(1, idx).t(), y.index_select(0, idx)
 
     def _rank_rows(self, k: int, w: int) -> np.ndarray | None:
         """Positions within window k that belong to this rank, in stream order (None: all)."""
@@ -165,22 +197,36 @@ class ParquetStream(IterableDataset):
             rows = self.batch_rows(j)
             a, b = rank_slice(rows, self.world, self.rank)
             if j >= self.start_batch:
-                yield Batch(x[at : at + b - a], y[at : at + b - a], rows, j)
+                if self.tokens:  # a row of T + 1 tokens: inputs are the first T, targets the last T
+                    tok = x[at : at + b - a]
+                    yield Batch(tok[:, :-1].long(), tok[:, 1:].long(), rows, j)
+                else:
+                    yield Batch(x[at : at + b - a], y[at : at + b - a], rows, j)
             at += b - a
+
+
+def _token_rows(table: pa.Table) -> np.ndarray:
+    """A fixed-size-list<uint8> column -> (rows, T + 1) uint8 (zero-copy per chunk)."""
+    col = table.column(0)
+    width = col.type.list_size
+    parts = [c.flatten().to_numpy().reshape(-1, width) for c in col.chunks]
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def iterate(
     stream: ParquetStream, epoch: int, *, start_batch: int = 0, loader_workers: int = 0, prefetch: int = 2
-) -> Iterator[Batch]:
+) -> Generator[Batch, None, None]:
     """This rank's batches of one epoch, from ``start_batch`` on (resuming mid-epoch)."""
     stream.set_epoch(epoch, start_batch)
-    windows: Iterable[tuple[int, torch.Tensor, torch.Tensor]]
+    windows: Iterable[Window]
     if loader_workers > 0:
         windows = DataLoader(
             stream, batch_size=None, num_workers=loader_workers, prefetch_factor=max(prefetch, 1)
         )
-    elif prefetch > 0:
-        windows = background(stream, prefetch)
+    elif prefetch > 0:  # read and assemble in two threads: decoding overlaps copying and training
+        windows = background(
+            (stream.assemble(k, p) for k, p in background(stream.read(), prefetch)), prefetch
+        )
     else:
         windows = stream
     for k, x, y in windows:

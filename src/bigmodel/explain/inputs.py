@@ -16,17 +16,63 @@ from bigmodel.data.prepare import _features as checked_features
 from bigmodel.errors import BigModelError
 
 
-def resolve_model(ref: str | Path) -> LoadedModel:
-    """A model directory -> the loaded, hash-verified model.
-
-    The hook for registry names: once the registry exists, a ``ref`` that is not a directory
-    (``NAME``, ``NAME@alias``, ``NAME:version``) resolves through it here, and every verb that
-    takes MODEL_DIR_OR_NAME gets it for free.
-    """
+def resolve_model(ref: str | Path, registry: str | None = None) -> LoadedModel:
+    """A model directory, or a registry reference ``NAME``, ``NAME@ALIAS``, ``NAME:VERSION`` (in
+    ``registry``, default ``$BIGMODEL_REGISTRY``) -> the loaded, hash-verified model."""
     path = Path(ref)
     if path.is_dir():
         return load_model(path)
-    raise BigModelError(f"model not found: {ref} is not a model directory")
+    text = str(ref)
+    if "/" in text or "\\" in text or text.startswith("."):
+        raise BigModelError(f"model not found: {ref} is not a model directory")
+    from bigmodel.registry import Registry
+
+    return load_model(Registry(registry).resolve(text))
+
+
+def label_name(meta: ModelMeta) -> str:
+    return meta.label or "label"
+
+
+def table_from_rows(rows: Any, meta: ModelMeta, source: str, *, labels: bool) -> pa.Table:
+    """A list of row objects -> an Arrow table of the model's columns; errors name the row and key."""
+    if not isinstance(rows, list) or not rows:
+        raise BigModelError(f"{source}: 'rows' must be a non-empty list of objects")
+    names = [*meta.features, label_name(meta)] if labels else list(meta.features)
+    for i, r in enumerate(rows):
+        if not isinstance(r, dict):
+            raise BigModelError(f"{source}: rows[{i}] must be an object of feature names to values")
+        for name in names:
+            if name not in r:
+                what = "label" if labels and name == names[-1] else "feature"
+                raise BigModelError(f"{source}: rows[{i}] has no {what} '{name}'")
+    cols = {}
+    for name in names:
+        values = [r[name] for r in rows]
+        is_label = labels and name == names[-1]
+        ok = _is_label_value if is_label else _is_number
+        bad = next((i for i, v in enumerate(values) if not ok(v)), None)
+        if bad is not None:
+            what = (
+                f"label '{name}' must be a class name or a number"
+                if is_label
+                else f"feature '{name}' must be a number"
+            )
+            raise BigModelError(f"{source}: rows[{bad}] {what}, got {values[bad]!r:.40}")
+        try:
+            cols[name] = pa.array(values) if is_label else pa.array(values, type=pa.float64())
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            what = "label" if is_label else "feature"
+            raise BigModelError(f"{source}: {what} '{name}' mixes numbers and text across rows") from None
+    return pa.table(cols)
+
+
+def _is_number(v: Any) -> bool:
+    return v is None or (isinstance(v, int | float) and not isinstance(v, bool))  # None: named later
+
+
+def _is_label_value(v: Any) -> bool:
+    return v is None or isinstance(v, str) or _is_number(v)
 
 
 def read_table(path: str | Path) -> pa.Table:
@@ -62,7 +108,7 @@ def features_from_table(table: pa.Table, meta: ModelMeta, source: str) -> np.nda
 def labels_from_column(values: Any, meta: ModelMeta, source: str) -> np.ndarray:
     """True labels as the model's codes (classification) or float targets (regression); an
     unknown class, a missing value or a non-number target -> error naming the label column."""
-    name = meta.label or "label"
+    name = label_name(meta)
     col = pa.array(values) if not isinstance(values, pa.Array | pa.ChunkedArray) else values
     if col.null_count:
         raise BigModelError(f"{source}: label column '{name}' has a missing value")

@@ -20,8 +20,10 @@ def explain(
     out: str | Path | None = None,
     rows: int | None = None,
     n_steps: int = 64,
+    registry: str | None = None,
 ) -> dict[str, Any]:
-    """Per-feature attributions of ``model`` (a model directory) for the rows of ``input`` (CSV or
+    """Per-feature attributions of ``model`` (a model directory, or a registry reference
+    ``NAME``, ``NAME@ALIAS``, ``NAME:VERSION`` in ``registry``) for the rows of ``input`` (CSV or
     Parquet with the model's feature columns; other columns, e.g. the label, are ignored).
 
     ``method``: integrated_gradients (default; with ``convergence_delta`` per row), gradient_shap,
@@ -38,13 +40,13 @@ def explain(
         raise BigModelError(f"--rows must be positive, got {rows}")
     if out is not None and Path(out).exists():
         raise BigModelError(f"{out} already exists (choose another --out; nothing was overwritten)")
-    loaded = resolve_model(model)
+    loaded = resolve_model(model, registry)
     table = read_table(input)
     if rows is not None:
         table = table.slice(0, rows)
     x = features_from_table(table, loaded.meta, str(input))
     result = explain_batch(loaded, x, method, target=target, n_steps=n_steps)
-    result = {"model": str(model), "input": str(input), **result}
+    result = {"model": str(model), "model_dir": str(loaded.path), "input": str(input), **result}
     if out is not None:
         bar_chart(result, out, title=f"{Path(str(model)).name}: {method.replace('_', ' ')}")
         result["png"] = str(out)

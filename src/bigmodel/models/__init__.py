@@ -10,8 +10,19 @@ from torch import nn
 from bigmodel.errors import BigModelError
 from bigmodel.models.layers import Int8Linear, apply_layers, set_dtype
 from bigmodel.models.mlp import MLP, Standardize
+from bigmodel.models.transformer import SIZES, VOCAB, Transformer
 
-__all__ = ["MLP", "Standardize", "build_model", "count_params", "example_input", "mlp_architecture"]
+__all__ = [
+    "MLP",
+    "SIZES",
+    "Standardize",
+    "Transformer",
+    "build_model",
+    "count_params",
+    "example_input",
+    "mlp_architecture",
+    "transformer_architecture",
+]
 
 
 def mlp_architecture(
@@ -27,10 +38,24 @@ def mlp_architecture(
     }
 
 
+def transformer_architecture(size: str, context: int, dropout: float = 0.0) -> dict[str, Any]:
+    layers, width, heads = SIZES[size]
+    return {
+        "name": "transformer",
+        "size": size,
+        "layers": layers,
+        "width": width,
+        "heads": heads,
+        "context": context,
+        "vocab": VOCAB,
+        "dropout": dropout,
+    }
+
+
 def build_model(arch: dict[str, Any]) -> nn.Module:
     """Rebuild the module an architecture dict describes (weights are loaded separately).
 
-    Compression may add ``layers`` (module path -> compact kind: sparse, int8) and ``dtype``
+    Compression may add ``compact`` (module path -> compact kind: sparse, int8) and ``dtype``
     (float16, bfloat16); see ``bigmodel.models.layers``."""
     name = arch.get("name")
     model: nn.Module
@@ -42,13 +67,22 @@ def build_model(arch: dict[str, Any]) -> nn.Module:
             arch.get("activation", "relu"),
             arch.get("dropout", 0.0),
         )
+    elif name == "transformer":
+        model = Transformer(
+            arch["layers"],
+            arch["width"],
+            arch["heads"],
+            arch["context"],
+            arch.get("vocab", VOCAB),
+            arch.get("dropout", 0.0),
+        )
     elif name == "sentence_encoder":
         from bigmodel.models.sentence import SentenceEncoder
 
         model = SentenceEncoder(arch["bert"])
     else:
-        raise BigModelError(f"unknown model '{name}' (known: mlp, sentence_encoder)")
-    apply_layers(model, arch.get("layers") or {})
+        raise BigModelError(f"unknown model '{name}' (known: mlp, transformer, sentence_encoder)")
+    apply_layers(model, arch.get("compact") or {})
     if arch.get("dtype"):
         set_dtype(model, arch["dtype"])
     return model
@@ -57,7 +91,10 @@ def build_model(arch: dict[str, Any]) -> nn.Module:
 def example_input(
     arch: dict[str, Any], batch: int, *, mean: list[float] | None = None, std: list[float] | None = None
 ) -> torch.Tensor:
-    """A batch of plausible raw inputs for a family (for export and benchmarks): (B, F) float32."""
+    """A batch of plausible raw inputs for a family (for export and benchmarks): (B, F) float32
+    for an MLP, (B, context) int64 byte tokens for a transformer."""
+    if arch.get("name") == "transformer":
+        return torch.randint(0, arch.get("vocab", VOCAB), (batch, arch["context"]))
     if arch.get("name") == "mlp":
         x = torch.randn(batch, arch["in_features"])
         if mean is not None and std is not None:

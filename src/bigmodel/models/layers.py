@@ -2,7 +2,7 @@
 
 Each is a plain ``nn.Module`` whose state dict holds only safetensors-friendly tensors, so a
 compressed model directory loads through the same ``build_model(arch)`` + ``load_state_dict`` as any
-other. ``arch["layers"]`` maps a module path to its kind, e.g. ``{"net.0": {"kind": "sparse"},
+other. ``arch["compact"]`` maps a module path to its kind, e.g. ``{"net.0": {"kind": "sparse"},
 "net.2": {"kind": "int8", "static": false}}``; ``apply_layers`` swaps those modules in.
 
 - ``SparseLinear``: a dense ``nn.Linear`` in memory (fast dense kernels, trainable); on disk a
@@ -73,8 +73,9 @@ class SparseLinear(nn.Linear):
                     f"{prefix}weight: mask has {int(mask.sum())} ones but {values.numel()} values"
                 )
                 return
-            dense = torch.zeros_like(self.weight)
-            dense[mask] = values.to(dense.dtype)
+            # built where the values are (a module on the meta device gets real weights, assigned)
+            dense = torch.zeros(self.weight.shape, dtype=self.weight.dtype, device=values.device)
+            dense[mask.to(values.device)] = values.to(dense.dtype)
             state_dict[prefix + "weight"] = dense
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
@@ -176,7 +177,7 @@ def _set_module(model: nn.Module, path: str, new: nn.Module) -> None:
 
 
 def apply_layers(model: nn.Module, layers: dict[str, dict[str, Any]]) -> nn.Module:
-    """Swap the modules ``arch["layers"]`` names for their compact kinds (weights are loaded later)."""
+    """Swap the modules ``arch["compact"]`` names for their compact kinds (weights are loaded later)."""
     for path, spec in layers.items():
         try:
             old = model.get_submodule(path)

@@ -131,6 +131,22 @@ class Registry:
             )
         return self.show(Ref(name, alias=alias))
 
+    def move_alias(self, name: str, alias: str, version: int, *, expect: int | None) -> bool:
+        """Compare-and-set: point ``alias`` at ``version`` only if it points at ``expect`` now (None:
+        only if it is unset). False, and nothing changed, if someone moved it in the meantime."""
+        check_alias(alias)
+        with db.locked(self.engine) as conn:
+            self._require_version(conn, name, version)
+            q = select(db.aliases.c.version).where(db.aliases.c.name == name, db.aliases.c.alias == alias)
+            now = conn.execute(q).scalar()
+            if (None if now is None else int(now)) != expect:
+                return False
+            conn.execute(sql_delete(db.aliases).where(db.aliases.c.name == name, db.aliases.c.alias == alias))
+            conn.execute(
+                insert(db.aliases).values(name=name, alias=alias, version=version, updated_at=_now())
+            )
+        return True
+
     def unalias(self, name: str, alias: str) -> None:
         with db.locked(self.engine) as conn:
             gone = conn.execute(

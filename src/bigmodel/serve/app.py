@@ -14,7 +14,7 @@ import logging
 import signal
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +45,8 @@ class ServerState:
     metrics: Metrics
     access: AccessLog
     on_ready: list[Callable[[ServerState], None]] = field(default_factory=list)
+    # extensions' own clean-up (e.g. a learner thread), before the models are released
+    on_shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -150,6 +152,8 @@ class App:
             hook(self.state)
         await send({"type": "lifespan.startup.complete"})
         await receive()  # lifespan.shutdown
+        for stop in self.state.on_shutdown:
+            await stop()
         await self.state.repo.stop()
         await self.state.access.close()
         await send({"type": "lifespan.shutdown.complete"})

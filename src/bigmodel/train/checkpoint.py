@@ -1,20 +1,32 @@
-"""Training checkpoints without pickle: tensors in safetensors, everything else in JSON.
+"""Training checkpoints for any strategy and world size, without pickle.
 
-    checkpoints/step-000000120/
-        model.safetensors      module state dict
-        optimizer.safetensors  optimizer tensors (the structure is in state.json)
+Tensors go through ``torch.distributed.checkpoint`` (DCP): ``get_state_dict`` gives the model and
+optimizer state as this rank holds it (whole tensors under DDP, shards under FSDP), and every
+rank writes its own pieces. The storage is DCP's safetensors layout (``HuggingFaceStorageWriter``
+with ``save_distributed``): each file records the offset of each piece in its JSON header, so a
+checkpoint saved on N workers loads on M (DCP reads the slices each new shard needs), in one
+process too. DCP's default ``FileSystemWriter`` would also write a ``.metadata`` file that its
+reader loads with ``pickle.load``; this layout has none, and nothing here unpickles anything.
+
+    checkpoints/step-000000120-00001/
+        shards/shard-00001-model-00001-of-00001.safetensors   rank 0's pieces (rank 1: shard-00002-...)
         rng.safetensors        each rank's torch RNG state
-        state.json             step, data position, trainer state, optimizer/scheduler structure,
-                               and the sha256 of each file above; written last
+        state.json             step, world size, trainer state (data position, ...), the non-tensor
+                               parts of the model/optimizer state dicts, the scheduler, and the
+                               sha256 of every file above; written last
 
-A checkpoint is built under a temporary name and renamed when complete, and a directory whose
-state.json is missing or whose hashes do not match is skipped by resume, never trusted.
+A checkpoint is built under a temporary name and renamed when complete; a directory whose
+state.json is missing or whose hashes do not match is skipped by resume, never trusted. Several
+machines must share the run directory (a network file system).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,24 +35,27 @@ import torch.distributed as tdist
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from bigmodel.errors import BigModelError
 from bigmodel.fsutil import sha256_file, write_json_atomic
 from bigmodel.train.dist import DistEnv, barrier
 
-FILES = ("model.safetensors", "optimizer.safetensors", "rng.safetensors")
+SHARDS = "shards"
+RNG = "rng.safetensors"
+STATE = "state.json"
 
 
 def flatten(obj: Any, tensors: dict[str, torch.Tensor], prefix: str = "t") -> Any:
-    """Replace tensors in a nested structure by references, keeping dict key types and tuples."""
+    """Replace tensors in a nested structure by references named by their path (the same names on
+    every rank and for every world size), keeping dict key types and tuples."""
     if isinstance(obj, torch.Tensor):
-        key = f"{prefix}.{len(tensors)}"
-        tensors[key] = obj.detach().cpu().contiguous()
-        return {"__tensor__": key}
+        tensors[prefix] = obj
+        return {"__tensor__": prefix}
     if isinstance(obj, dict):
-        return {"__dict__": [[k, flatten(v, tensors, prefix)] for k, v in obj.items()]}
+        return {"__dict__": [[k, flatten(v, tensors, f"{prefix}.{k}")] for k, v in obj.items()]}
     if isinstance(obj, tuple):
-        return {"__tuple__": [flatten(v, tensors, prefix) for v in obj]}
+        return {"__tuple__": [flatten(v, tensors, f"{prefix}.{i}") for i, v in enumerate(obj)]}
     if isinstance(obj, list):
-        return [flatten(v, tensors, prefix) for v in obj]
+        return [flatten(v, tensors, f"{prefix}.{i}") for i, v in enumerate(obj)]
     return obj
 
 
@@ -54,6 +69,14 @@ def unflatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
     if isinstance(obj, list):
         return [unflatten(v, tensors) for v in obj]
     return obj
+
+
+@contextlib.contextmanager
+def _one_process_is_fine() -> Iterator[None]:
+    """DCP warns on every save/load without a process group; one process is a supported case here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is .*single process")
+        yield
 
 
 def _gather_rng(env: DistEnv) -> list[torch.Tensor]:
@@ -78,32 +101,46 @@ def save(
     keep: int = 2,
 ) -> Path | None:
     """Write a checkpoint (collective: every rank must call). Returns its path on rank 0."""
-    rngs = _gather_rng(env)
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint import HuggingFaceStorageWriter
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
     root = run_dir / "checkpoints"
     # Named by step, then epoch: the end-of-epoch checkpoint of a step sorts after a mid-epoch one.
     final = root / f"step-{step:09d}-{trainer['epoch']:05d}"
-    path = None
-    if env.is_main and not final.exists():
-        tmp = root / f".{final.name}.tmp"
+    if final.exists():  # e.g. resuming a finished run: the same state is already saved
+        return final if env.is_main else None
+    rngs = _gather_rng(env)
+    model_sd, optim_sd = get_state_dict(module, optimizer)
+    tensors: dict[str, torch.Tensor] = {}
+    skeleton = {
+        "model": flatten(model_sd, tensors, "model"),
+        "optimizer": flatten(optim_sd, tensors, "optim"),
+    }
+    tmp = root / f".{final.name}.tmp"
+    if env.is_main:
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        save_file(
-            {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()},
-            str(tmp / "model.safetensors"),
+        (tmp / SHARDS).mkdir(parents=True)
+    barrier(env)
+    with _one_process_is_fine():
+        dcp.save(
+            tensors,
+            storage_writer=HuggingFaceStorageWriter(str(tmp / SHARDS), save_distributed=True),
+            no_dist=not tdist.is_initialized(),
         )
-        opt_tensors: dict[str, torch.Tensor] = {}
-        opt_skel = flatten(optimizer.state_dict(), opt_tensors, "opt")
-        save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
-        save_file({f"rank{r}": t for r, t in enumerate(rngs)}, str(tmp / "rng.safetensors"))
+    path = None
+    if env.is_main:  # dcp.save returns on rank 0 only after every rank has written its pieces
+        save_file({f"rank{r}": t for r, t in enumerate(rngs)}, str(tmp / RNG))
+        files = sorted(str(f.relative_to(tmp)) for f in tmp.rglob("*") if f.is_file())
         state = {
             "step": step,
             "world_size": env.world,
             "trainer": trainer,
-            "optimizer": opt_skel,
+            **skeleton,
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
-            "files": {f: sha256_file(tmp / f) for f in FILES},
+            "files": {f: sha256_file(tmp / f) for f in files},
         }
-        write_json_atomic(tmp / "state.json", state)
+        write_json_atomic(tmp / STATE, state)
         tmp.rename(final)
         for old in sorted(root.glob("step-*"))[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
@@ -114,8 +151,8 @@ def save(
 
 def _valid(path: Path) -> dict[str, Any] | None:
     try:
-        state = json.loads((path / "state.json").read_text())
-        if all(sha256_file(path / f) == h for f, h in state["files"].items()):
+        state = json.loads((path / STATE).read_text())
+        if state["files"] and all(sha256_file(path / f) == h for f, h in state["files"].items()):
             return dict(state)
     except (OSError, ValueError, KeyError, TypeError):
         pass
@@ -131,6 +168,50 @@ def latest(run_dir: Path) -> tuple[Path, dict[str, Any]] | None:
     return None
 
 
+def _refs(skeleton: Any) -> list[str]:
+    """The tensor names a skeleton refers to."""
+    if isinstance(skeleton, dict):
+        if "__tensor__" in skeleton:
+            return [skeleton["__tensor__"]]
+        items = skeleton["__tuple__"] if "__tuple__" in skeleton else [v for _, v in skeleton["__dict__"]]
+        return [r for v in items for r in _refs(v)]
+    if isinstance(skeleton, list):
+        return [r for v in skeleton for r in _refs(v)]
+    return []
+
+
+def find(run_dir: Path, step: int | None = None) -> tuple[Path, dict[str, Any]] | None:
+    """The newest verified checkpoint, or the newest of ``step``."""
+    if step is None:
+        return latest(run_dir)
+    for path in sorted((run_dir / "checkpoints").glob(f"step-{step:09d}-*"), reverse=True):
+        state = _valid(path)
+        if state is not None:
+            return path, state
+    return None
+
+
+def _load_tensors(path: Path, skeleton: Any, targets: Any, prefix: str) -> Any:
+    """Fill ``targets`` (a state dict as this rank holds it: whole tensors or shards) from the
+    checkpoint in place, and return the saved structure with those tensors in it."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint import HuggingFaceStorageReader
+
+    tensors: dict[str, torch.Tensor] = {}
+    flatten(targets, tensors, prefix)
+    wanted = _refs(skeleton)
+    missing = [k for k in wanted if k not in tensors]
+    if missing:
+        raise BigModelError(f"checkpoint {path} does not fit this model: no place for {missing[0]}")
+    with _one_process_is_fine():
+        dcp.load(
+            {k: tensors[k] for k in wanted},
+            storage_reader=HuggingFaceStorageReader(str(path / SHARDS)),
+            no_dist=not tdist.is_initialized(),
+        )
+    return unflatten(skeleton, tensors)
+
+
 def restore(
     path: Path,
     state: dict[str, Any],
@@ -140,14 +221,33 @@ def restore(
     scheduler: Any,
     env: DistEnv,
 ) -> dict[str, Any]:
-    """Load a checkpoint into the given objects; return the trainer state saved with it."""
-    module.load_state_dict(load_file(str(path / "model.safetensors")))
-    opt_tensors = load_file(str(path / "optimizer.safetensors"))
-    optimizer.load_state_dict(unflatten(state["optimizer"], opt_tensors))
+    """Load a checkpoint saved on any number of workers into the given (plain, DDP or FSDP)
+    objects; return the trainer state saved with it."""
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    model_sd, optim_sd = get_state_dict(module, optimizer)  # this world's layout (creates optimizer state)
+    model_sd = _load_tensors(path, state["model"], model_sd, "model")
+    optim_sd = _load_tensors(path, state["optimizer"], optim_sd, "optim")
+    set_state_dict(module, optimizer, model_state_dict=model_sd, optim_state_dict=optim_sd)
     if scheduler is not None and state["scheduler"] is not None:
         scheduler.load_state_dict(state["scheduler"])
-    rngs = load_file(str(path / "rng.safetensors"))
+    rngs = load_file(str(path / RNG))
     if state["world_size"] == env.world:
         # Dropout continues exactly; with another world size it cannot, and nothing else needs it.
         torch.set_rng_state(rngs[f"rank{env.rank}"])
     return dict(state["trainer"])
+
+
+def load_model_weights(path: Path, state: dict[str, Any], module: nn.Module) -> None:
+    """Load only the model part of a checkpoint into a plain module, in one process."""
+    sd = _load_tensors(path, state["model"], module.state_dict(), "model")
+    module.load_state_dict(sd)
+
+
+def full_model_state(module: nn.Module, env: DistEnv) -> dict[str, torch.Tensor]:
+    """The whole model's state dict as plain CPU tensors on rank 0, gathered from the shards
+    (collective: every rank must call; other ranks get an empty dict)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    sd = get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return {k: v.detach().cpu() for k, v in sd.items() if isinstance(v, torch.Tensor)} if env.is_main else {}

@@ -3,14 +3,20 @@
 ``bigmodel train --workers N`` starts N processes through torch's elastic launcher (the engine
 behind torchrun) on a free local port; under ``torchrun ... -m bigmodel train`` each process finds
 RANK/WORLD_SIZE in its environment and joins directly. Both paths run the same worker function.
+
+Failures: with ``max_restarts`` the launcher restarts every worker when one dies, and the
+restarted workers see ``TORCHELASTIC_RESTART_COUNT > 0`` and resume from the last checkpoint. A
+worker whose peer hangs fails after ``timeout_s`` with a one-line error instead of waiting forever.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
+import resource
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,8 +52,22 @@ def pick_device(kind: str, local_rank: int) -> torch.device:
     return torch.device("cpu")
 
 
-def setup(device: str = "auto", backend: str = "auto", timeout_s: float = 300.0, threads: int = 0) -> DistEnv:
-    """Join the process group named by the environment (a no-op for a single process)."""
+def restart_count() -> int:
+    """How often the elastic launcher has restarted this job's workers (0: first attempt)."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+
+
+def setup(
+    device: str = "auto",
+    backend: str = "auto",
+    timeout_s: float = 300.0,
+    threads: int = 0,
+    *,
+    group_of_one: bool = False,
+) -> DistEnv:
+    """Join the process group named by the environment. A single process gets no group, unless
+    ``group_of_one`` (FSDP wants a device mesh even on one worker, so a run saved on N workers
+    resumes on 1 through the same code)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -58,12 +78,35 @@ def setup(device: str = "auto", backend: str = "auto", timeout_s: float = 300.0,
         torch.set_num_threads(threads or max(1, (os.cpu_count() or 1) // local_world))
     else:
         torch.cuda.set_device(dev)
+    name = backend if backend != "auto" else ("nccl" if dev.type == "cuda" else "gloo")
     if world > 1 and not tdist.is_initialized():
-        name = backend if backend != "auto" else ("nccl" if dev.type == "cuda" else "gloo")
         tdist.init_process_group(
             name, timeout=dt.timedelta(seconds=timeout_s), device_id=dev if dev.type == "cuda" else None
         )
+    elif group_of_one and not tdist.is_initialized():
+        tdist.init_process_group(name, store=tdist.HashStore(), rank=0, world_size=1)
     return DistEnv(rank, world, local_rank, local_world, dev)
+
+
+@contextlib.contextmanager
+def fail_on_timeout(env: DistEnv, timeout_s: float) -> Iterator[None]:
+    """Turn a collective that timed out (a peer hung or vanished) into a one-line error."""
+    try:
+        yield
+    except RuntimeError as err:  # gloo and NCCL raise DistBackendError, a RuntimeError
+        text = str(err)
+        if "timed out" not in text.lower() and "timeout" not in text.lower():
+            raise
+        first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+        raise BigModelError(
+            f"rank {env.rank}: a collective waited longer than dist.timeout_s={timeout_s:g}s; "
+            f"a peer worker is stuck or gone ({first[:160]})"
+        ) from None
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def teardown() -> None:
@@ -76,21 +119,34 @@ def barrier(env: DistEnv) -> None:
         tdist.barrier()
 
 
-def all_reduce_sum(t: torch.Tensor, env: DistEnv) -> torch.Tensor:
-    """Sum a tensor over ranks (float64 stays float64: gloo reduces it exactly enough)."""
+def all_reduce_sum(t: torch.Tensor, env: DistEnv, op: str = "sum") -> torch.Tensor:
+    """Sum (or ``op="max"``) a tensor over ranks (float64 stays float64: gloo reduces it exactly enough)."""
     if env.world > 1:
         dev = t.device
         buf = t.to(env.device)
-        tdist.all_reduce(buf)
+        tdist.all_reduce(buf, op=tdist.ReduceOp.MAX if op == "max" else tdist.ReduceOp.SUM)
         t = buf.to(dev)
     return t
 
 
-def launch(fn: Callable[..., Any], args: tuple[Any, ...], nprocs: int, *, max_restarts: int = 0) -> Any:
-    """Run ``fn(*args)`` in ``nprocs`` local processes; return rank 0's result."""
+def launch(
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    nprocs: int,
+    *,
+    max_restarts: int = 0,
+    env: dict[str, str] | None = None,
+) -> Any:
+    """Run ``fn(*args)`` in ``nprocs`` local processes; return rank 0's result. ``env`` holds
+    defaults for the workers' environment (read when each worker process starts)."""
+    for key, value in (env or {}).items():
+        os.environ.setdefault(key, value)
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
+    # Each restart gets a fresh store: with the launcher's shared store (torch's default), restarted
+    # workers can read their dead predecessors' gloo addresses and fail with "Connection refused".
+    os.environ.setdefault("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1")
     config = LaunchConfig(
         min_nodes=1,
         max_nodes=1,

@@ -21,15 +21,20 @@ SINGLE = DistEnv(rank=0, world=1, local_rank=0, local_world=1, device=torch.devi
 
 @torch.no_grad()
 def evaluate_stream(
-    model: nn.Module, stream: ParquetStream, spec: TaskSpec, env: DistEnv = SINGLE
+    model: nn.Module, stream: ParquetStream, spec: TaskSpec, env: DistEnv = SINGLE, *, max_rows: int = 0
 ) -> dict[str, float]:
-    """Each rank scores its share of every batch; the sums are all-reduced, so all ranks agree."""
+    """Each rank scores its share of every batch (the first ``max_rows`` rows of the split, if
+    set); the sums are all-reduced, so all ranks agree. Every rank calls the model for every batch,
+    even an empty share: a sharded (FSDP) model gathers its parameters collectively."""
     was_training = model.training
     model.eval()
     sums = tasks.new_sums(spec)
-    for batch in iterate(stream, 0, prefetch=1):
-        if len(batch.x):
-            tasks.update_sums(spec, sums, model(batch.x.to(env.device)), batch.y.to(env.device))
+    batches = iterate(stream, 0, prefetch=1)
+    for batch in batches:
+        tasks.update_sums(spec, sums, model(batch.x.to(env.device)), batch.y.to(env.device))
+        if max_rows and (batch.index + 1) * stream.batch_size >= max_rows:
+            break
+    batches.close()
     model.train(was_training)
     return tasks.finalize(spec, all_reduce_sum(sums, env))
 

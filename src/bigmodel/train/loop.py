@@ -29,16 +29,25 @@ from bigmodel.data.manifest import Manifest
 from bigmodel.data.stream import ParquetStream, iterate
 from bigmodel.errors import BigModelError
 from bigmodel.fsutil import write_text_atomic
-from bigmodel.models import build_model, count_params, mlp_architecture, set_standardization
+from bigmodel.models import (
+    build_model,
+    count_params,
+    mlp_architecture,
+    set_standardization,
+    transformer_architecture,
+)
 from bigmodel.tasks import TaskSpec
 from bigmodel.train import checkpoint, dist
 from bigmodel.train.evaluate import evaluate_stream
 from bigmodel.train.optim import build_optimizer, build_scheduler
-from bigmodel.train.parallelize import parallelize
 from bigmodel.train.plots import loss_plot
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
+# FSDP gathers each block's parameters (and gradients) and frees them right after use. glibc keeps
+# freed buffers of up to 32 MiB in its heap, so a worker's resident memory would keep the largest
+# gathers forever and never show the sharding; allocations of 1 MiB or more go back to the OS at once.
+FSDP_WORKER_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1 << 20)}
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
@@ -50,14 +59,20 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     cfg = prepare_run(cfg)
     if dist.under_launcher():
         return worker(to_dict(cfg))
-    if cfg.dist.workers > 1:
-        return dict(dist.launch(worker, (to_dict(cfg),), cfg.dist.workers))
+    if cfg.dist.workers > 1 or cfg.dist.max_restarts:
+        env = FSDP_WORKER_ENV if cfg.dist.strategy == "fsdp" else None
+        return dict(
+            dist.launch(
+                worker, (to_dict(cfg),), cfg.dist.workers, max_restarts=cfg.dist.max_restarts, env=env
+            )
+        )
     return worker(to_dict(cfg))
 
 
 def prepare_run(cfg: TrainConfig) -> TrainConfig:
     """Resolve the dataset and run directory and check them against the config (parent only)."""
     _, manifest = resolve(cfg.data.dataset, seed=cfg.seed, val_fraction=cfg.data.val_fraction)
+    architecture(cfg, manifest)  # model and dataset must fit each other
     n_train = manifest.split("train").rows
     if cfg.optim.name != "gd" and cfg.batch_size > n_train:
         raise BigModelError(
@@ -74,7 +89,9 @@ def prepare_run(cfg: TrainConfig) -> TrainConfig:
     if cfg.resume:
         if checkpoint.latest(run_dir) is None:
             raise BigModelError(f"--resume: no complete checkpoint in {run_dir / 'checkpoints'}")
-    elif (run_dir / artifacts.META).exists() or (run_dir / "checkpoints").exists():
+    elif dist.restart_count() == 0 and (
+        (run_dir / artifacts.META).exists() or (run_dir / "checkpoints").exists()
+    ):
         raise BigModelError(
             f"run directory {run_dir} already holds a run; pass --resume to continue it "
             "or choose a new --run-dir (nothing was overwritten)"
@@ -104,41 +121,81 @@ def _default_run_dir(manifest: Manifest) -> Path:
     return Path("runs") / f"{manifest.name}-{stamp}"
 
 
+def architecture(cfg: TrainConfig, manifest: Manifest) -> dict[str, Any]:
+    """The model the config asks for, sized for the dataset (the architecture dict of model.json)."""
+    if cfg.model.name == "transformer":
+        if manifest.task != "lm":
+            raise BigModelError(
+                f"--model transformer is a language model: it needs a text dataset (task lm), "
+                f"but {manifest.name} is a {manifest.task} dataset"
+            )
+        return transformer_architecture(cfg.model.size, manifest.context, cfg.model.dropout)
+    if manifest.task == "lm":
+        raise BigModelError(f"{manifest.name} is a text (lm) dataset: train it with --model transformer")
+    return mlp_architecture(
+        len(manifest.features),
+        manifest.num_outputs,
+        cfg.model.hidden,
+        cfg.model.activation,
+        cfg.model.dropout,
+    )
+
+
+def eval_batch_size(cfg: TrainConfig, manifest: Manifest, world: int = 1) -> int:
+    """Rows per evaluation batch: no more than ``eval_rows``, and for a language model, whose
+    logits are (rows, context, 256), about 32k tokens."""
+    rows = cfg.eval_batch_size
+    if manifest.task == "lm":
+        rows = min(rows, 32768 // manifest.context)
+    if cfg.eval_rows:
+        rows = min(rows, cfg.eval_rows)
+    return max(rows, world)
+
+
+def task_spec(manifest: Manifest) -> TaskSpec:
+    return TaskSpec(
+        manifest.task, manifest.num_outputs, manifest.label_values, manifest.target_mean, manifest.target_std
+    )
+
+
 def worker(cfg_dict: dict[str, Any]) -> dict[str, Any]:
     """The whole run inside one process (rank); every rank returns the same summary."""
     cfg = validate(cfg_dict)
-    env = dist.setup(cfg.device, cfg.dist.backend, cfg.dist.timeout_s, cfg.dist.threads)
+    if dist.restart_count() > 0 and not cfg.resume and checkpoint.latest(Path(str(cfg.run_dir))):
+        cfg = cfg.model_copy(update={"resume": True})  # restarted by the elastic launcher: continue
+    fsdp = cfg.dist.strategy == "fsdp"
+    env = dist.setup(cfg.device, cfg.dist.backend, cfg.dist.timeout_s, cfg.dist.threads, group_of_one=fsdp)
     try:
-        return _train(cfg, env)
+        with dist.fail_on_timeout(env, cfg.dist.timeout_s):
+            return _train(cfg, env)
     finally:
         dist.teardown()
 
 
 def _train(cfg: TrainConfig, env: dist.DistEnv) -> dict[str, Any]:
+    # DDP/FSDP machinery costs ~1 s to import; only workers need it, not every CLI verb.
+    from bigmodel.train.parallelize import grad_sync, is_sharded, parallelize
+
     main = env.is_main
     run_dir = Path(str(cfg.run_dir))
     root, manifest = resolve(cfg.data.dataset, seed=cfg.seed, val_fraction=cfg.data.val_fraction)
-    spec = TaskSpec(
-        manifest.task, manifest.num_outputs, manifest.label_values, manifest.target_mean, manifest.target_std
-    )
+    spec = task_spec(manifest)
 
-    # model: plain PyTorch, initialised identically on every rank from the seed (or a model dir)
+    # model: plain PyTorch, initialised identically on every rank from the seed, then distributed
+    # from outside; the optimizer is built afterwards, on the parameters as parallelize left them
     torch.manual_seed(cfg.seed)
-    if cfg.model.init_from:
+    if cfg.model.init_from:  # start from a model directory's architecture and weights
         start = artifacts.load_model(cfg.model.init_from)
         model, arch = start.module.train(), start.meta.architecture
     else:
-        arch = mlp_architecture(
-            len(manifest.features),
-            spec.num_outputs,
-            cfg.model.hidden,
-            cfg.model.activation,
-            cfg.model.dropout,
-        )
+        arch = architecture(cfg, manifest)
         model = build_model(arch)
         set_standardization(model, manifest.mean, manifest.std)
     model.to(env.device)
     teacher = _teacher(cfg, env.device)
+    ddp_model, averager = parallelize(model, cfg.dist, env)
+    net = cast(torch.nn.Module, torch.compile(ddp_model)) if cfg.model.compile else ddp_model
+    net.train()
 
     # data: global batches, this rank's share of each
     gd = cfg.optim.name == "gd"
@@ -156,14 +213,23 @@ def _train(cfg: TrainConfig, env: dist.DistEnv) -> dict[str, Any]:
         window_rows=cfg.data.shuffle_window,
     )
     val_stream = ParquetStream(
-        root, manifest, "val", batch_size=cfg.eval_batch_size, rank=env.rank, world=env.world, shuffle=False
+        root,
+        manifest,
+        "val",
+        batch_size=eval_batch_size(cfg, manifest, env.world),
+        rank=env.rank,
+        world=env.world,
+        shuffle=False,
     )
     nb = train_stream.num_batches
     per_step = nb if gd else cfg.optim.grad_accum  # batches per optimizer step
     steps_per_epoch = math.ceil(nb / per_step)
 
     optimizer = build_optimizer(model.parameters(), cfg.optim)
-    scheduler = build_scheduler(optimizer, cfg.optim, total_steps=cfg.epochs * steps_per_epoch)
+    total_steps = cfg.epochs * steps_per_epoch
+    scheduler = build_scheduler(
+        optimizer, cfg.optim, total_steps=min(total_steps, cfg.max_steps or total_steps)
+    )
     st: dict[str, Any] = {
         "epoch": 0,
         "batch": 0,
@@ -178,12 +244,9 @@ def _train(cfg: TrainConfig, env: dist.DistEnv) -> dict[str, Any]:
         found = checkpoint.latest(run_dir)
         assert found is not None  # checked by prepare_run
         st = checkpoint.restore(*found, module=model, optimizer=optimizer, scheduler=scheduler, env=env)
+    resumed_from = st["step"] if cfg.resume else None
     history = _load_history(run_dir, upto_epoch=st["epoch"]) if main else []
     masks = _zero_masks(model) if cfg.model.keep_sparsity else []
-
-    ddp_model, averager = parallelize(model, cfg.dist, env)
-    net = cast(torch.nn.Module, torch.compile(ddp_model)) if cfg.model.compile else ddp_model
-    net.train()
 
     def save_checkpoint(loss_acc: torch.Tensor | None = None, rows_local: int = 0) -> None:
         if loss_acc is not None:  # bank the epoch's loss so far, so a resumed epoch reports all of it
@@ -204,7 +267,8 @@ def _train(cfg: TrainConfig, env: dist.DistEnv) -> dict[str, Any]:
         )
 
     val_metrics: dict[str, float] = {}
-    no_sync = getattr(ddp_model, "no_sync", None)
+    capped = False  # max_steps reached
+    peak_rss = 0.0
     with run_progress(cfg.epochs, st["epoch"], enabled=main and cfg.progress) as bar:
         for epoch in range(st["epoch"], cfg.epochs):
             start_batch = st["batch"]
@@ -235,7 +299,7 @@ def _train(cfg: TrainConfig, env: dist.DistEnv) -> dict[str, Any]:
                 step_end = min(nb, step_first + per_step)
                 step_rows = min(train_stream.n, step_end * batch) - step_first * batch
                 sync = b.index == step_end - 1
-                with no_sync() if (no_sync is not None and not sync) else contextlib.nullcontext():
+                with grad_sync(ddp_model, sync):
                     x, y = b.x.to(env.device, non_blocking=True), b.y.to(env.device, non_blocking=True)
                     logits = net(x)
                     if teacher is None:
@@ -273,7 +337,12 @@ def _train(cfg: TrainConfig, env: dist.DistEnv) -> dict[str, Any]:
                         loss_now = loss_acc.item() / max(rows_local, 1)
                         bar.advance(done - shown, f"loss {loss_now:.4f}  {rate:,.0f} samples/s")
                         shown, last_shown = done, mark
+                    if cfg.max_steps and st["step"] >= cfg.max_steps:
+                        capped = True
+                        break
+            batches.close()  # stops the reader threads when the epoch was cut short
             bar.advance(nb - start_batch - shown, "")
+            peak_rss = max(peak_rss, dist.peak_rss_mb())  # training's peak, before evaluation adds its own
 
             sums = dist.all_reduce_sum(
                 torch.stack([loss_acc.cpu(), torch.tensor(float(rows_local), dtype=torch.float64)]), env
@@ -281,8 +350,9 @@ def _train(cfg: TrainConfig, env: dist.DistEnv) -> dict[str, Any]:
             train_loss = float(sums[0]) / max(float(sums[1]), 1.0)
             if averager is not None:
                 _average_now(model, env)  # evaluate (and save) the consensus model, not rank 0's local one
-            val_metrics = evaluate_stream(net, val_stream, spec, env)
-            st["epoch"], st["batch"] = epoch + 1, 0
+            val_metrics = evaluate_stream(net, val_stream, spec, env, max_rows=cfg.eval_rows)
+            if not capped or st["batch"] >= nb:  # a capped epoch keeps its position, so it can resume
+                st["epoch"], st["batch"] = epoch + 1, 0
             record = {
                 "epoch": epoch + 1,
                 "step": st["step"],
@@ -301,12 +371,14 @@ def _train(cfg: TrainConfig, env: dist.DistEnv) -> dict[str, Any]:
             st["best_val"] = min(st["best_val"], val_metrics["loss"])
             st["bad_epochs"] = 0 if improved else st["bad_epochs"] + 1
             bar.end_epoch(f"val loss {val_metrics['loss']:.4f}")
-            if cfg.until_converged and st["bad_epochs"] >= cfg.patience:
+            if capped or (cfg.until_converged and st["bad_epochs"] >= cfg.patience):
                 break
 
     if not val_metrics:  # resumed a run whose epochs were all done
-        val_metrics = evaluate_stream(net, val_stream, spec, env)
+        val_metrics = evaluate_stream(net, val_stream, spec, env, max_rows=cfg.eval_rows)
+    peak_rss = float(dist.all_reduce_sum(torch.tensor(peak_rss or dist.peak_rss_mb()), env, op="max"))
     save_checkpoint()
+    weights = checkpoint.full_model_state(model, env) if is_sharded(model) else None
     summary = {
         "metrics": val_metrics,
         "train_loss": history[-1]["train_loss"] if history else None,
@@ -317,30 +389,55 @@ def _train(cfg: TrainConfig, env: dist.DistEnv) -> dict[str, Any]:
         "steps": st["step"],
         "seconds": st["train_seconds"],
         "params": count_params(model),
+        "strategy": cfg.dist.strategy,
+        "peak_rss_mb": peak_rss,
+        "restarts": dist.restart_count(),
+        "resumed_from_step": resumed_from,
         "run_dir": str(run_dir),
     }
     if main:
-        meta = artifacts.ModelMeta(
-            architecture=arch,
-            task=spec.to_json(),
-            features=manifest.features,
-            label=manifest.label,
-            preprocessing={"mean": manifest.mean, "std": manifest.std},
-            metrics=summary["metrics"],
-            config=to_dict(cfg),
-            dataset={"path": str(root), "name": manifest.name, "content_hash": manifest.content_hash},
-            lineage=artifacts.Lineage(
-                method="train",
-                data_manifest_hash=manifest.content_hash,
-                params={"optimizer": cfg.optim.name, "epochs": st["epoch"]},
-            ),
+        lineage = artifacts.Lineage(
+            method="train",
+            data_manifest_hash=manifest.content_hash,
+            params={"optimizer": cfg.optim.name, "epochs": st["epoch"], "steps": st["step"]},
         )
-        artifacts.write_model_dir(run_dir, model, meta)
+        meta = model_meta(cfg, root, manifest, arch, summary["metrics"], lineage)
+        artifacts.write_model_dir(run_dir, plain_module(arch, weights) if weights else model, meta)
         if history:
             loss_plot(
                 history, run_dir / "loss.png", title=f"{manifest.name}: {cfg.model.name} {cfg.model.hidden}"
             )
     return summary
+
+
+def model_meta(
+    cfg: TrainConfig,
+    root: Path,
+    manifest: Manifest,
+    arch: dict[str, Any],
+    metrics: dict[str, float],
+    lineage: artifacts.Lineage,
+) -> artifacts.ModelMeta:
+    """model.json for a model trained by ``cfg`` on ``manifest``."""
+    return artifacts.ModelMeta(
+        architecture=arch,
+        task=task_spec(manifest).to_json(),
+        features=manifest.features,
+        label=manifest.label,
+        preprocessing={"mean": manifest.mean, "std": manifest.std} if manifest.mean else {},
+        metrics=metrics,
+        config=to_dict(cfg),
+        dataset={"path": str(root), "name": manifest.name, "content_hash": manifest.content_hash},
+        lineage=lineage,
+    )
+
+
+def plain_module(arch: dict[str, Any], weights: dict[str, torch.Tensor]) -> torch.nn.Module:
+    """A plain module around gathered weights, without allocating a second copy of them."""
+    with torch.device("meta"):
+        module = build_model(arch)
+    module.load_state_dict(weights, assign=True)
+    return module
 
 
 def _teacher(cfg: TrainConfig, device: torch.device) -> torch.nn.Module | None:

@@ -1,0 +1,107 @@
+"""Labelled rows in: a JSON body's row objects, or a CSV / JSON-lines stream from a file or stdin.
+
+One shape everywhere: a row is an object of the model's feature columns and its label column
+(``model.json`` ``label``, e.g. ``{"f0": 1.2, ..., "target": "setosa"}``), the same as a line of a
+JSON-lines stream or a CSV row. Checks name the field: a missing feature, a non-number, NaN, an
+unknown class (``bigmodel.explain.inputs``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pcsv
+
+from bigmodel.artifacts import ModelMeta
+from bigmodel.errors import BigModelError
+from bigmodel.explain.inputs import features_from_table, label_name, labels_from_column, table_from_rows
+
+CHUNK_ROWS = 1024  # rows read, checked and learned at a time: memory stays bounded on any stream
+
+
+def labelled(table: pa.Table, meta: ModelMeta, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """(x (N, F) float32, y (N,)) from a table holding the feature and label columns."""
+    x = features_from_table(table, meta, source)
+    name = label_name(meta)
+    if name not in table.column_names:
+        raise BigModelError(f"{source}: missing label column '{name}'")
+    return x, labels_from_column(table.column(name), meta, source)
+
+
+def _open(stream: str | Path | IO[bytes]) -> tuple[IO[bytes], str]:
+    if not isinstance(stream, str | Path):
+        return stream, "stream"
+    if str(stream) == "-":
+        return sys.stdin.buffer, "stdin"
+    path = Path(stream)
+    if not path.is_file():
+        raise BigModelError(f"stream file not found: {path}")
+    return open(path, "rb"), str(path)
+
+
+def _is_json_lines(f: IO[bytes], source: str) -> bool:
+    if source.lower().endswith((".jsonl", ".ndjson", ".json")):
+        return True
+    if source.lower().endswith(".csv"):
+        return False
+    head = f.peek(64) if hasattr(f, "peek") else b""  # stdin: look at the first byte
+    return head.lstrip()[:1] == b"{"
+
+
+def read_stream(
+    stream: str | Path | IO[bytes], meta: ModelMeta, *, chunk_rows: int = CHUNK_ROWS
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Labelled rows from a CSV or JSON-lines file, ``-`` (stdin) or a binary file object, as
+    checked (x, y) chunks of at most ``chunk_rows`` rows; only one chunk is in memory at a time."""
+    f, source = _open(stream)
+    try:
+        if _is_json_lines(f, source):
+            yield from _json_lines(f, meta, source, chunk_rows)
+        else:
+            yield from _csv(f, meta, source, chunk_rows)
+    finally:
+        if f is not sys.stdin.buffer and isinstance(stream, str | Path):
+            f.close()
+
+
+def _json_lines(
+    f: IO[bytes], meta: ModelMeta, source: str, chunk_rows: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    rows: list[Any] = []
+    first = 1
+    for lineno, line in enumerate(io.TextIOWrapper(f, encoding="utf-8", errors="strict"), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            raise BigModelError(f"{source} line {lineno}: not valid JSON ({err.msg})") from None
+        if len(rows) == chunk_rows:
+            yield _chunk(rows, meta, source, first)
+            rows, first = [], lineno + 1
+    if rows:
+        yield _chunk(rows, meta, source, first)
+
+
+def _chunk(rows: list[Any], meta: ModelMeta, source: str, first_line: int) -> tuple[np.ndarray, np.ndarray]:
+    where = f"{source} (lines from {first_line})"
+    return labelled(table_from_rows(rows, meta, where, labels=True), meta, where)
+
+
+def _csv(
+    f: IO[bytes], meta: ModelMeta, source: str, chunk_rows: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    try:
+        reader = pcsv.open_csv(f, read_options=pcsv.ReadOptions(block_size=1 << 20))
+        for batch in reader:
+            for start in range(0, batch.num_rows, chunk_rows):
+                yield labelled(pa.Table.from_batches([batch.slice(start, chunk_rows)]), meta, source)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as err:
+        raise BigModelError(f"cannot read {source}: {str(err).splitlines()[0]}") from None
