@@ -80,24 +80,30 @@ class LoadedModel:
         return self.meta.spec
 
 
-def save_weights(path: str | Path, module: nn.Module) -> None:
-    """Write a module's state dict as safetensors, atomically."""
-    state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+def save_weights(path: str | Path, module: nn.Module, state: dict[str, torch.Tensor] | None = None) -> None:
+    """Write a module's state dict (or ``state`` in its place) as safetensors, atomically."""
+    state = {k: v.detach().contiguous().cpu() for k, v in (state or module.state_dict()).items()}
     with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata={"format": FORMAT})
 
 
 def write_model_dir(
-    path: str | Path, module: nn.Module, meta: ModelMeta, *, extra_files: tuple[str, ...] = ()
+    path: str | Path,
+    module: nn.Module,
+    meta: ModelMeta,
+    *,
+    extra_files: tuple[str, ...] = (),
+    state: dict[str, torch.Tensor] | None = None,
 ) -> ModelMeta:
     """Write weights, then model.json (last) with the hash of every artifact, into ``path``.
 
     ``extra_files`` are other artifacts already written in ``path`` (e.g. model.onnx) that the
-    model.json must vouch for.
+    model.json must vouch for; ``state`` replaces ``module.state_dict()`` on disk (a compact
+    form that ``module``'s layers load back, e.g. ``models.layers.compact_state``).
     """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    save_weights(path / WEIGHTS, module)
+    save_weights(path / WEIGHTS, module, state)
     meta = meta.model_copy(deep=True)
     meta.files = {
         name: FileInfo(sha256=sha256_file(path / name), bytes=(path / name).stat().st_size)

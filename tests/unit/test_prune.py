@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 from bigmodel import artifacts
 from bigmodel.compress.prune import global_masks, lamp_scores, prune_structured, prune_unstructured, schedule
 from bigmodel.models import build_model, count_params, mlp_architecture
-from bigmodel.models.layers import SparseLinear, pack_bits, unpack_bits
+from bigmodel.models.layers import SparseLinear, compact_state, pack_bits, unpack_bits
 from bigmodel.tasks import TaskSpec
 
 
@@ -60,9 +60,12 @@ def test_sparse_storage_is_small_and_loads_back_dense(tmp_path: Path):
     model = build_model(arch).eval()
     layers = prune_unstructured(model, 0.9)
     assert all(isinstance(m, SparseLinear) for m in model.net if isinstance(m, torch.nn.Linear))
+    assert "net.0.weight" in model.state_dict()  # dense for training and checkpoints; compact on disk
     dense_state = {k: v.contiguous() for k, v in build_model(arch).state_dict().items()}
     save_file(dense_state, str(tmp_path / "dense.safetensors"))
-    artifacts.write_model_dir(tmp_path / "m", model, _meta({**arch, "compact": layers}))
+    artifacts.write_model_dir(
+        tmp_path / "m", model, _meta({**arch, "compact": layers}), state=compact_state(model)
+    )
     dense_bytes = (tmp_path / "dense.safetensors").stat().st_size
     sparse_bytes = (tmp_path / "m" / "model.safetensors").stat().st_size
     assert sparse_bytes * 5 < dense_bytes  # 1 bit + 10% of 32 bits per weight

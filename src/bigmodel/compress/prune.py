@@ -31,7 +31,7 @@ from bigmodel.compress.quantize import FLOAT_LAYERS
 from bigmodel.config import DistConfig, TrainConfig, validate
 from bigmodel.errors import BigModelError
 from bigmodel.models import MLP, build_model, mlp_architecture
-from bigmodel.models.layers import SparseLinear, linear_layers, replace_module
+from bigmodel.models.layers import SparseLinear, compact_state, linear_layers, replace_module
 from bigmodel.train import train
 
 
@@ -181,7 +181,7 @@ def prune(
             metrics=final.meta.metrics,
         )
         with building(dst) as tmp:
-            artifacts.write_model_dir(tmp, final.module, meta)
+            artifacts.write_model_dir(tmp, final.module, meta, state=compact_state(final.module))
     report = side_by_side(*profile_all([source, dst], threads=threads, runs=runs))
     return {**report, "model_dir": str(dst), "params": params}
 
@@ -197,7 +197,7 @@ def _sparsity(model: nn.Module) -> float:
 
 def _stage(src: artifacts.LoadedModel, model: nn.Module, arch: dict[str, Any], path: Path) -> Path:
     meta = derived_meta(src, architecture=arch, method="prune", params={})
-    artifacts.write_model_dir(path, model, meta)
+    artifacts.write_model_dir(path, model, meta, state=compact_state(model))
     return path
 
 

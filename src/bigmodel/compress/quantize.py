@@ -37,7 +37,7 @@ from bigmodel.data.builtin import resolve
 from bigmodel.data.stream import ParquetStream, iterate
 from bigmodel.errors import BigModelError
 from bigmodel.models import Standardize
-from bigmodel.models.layers import linear_layers
+from bigmodel.models.layers import compact_state, linear_layers
 from bigmodel.models.mlp import ACTIVATIONS
 
 METHODS = ("dynamic", "static", "fp16", "bf16")
@@ -125,7 +125,7 @@ def quantize(
             metrics = {src.meta.spec.primary_metric: plan.metric}
         meta = derived_meta(src, architecture=arch, method="quantize", params=params, metrics=metrics)
         with building(dst) as tmp:
-            artifacts.write_model_dir(tmp, module, meta)
+            artifacts.write_model_dir(tmp, module, meta, state=compact_state(module))
             if plan is not None and plan.onnx is not None:
                 int8.install_onnx(tmp, plan.onnx, inputs=[INPUT], output=OUTPUT)
     report = side_by_side(*profile_all([source, dst], threads=threads, runs=runs))

@@ -43,16 +43,10 @@ def unpack_bits(packed: torch.Tensor, n: int) -> torch.Tensor:
 
 
 class SparseLinear(nn.Linear):
-    """``nn.Linear`` saved as ``weight_mask`` (packed bits) + ``weight_values`` (the non-zeros in
-    row-major order) + ``bias``; it loads back to the dense weight."""
-
-    def _save_to_state_dict(self, destination: dict[str, Any], prefix: str, keep_vars: bool) -> None:
-        w = self.weight.detach()
-        nz = w != 0
-        destination[prefix + "weight_mask"] = pack_bits(nz)
-        destination[prefix + "weight_values"] = w[nz].contiguous()
-        if self.bias is not None:
-            destination[prefix + "bias"] = self.bias if keep_vars else self.bias.detach()
+    """``nn.Linear`` whose model-directory weights are ``weight_mask`` (packed bits) +
+    ``weight_values`` (the non-zeros in row-major order) + ``bias`` (see ``compact_state``); it
+    loads those back to the dense weight. In memory, and in ``state_dict()`` (so training,
+    DDP and checkpoints see an ordinary Linear), it is dense."""
 
     def _load_from_state_dict(
         self,
@@ -80,6 +74,20 @@ class SparseLinear(nn.Linear):
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
+
+
+def compact_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """``model.state_dict()`` with every ``SparseLinear`` weight as bitmask + non-zero values:
+    what a model directory stores (``artifacts.write_model_dir(..., state=...)``)."""
+    state = dict(model.state_dict())
+    for path, m in model.named_modules():
+        if isinstance(m, SparseLinear):
+            prefix = f"{path}." if path else ""
+            w = state.pop(prefix + "weight").detach()
+            nz = w != 0
+            state[prefix + "weight_mask"] = pack_bits(nz)
+            state[prefix + "weight_values"] = w[nz].contiguous()
+    return state
 
 
 def quantize_weight(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -236,6 +244,7 @@ __all__ = [
     "MatMulLinear",
     "SparseLinear",
     "apply_layers",
+    "compact_state",
     "linear_layers",
     "pack_bits",
     "quantize_weight",
