@@ -11,7 +11,6 @@ The Python API mirrors the CLI verbs one to one::
 from typing import TYPE_CHECKING, Any
 
 from bigmodel.artifacts import load_model
-from bigmodel.compress import compression_report, distill, prune, quantize
 from bigmodel.config import TrainConfig
 from bigmodel.data import dataset_stats, generate_synthetic, generate_text, prepare, prepare_text
 from bigmodel.errors import BigModelError
@@ -21,16 +20,24 @@ from bigmodel.online import online  # after the subpackage import, so the name i
 from bigmodel.train import consolidate, evaluate, train
 
 if TYPE_CHECKING:
+    from bigmodel.compress.distill import distill
+    from bigmodel.compress.prune import prune
+    from bigmodel.compress.quantize import quantize
+    from bigmodel.compress.report import report as compression_report
     from bigmodel.registry import Registry, resolve
     from bigmodel.serve.client import predict
 
-# The registry and its client pull in SQLAlchemy and fsspec: imported on first use, so `import
-# bigmodel` (and every CLI verb) stays as fast for those who only train. The server is
+# The registry and its client pull in SQLAlchemy and fsspec, compression torch.export and ONNX:
+# imported on first use, so `import bigmodel` (every CLI verb, every worker process) stays fast. The server is
 # `bigmodel.serve.serve(ServeConfig(...))`: a name here would clash with the subpackage.
 _LAZY = {
     "Registry": "bigmodel.registry",
     "resolve": "bigmodel.registry",
     "predict": "bigmodel.serve.client",
+    "compression_report": "bigmodel.compress",
+    "distill": "bigmodel.compress",
+    "prune": "bigmodel.compress",
+    "quantize": "bigmodel.compress",
 }
 
 

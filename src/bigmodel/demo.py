@@ -59,7 +59,15 @@ def demo(workdir: str | Path | None = None, *, workers: int = 2, json_mode: bool
 
     from bigmodel.serve.demo import demo_serve
 
-    served = demo_serve(work, summary["run_dir"], csv, label="diagnosis", say=say, json_mode=json_mode)
+    served = demo_serve(
+        work,
+        summary["run_dir"],
+        csv,
+        label="diagnosis",
+        say=say,
+        compressed=compressed["dirs"],
+        json_mode=json_mode,
+    )
 
     from bigmodel.online.demo import demo_online
 

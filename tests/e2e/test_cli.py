@@ -179,6 +179,15 @@ def test_demo(tmp_path: Path):
     assert out["train"]["world_size"] == 2
     assert out["evaluate"]["metrics"]["accuracy"] >= 0.95
     assert (Path(out["train"]["run_dir"]) / "loss.png").is_file()
+    assert len(out["compress"]["models"]) == 4  # reference, pruned, int8, student side by side
+    served = out["serve"]
+    assert set(served["versions"]) == {"pytorch", "onnx", "pruned", "int8", "student"}
+    assert served["metrics"]["clean shutdown"] is True
+    for row in served["answers"]:  # row, truth, ONNX Runtime label, probability, PyTorch label, int8 label
+        assert row[2] == row[4] and row[3] >= 0.5
+    assert out["online"]["production_before"] == served["versions"]["onnx"]
+    assert out["federated"]["metrics"]["accuracy"] >= 0.9
+    assert Path(out["explain"]["png"]).is_file()
 
 
 def test_torchrun_runs_the_same_entry_point(tmp_path: Path):

@@ -19,7 +19,7 @@ def compression_step(model_dir: str | Path, folder: str | Path, *, json_mode: bo
     folder = Path(folder)
     say = console.err.print if json_mode else console.out.print
     say(
-        "[bold]compress[/bold] the trained model: pruned 50% + fine-tuned, int8 on ONNX Runtime, distilled into Dense(4)"
+        "[bold]4. compress[/bold] the trained model: pruned 50% + fine-tuned, int8 on ONNX Runtime, distilled into Dense(4)"
     )
     pruned = prune(
         model_dir, sparsity=0.5, finetune_epochs=4, steps=2, out=folder / "pruned50", runs=10, progress=False
@@ -29,4 +29,4 @@ def compression_step(model_dir: str | Path, folder: str | Path, *, json_mode: bo
     dirs = [str(model_dir), pruned["model_dir"], int8["model_dir"], student["model_dir"]]
     models = profile_all(dirs, threads=1, runs=50)
     console.show(report_table(models), json_mode=json_mode)
-    return {"models": models}
+    return {"models": models, "dirs": {"pruned": dirs[1], "int8": dirs[2], "student": dirs[3]}}

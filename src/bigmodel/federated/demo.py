@@ -18,7 +18,7 @@ def federated_and_explain(
     from bigmodel.federated import federated
 
     say(
-        "[bold]federated[/bold] 5 simulated clients, each with its own label-skewed shard "
+        "[bold]8. federated[/bold] 5 simulated clients, each with its own label-skewed shard "
         "(Dirichlet 0.5), FedAvg over Flower, 8 rounds; clients send weights, never rows"
     )
     fed = federated(
@@ -31,7 +31,7 @@ def federated_and_explain(
         out=str(work / "runs" / "federated"),
         progress=not json_mode,
     )
-    say("[bold]explain[/bold] why the federated model answered as it did for the first patient")
+    say("[bold]9. explain[/bold] why the federated model answered as it did for the first patient")
     ex = explain(fed["run_dir"], csv, rows=1, out=work / "runs" / "federated" / "explain-row0.png")
     row = ex["rows"][0]
     top = [[name, value] for name, value in row["top"]]

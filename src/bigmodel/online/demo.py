@@ -49,7 +49,7 @@ def demo_online(
     order = np.random.default_rng(0).permutation(len(rows)).tolist()
     feedback, held_out = [rows[i] for i in order[:400]], [rows[i] for i in order[400:]]
     say(
-        f"[bold]online[/bold] a recalibrated scanner reads {len(SHIFTED)} size features 30% high; "
+        f"[bold]7. online[/bold] a recalibrated scanner reads {len(SHIFTED)} size features 30% high; "
         f"serve {name} with --online and send {len(feedback)} labelled cases back as feedback"
     )
     args = ["--registry", reg.location, "--models", name, "--online", "--poll-interval-s", "0.2"]

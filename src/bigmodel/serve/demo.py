@@ -24,10 +24,13 @@ def demo_serve(
     *,
     label: str,
     say: Callable[..., None],
+    compressed: dict[str, str] | None = None,
     json_mode: bool = False,
 ) -> dict[str, Any]:
-    """Register ``model_dir`` (PyTorch) and its ONNX export, alias the ONNX one ``production``,
-    serve both, send real rows from ``csv`` with tritonclient, and print answers and metrics."""
+    """Register ``model_dir`` (PyTorch), its ONNX export and the ``compressed`` model directories
+    (``{"int8": dir, ...}``) as versions of one model; alias the ONNX one ``production`` and the
+    int8 one ``staging``; serve production, the PyTorch and the int8 version, send real rows from
+    ``csv`` with tritonclient, and print answers and metrics."""
     try:
         import tritonclient.http as th
         import tritonclient.http.aio as tha
@@ -37,19 +40,31 @@ def demo_serve(
 
     name = "breast_cancer"
     reg = Registry(work / "registry")
+    compressed = compressed or {}
     say(
-        f"[bold]4. registry[/bold] register the model, export it to ONNX and register that, in {reg.location}"
+        f"[bold]5. registry[/bold] register the model, its ONNX export and the compressed models "
+        f"({', '.join(compressed) or 'none'}) as versions of {name!r}, in {reg.location}"
     )
     torch_version = reg.register(model_dir, name)["version"]
     if not getattr(artifacts.read_meta(model_dir), "onnx", None):
         export_onnx(model_dir)
     onnx_version = reg.register(model_dir, name)["version"]
     reg.alias(name, onnx_version, "production")
+    versions = {"pytorch": torch_version, "onnx": onnx_version}
+    for kind, folder in compressed.items():
+        versions[kind] = reg.register(folder, name)["version"]
+    int8_version = versions.get("int8")
+    if int8_version is not None:
+        reg.alias(name, int8_version, "staging")
+    console.show(_registry_table(reg, name), json_mode=json_mode)
 
-    say(
-        f"[bold]5. serve[/bold] {name}@production (ONNX Runtime) and {name}:{torch_version} (PyTorch) over the Open Inference Protocol"
+    served = [f"{name}@production (ONNX Runtime)", f"{name}:{torch_version} (PyTorch)"]
+    served += [f"{name}@staging = {name}:{int8_version} (int8)"] if int8_version is not None else []
+    say(f"[bold]6. serve[/bold] {', '.join(served)} over the Open Inference Protocol")
+    models = [name, f"{name}:{torch_version}"] + (
+        [f"{name}:{int8_version}"] if int8_version is not None else []
     )
-    args = ["--registry", reg.location, "--models", f"{name},{name}:{torch_version}"]
+    args = ["--registry", reg.location, "--models", ",".join(models)]
     args += ["--access-log", str(work / "serve-access.log"), "--max-queue-delay-ms", "1"]
     server = ServerProcess(args).start()
     try:
@@ -74,15 +89,21 @@ def demo_serve(
             [int(i), truth[i], labels[k], float(probs[k]), _text(pinned.as_numpy("label")[k])]
             for k, i in enumerate(picks)
         ]
+        header = [
+            "row",
+            "true label",
+            "predicted (ONNX Runtime)",
+            "probability",
+            f"version {torch_version} (PyTorch)",
+        ]
+        if int8_version is not None:
+            small = c.infer(name, [inp], str(int8_version), outputs=outs)
+            header.append(f"version {int8_version} (int8)")
+            for k, row in enumerate(rows):
+                row.append(_text(small.as_numpy("label")[k]))
         table = console.grid_table(
             f"answers from {server.url} (production = version {prod.get_response()['model_version']})",
-            [
-                "row",
-                "true label",
-                "predicted (ONNX Runtime)",
-                "probability",
-                f"version {torch_version} (PyTorch)",
-            ],
+            header,
             rows,
         )
 
@@ -106,11 +127,23 @@ def demo_serve(
     console.show(table, console.kv_table("serving metrics (from /metrics)", stats), json_mode=json_mode)
     return {
         "registry": reg.location,
-        "versions": {"pytorch": torch_version, "onnx": onnx_version},
+        "versions": versions,
         "url": server.url,
         "answers": rows,
         "metrics": stats,
     }
+
+
+def _registry_table(reg: Registry, name: str) -> Any:
+    """Every version of ``name``: its aliases, method (lineage) and validation metrics."""
+    rows = []
+    for v in reg.versions(name):
+        rows.append(
+            [v["version"], ", ".join(v["aliases"]), v["method"], v["bytes"], v["metrics"].get("accuracy", "")]
+        )
+    return console.grid_table(
+        f"registry: {name}", ["version", "aliases", "method", "bytes", "val accuracy"], rows
+    )
 
 
 def _text(v: Any) -> str:

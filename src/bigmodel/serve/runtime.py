@@ -38,7 +38,13 @@ def _onnx_forward(path: Path, info: dict[str, Any], threads: int) -> Callable[[n
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     try:
-        session = ort.InferenceSession(str(path / info["file"]), opts, providers=["CPUExecutionProvider"])
+        # Graphs quantized with SmoothQuant record the ORT fusions that break them (see compress.int8).
+        session = ort.InferenceSession(
+            str(path / info["file"]),
+            opts,
+            providers=["CPUExecutionProvider"],
+            disabled_optimizers=info.get("disabled_optimizers") or [],
+        )
     except Exception as err:  # ORT raises its own exception types for a malformed graph
         raise BigModelError(f"cannot load {path / info['file']} in ONNX Runtime: {err}") from None
     run = session.run
