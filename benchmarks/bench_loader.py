@@ -50,11 +50,12 @@ def stream(root: Path, world: int = 1) -> int:
 
 
 _RSS_CHILD = """
-import json, resource, sys
+import json, sys
 from benchmarks.bench_loader import stream
+from bigmodel.train.dist import peak_rss_mb
 from pathlib import Path
 n = stream(Path(sys.argv[1]))
-print(json.dumps({"rows": n, "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+print(json.dumps({"rows": n, "peak_mib": peak_rss_mb()}))
 """
 
 

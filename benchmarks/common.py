@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import resource
 from pathlib import Path
 
 WORK = Path(__file__).resolve().parent / ".work"
@@ -26,9 +25,6 @@ def cached_synthetic(name: str, **kwargs) -> Path:
     return path
 
 
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (MiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def fresh_run_dir(name: str) -> str:

@@ -50,6 +50,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as err:
+        # torchrun's launcher turns SIGTERM/SIGHUP into SignalException; exit as a killed process
+        # would, after stopping the workers, with one line instead of a traceback.
+        sigval = getattr(err, "sigval", None)
+        if type(err).__name__ != "SignalException" or sigval is None:
+            raise
+        print(f"interrupted by signal {int(sigval)}", file=sys.stderr)
+        return 128 + int(sigval)
     return int(rc or 0)
 
 

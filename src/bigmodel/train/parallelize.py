@@ -57,11 +57,19 @@ def parallelize(model: nn.Module, cfg: DistConfig, env: DistEnv) -> tuple[nn.Mod
         return shard(model, cfg, env), None
     if env.world == 1:
         return model, None
+    bucket_cap_mb = None
+    if cfg.comm_hook == "powersgd" and env.device.type != "cuda":
+        # PowerSGD's callbacks block a gloo worker thread while they wait for their next
+        # all-reduce, and gloo has two: two buckets in flight deadlock (seen on a 1.3M-parameter
+        # MLP). One bucket for all gradients leaves a thread free for the nested all-reduces.
+        grad_bytes = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+        bucket_cap_mb = grad_bytes / 2**20 + 1
     ddp = DDP(
         model,
         device_ids=[env.device.index] if env.device.type == "cuda" else None,
         # Buffers (the standardisation statistics) are identical on every rank and never change.
         forward_sync_buffers=False,
+        bucket_cap_mb=bucket_cap_mb,
     )
     averager = None
     if cfg.local_sgd_period > 1:
