@@ -74,7 +74,7 @@ def run() -> dict:
     torch.set_num_threads(1)
     rows = []
     ratios = []
-    for trial in range(3):  # interleaved, so that drift in machine load hits both sides alike
+    for trial in range(5):  # interleaved, so that drift in machine load hits both sides alike
         ref = minimal_loop(root, EPOCHS)
         out = bigmodel_train(root, EPOCHS)
         ratios.append(out["samples_per_s"] / ref)

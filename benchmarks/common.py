@@ -25,8 +25,6 @@ def cached_synthetic(name: str, **kwargs) -> Path:
     return path
 
 
-
-
 def fresh_run_dir(name: str) -> str:
     import shutil
 

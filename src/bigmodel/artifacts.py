@@ -13,19 +13,18 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from bigmodel.errors import BigModelError
-from bigmodel.fsutil import atomic_path, sha256_file, write_json_atomic
+from bigmodel.fsutil import atomic_path, read_json_as, sha256_file, write_json_atomic
 from bigmodel.models import build_model
 from bigmodel.tasks import TaskSpec
 
@@ -133,20 +132,9 @@ def read_meta(path: str | Path) -> ModelMeta:
     path = Path(path)
     if not path.is_dir():
         raise BigModelError(f"model directory not found: {path}")
-    try:
-        data = json.loads((path / META).read_text())
-    except FileNotFoundError:
-        raise BigModelError(f"{path} is not a model directory (no {META})") from None
-    except (OSError, json.JSONDecodeError) as err:
-        raise BigModelError(f"cannot read {path / META}: {err}") from None
-    try:
-        meta = ModelMeta.model_validate(data)
-    except ValidationError as err:
-        e = err.errors()[0]
-        raise BigModelError(f"{path / META}: bad key '{'.'.join(map(str, e['loc']))}': {e['msg']}") from None
-    if meta.format != FORMAT:
-        raise BigModelError(f"{path / META}: unsupported format {meta.format!r} (expected {FORMAT})")
-    return meta
+    return read_json_as(
+        path / META, ModelMeta, missing=f"{path} is not a model directory (no {META})", fmt=FORMAT
+    )
 
 
 def verify(path: str | Path, meta: ModelMeta) -> None:

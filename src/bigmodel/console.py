@@ -14,6 +14,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -33,16 +34,7 @@ def progress_bar(description: str, total: int | None, *, enabled: bool = True) -
     if not (enabled and err.is_terminal):
         yield lambda n=1, info=None: None
         return
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=err, transient=False) as p:
+    with Progress(*_bar_columns("{task.description}"), console=err, transient=False) as p:
         task = p.add_task(description, total=total, info="")
 
         def advance(n: int = 1, info: str | None = None) -> None:
@@ -85,8 +77,14 @@ def run_progress(epochs: int, first_epoch: int = 0, *, enabled: bool = True) -> 
     if not (enabled and err.is_terminal):
         yield RunProgress(None, epochs, first_epoch)
         return
-    columns = (
-        TextColumn("{task.description:>12}"),
+    with Progress(*_bar_columns("{task.description:>12}"), console=err, transient=False) as p:
+        yield RunProgress(p, epochs, first_epoch)
+
+
+def _bar_columns(description: str) -> tuple[ProgressColumn, ...]:
+    """Description, bar, done/total, the task's ``info`` field, elapsed time and ETA."""
+    return (
+        TextColumn(description),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("{task.fields[info]}"),
@@ -94,8 +92,6 @@ def run_progress(epochs: int, first_epoch: int = 0, *, enabled: bool = True) -> 
         TextColumn("eta"),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=err, transient=False) as p:
-        yield RunProgress(p, epochs, first_epoch)
 
 
 def fmt(v: Any) -> str:

@@ -10,7 +10,13 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from bigmodel.errors import BigModelError
+
+M = TypeVar("M", bound=BaseModel)
 
 
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
@@ -90,3 +96,24 @@ def atomic_dir(dst: str | os.PathLike[str], *, exist_ok: bool = False) -> Iterat
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def read_json_as(path: str | os.PathLike[str], model: type[M], *, missing: str, fmt: str | None = None) -> M:
+    """``path`` read as JSON and validated as ``model``; one-line errors that name the file and the
+    bad key. ``missing`` is the error when the file does not exist; ``fmt`` the required ``format``."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BigModelError(missing) from None
+    except (OSError, json.JSONDecodeError) as err:
+        raise BigModelError(f"cannot read {path}: {err}") from None
+    try:
+        obj = model.model_validate(data)
+    except ValidationError as err:
+        e = err.errors()[0]
+        raise BigModelError(f"{path}: bad key '{'.'.join(map(str, e['loc']))}': {e['msg']}") from None
+    found = getattr(obj, "format", fmt)
+    if fmt is not None and found != fmt:
+        raise BigModelError(f"{path}: unsupported format {found!r} (expected {fmt})")
+    return obj

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from bigmodel.errors import BigModelError
+from bigmodel.fsutil import read_json_as
 
 MANIFEST = "manifest.json"
 FORMAT = "bigmodel.dataset/1"
@@ -68,21 +68,8 @@ def load_manifest(folder: str | Path) -> Manifest:
     path = Path(folder) / MANIFEST
     if not Path(folder).is_dir():
         raise BigModelError(f"dataset folder not found: {folder}")
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise BigModelError(
-            f"{folder} is not a prepared dataset (no {MANIFEST}); run 'bigmodel data prepare'"
-        ) from None
-    except (OSError, json.JSONDecodeError) as err:
-        raise BigModelError(f"cannot read {path}: {err}") from None
-    try:
-        manifest = Manifest.model_validate(data)
-    except ValidationError as err:
-        e = err.errors()[0]
-        raise BigModelError(f"{path}: bad key '{'.'.join(map(str, e['loc']))}': {e['msg']}") from None
-    if manifest.format != FORMAT:
-        raise BigModelError(f"{path}: unsupported format {manifest.format!r} (expected {FORMAT})")
+    missing = f"{folder} is not a prepared dataset (no {MANIFEST}); run 'bigmodel data prepare'"
+    manifest = read_json_as(path, Manifest, missing=missing, fmt=FORMAT)
     for split in manifest.splits.values():
         for f in split.files:
             if not (Path(folder) / f).is_file():

@@ -26,7 +26,7 @@ from bigmodel.config import TrainConfig, to_dict, validate
 from bigmodel.console import run_progress
 from bigmodel.data.builtin import resolve
 from bigmodel.data.manifest import Manifest
-from bigmodel.data.stream import ParquetStream, iterate
+from bigmodel.data.stream import ParquetStream, epochs
 from bigmodel.errors import BigModelError
 from bigmodel.fsutil import write_text_atomic
 from bigmodel.models import (
@@ -269,8 +269,20 @@ def _train(cfg: TrainConfig, env: dist.DistEnv) -> dict[str, Any]:
     val_metrics: dict[str, float] = {}
     capped = False  # max_steps reached
     peak_rss = 0.0
-    with run_progress(cfg.epochs, st["epoch"], enabled=main and cfg.progress) as bar:
-        for epoch in range(st["epoch"], cfg.epochs):
+    epoch_range = range(st["epoch"], cfg.epochs)
+    # One reader pipeline for all epochs: the next epoch's first windows load during validation.
+    batch_epochs = epochs(
+        train_stream,
+        epoch_range,
+        start_batch=st["batch"],
+        loader_workers=cfg.data.loader_workers,
+        prefetch=cfg.data.prefetch,
+    )
+    with (
+        run_progress(cfg.epochs, st["epoch"], enabled=main and cfg.progress) as bar,
+        contextlib.closing(batch_epochs),
+    ):
+        for epoch, batches in zip(epoch_range, batch_epochs, strict=True):
             start_batch = st["batch"]
             seconds0, rows0 = st["train_seconds"], st["train_rows"]
             # This epoch's summed training loss and rows; a resumed epoch starts from the banked part.
@@ -281,13 +293,6 @@ def _train(cfg: TrainConfig, env: dist.DistEnv) -> dict[str, Any]:
                 rows_local = st.get("epoch_rows", 0)
             shown, last_shown = 0, time.perf_counter()
             bar.start_epoch(epoch, nb - start_batch)
-            batches = iterate(
-                train_stream,
-                epoch,
-                start_batch=start_batch,
-                loader_workers=cfg.data.loader_workers,
-                prefetch=cfg.data.prefetch,
-            )
             mark = time.perf_counter()
             while True:
                 tw = time.perf_counter()
@@ -340,7 +345,7 @@ def _train(cfg: TrainConfig, env: dist.DistEnv) -> dict[str, Any]:
                     if cfg.max_steps and st["step"] >= cfg.max_steps:
                         capped = True
                         break
-            batches.close()  # stops the reader threads when the epoch was cut short
+            batches.close()  # an epoch cut short: stops its DataLoader workers (or pipeline) now
             bar.advance(nb - start_batch - shown, "")
             peak_rss = max(peak_rss, dist.peak_rss_mb())  # training's peak, before evaluation adds its own
 
