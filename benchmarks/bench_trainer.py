@@ -19,7 +19,7 @@ from bigmodel.models import build_model, mlp_architecture, set_standardization
 
 from common import cached_synthetic, fresh_run_dir
 
-ROWS, FEATURES, CLASSES, HIDDEN, BATCH, EPOCHS = 100_000, 64, 10, [256, 256], 256, 3
+ROWS, FEATURES, CLASSES, HIDDEN, BATCH, EPOCHS = 100_000, 64, 10, [256, 256], 256, 8
 
 
 def _load(root) -> tuple[torch.Tensor, torch.Tensor]:
