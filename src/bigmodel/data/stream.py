@@ -70,9 +70,9 @@ class ParquetStream(IterableDataset):
     """Yields ``(window, x, y)``: this rank's rows of one window, in stream order.
 
     Reading a window has two stages, ``read`` (Parquet row groups -> Arrow slices: I/O and
-    decoding) and ``assemble`` (Arrow columns -> one row-major tensor, shuffled, this rank's rows
-    only); ``iterate`` runs them in two background threads so that they overlap each other and
-    the training step.
+    decoding) and ``assemble`` (Arrow columns -> one (F, n) array of this rank's rows, shuffled);
+    ``iterate`` (one epoch) and ``epochs`` (all of them, in one pipeline) run the two in background
+    threads so that they overlap each other and the training step.
     """
 
     def __init__(
@@ -154,7 +154,8 @@ class ParquetStream(IterableDataset):
             yield k, pieces
 
     def assemble(self, k: int, pieces: list[pa.Table], epoch: int) -> Window:
-        """Stage 2: one window's slices -> this rank's rows, row-major, in stream order."""
+        """Stage 2: one window's slices -> this rank's rows in stream order: x (n, F), a view of a
+        contiguous (F, n) array, and y (n,)."""
         w = sum(p.num_rows for p in pieces)
         take = self._rank_rows(k, w)
         if self.shuffle:
