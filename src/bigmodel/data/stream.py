@@ -13,6 +13,7 @@ the windows it reads and keeps its ``1/N`` share: the price of world-size-indepe
 
 from __future__ import annotations
 
+import contextlib
 import math
 import queue
 import threading
@@ -229,21 +230,15 @@ def iterate(
     stream: ParquetStream, epoch: int, *, start_batch: int = 0, loader_workers: int = 0, prefetch: int = 2
 ) -> Generator[Batch, None, None]:
     """This rank's batches of one epoch, from ``start_batch`` on (resuming mid-epoch)."""
-    stream.set_epoch(epoch, start_batch)
-    windows: Iterable[Window]
-    if loader_workers > 0:
-        windows = DataLoader(
-            stream, batch_size=None, num_workers=loader_workers, prefetch_factor=max(prefetch, 1)
-        )
-    elif prefetch > 0:  # read and assemble in two threads: decoding overlaps copying and training
-        windows = background(
-            (stream.assemble(k, p, epoch) for k, p in background(stream.read(epoch, start_batch), prefetch)),
-            prefetch,
-        )
-    else:
-        windows = stream
-    for k, x, y in windows:
-        yield from stream.split_window(k, x, y, start_batch)
+    each = epochs(
+        stream,
+        range(epoch, epoch + 1),
+        start_batch=start_batch,
+        loader_workers=loader_workers,
+        prefetch=prefetch,
+    )
+    with contextlib.closing(each):
+        yield from next(each)
 
 
 def epochs(
@@ -259,10 +254,16 @@ def epochs(
     windows are read and shuffled while this one ends and validation runs: an epoch does not start
     by waiting for its first window. Each epoch's iterator must be used up before the next is taken
     (leaving early is fine: close the generator)."""
-    if loader_workers > 0 or prefetch <= 0:
+    if loader_workers > 0 or prefetch <= 0:  # DataLoader worker processes, or no threads at all
         for i, epoch in enumerate(epoch_range):
             sb = start_batch if i == 0 else 0
-            yield iterate(stream, epoch, start_batch=sb, loader_workers=loader_workers, prefetch=prefetch)
+            stream.set_epoch(epoch, sb)
+            windows: Iterable[Window] = stream
+            if loader_workers > 0:
+                windows = DataLoader(
+                    stream, batch_size=None, num_workers=loader_workers, prefetch_factor=max(prefetch, 1)
+                )
+            yield _split(stream, windows, sb)
         return
 
     def read_all() -> Iterator[tuple[int, int, int, list[pa.Table]]]:
@@ -290,6 +291,13 @@ def epochs(
             yield one(epoch)
     finally:
         pipe.close()
+
+
+def _split(
+    stream: ParquetStream, windows: Iterable[Window], start_batch: int
+) -> Generator[Batch, None, None]:
+    for k, x, y in windows:
+        yield from stream.split_window(k, x, y, start_batch)
 
 
 _DONE = object()
