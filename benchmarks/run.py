@@ -49,6 +49,7 @@ def _load(path: Path):
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     sys.path.insert(0, str(HERE))
+    sys.modules[path.stem] = module  # spawned child processes find the bench's functions by name
     spec.loader.exec_module(module)
     return module
 

@@ -75,3 +75,52 @@ def test_labels_and_dtypes(synth: Path):
     b = next(iterate(_stream(synth), 0))
     assert b.x.dtype == torch.float32 and b.y.dtype == torch.int64 and b.x.shape == (32, 4)
     assert set(np.unique(b.y.numpy())) <= {0, 1, 2}
+
+
+def test_streaming_switches_pyarrow_to_the_system_allocator_unless_the_user_chose(synth: Path, monkeypatch):
+    import pyarrow as pa
+
+    before = pa.default_memory_pool()
+    s = ParquetStream(synth, load_manifest(synth), "train", batch_size=64)
+    try:
+        pa.set_memory_pool(pa.mimalloc_memory_pool())
+        monkeypatch.setenv("ARROW_DEFAULT_MEMORY_POOL", "mimalloc")
+        next(iterate(s, 0))
+        assert pa.default_memory_pool().backend_name == "mimalloc"  # the user's choice stands
+        monkeypatch.delenv("ARROW_DEFAULT_MEMORY_POOL")
+        next(iterate(s, 0))
+        assert pa.default_memory_pool().backend_name == "system"
+    finally:
+        pa.set_memory_pool(before)
+
+
+def test_background_starts_reading_before_the_first_next_and_stops_when_dropped():
+    import gc
+    import itertools
+    import threading
+
+    from bigmodel.data.stream import background
+
+    started = threading.Event()
+
+    def items():
+        started.set()
+        yield from itertools.count()  # never ends: only stopping the pipeline ends the thread
+
+    before = set(threading.enumerate())
+    pipe = background(items(), 2)
+    assert started.wait(5), "the producer thread should start reading at once"
+    (thread,) = set(threading.enumerate()) - before
+    assert next(pipe) == 0
+    del pipe
+    gc.collect()
+    thread.join(5)
+    assert not thread.is_alive(), "a dropped pipeline must stop its thread"
+
+    before = set(threading.enumerate())
+    never_read = background(items(), 2)  # dropped without a single next()
+    (thread,) = set(threading.enumerate()) - before
+    del never_read
+    gc.collect()
+    thread.join(5)
+    assert not thread.is_alive()

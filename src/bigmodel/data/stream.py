@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import queue
 import threading
+import weakref
 from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +50,7 @@ class RowGroup:
     path: str
     index: int
     rows: int
+    meta: pq.FileMetaData  # its file's footer, parsed once: reopening the file skips the ~1 ms parse
 
 
 Window = tuple[int, torch.Tensor, torch.Tensor]  # (k, x, y): this rank's rows of window k
@@ -63,7 +66,7 @@ def list_row_groups(root: str | Path, manifest: Manifest, split: str) -> list[Ro
     for f in manifest.split(split).files:
         path = str(Path(root) / f)
         meta = pq.ParquetFile(path).metadata
-        groups.extend(RowGroup(path, i, meta.row_group(i).num_rows) for i in range(meta.num_row_groups))
+        groups.extend(RowGroup(path, i, meta.row_group(i).num_rows, meta) for i in range(meta.num_row_groups))
     return groups
 
 
@@ -146,7 +149,7 @@ class ParquetStream(IterableDataset):
                     # Memory-mapped: decoding reads the page cache in place (about 2x faster than
                     # buffered reads here). Opened per row group, so a mapping lives only as long
                     # as the window that uses it and RSS stays bounded by a few windows.
-                    with pq.ParquetFile(rg.path, memory_map=True) as pf:
+                    with pq.ParquetFile(rg.path, memory_map=True, metadata=rg.meta) as pf:
                         last = (g, pf.read_row_group(rg.index, columns=self.columns))
                 a, b = pos - starts[g], min(rg.rows, hi - starts[g])  # rows of this group in the window
                 pieces.append(last[1].slice(a, b - a))
@@ -254,6 +257,7 @@ def epochs(
     windows are read and shuffled while this one ends and validation runs: an epoch does not start
     by waiting for its first window. Each epoch's iterator must be used up before the next is taken
     (leaving early is fine: close the generator)."""
+    use_system_allocator()
     if loader_workers > 0 or prefetch <= 0:  # DataLoader worker processes, or no threads at all
         for i, epoch in enumerate(epoch_range):
             sb = start_batch if i == 0 else 0
@@ -293,6 +297,16 @@ def epochs(
         pipe.close()
 
 
+def use_system_allocator() -> None:
+    """Make pyarrow allocate from glibc's malloc unless the user chose a pool
+    (``ARROW_DEFAULT_MEMORY_POOL``). pyarrow's default, mimalloc, hands the freed buffers of one
+    window back to the OS and faults fresh pages in for the next; glibc reuses them. On the 2-core
+    bench machine that cut the data wait of 2-worker training from 5-7% to 1.5-3% of step time and
+    the first (cold) epoch's reading by half."""
+    if "ARROW_DEFAULT_MEMORY_POOL" not in os.environ and pa.default_memory_pool().backend_name != "system":
+        pa.set_memory_pool(pa.system_memory_pool())
+
+
 def _split(
     stream: ParquetStream, windows: Iterable[Window], start_batch: int
 ) -> Generator[Batch, None, None]:
@@ -305,7 +319,8 @@ _DONE = object()
 
 def background(items: Iterable[T], depth: int) -> Generator[T, None, None]:
     """Produce ``items`` in a daemon thread, ``depth`` ahead (Parquet decoding and numpy gathers
-    release the GIL, so reading overlaps with the training step)."""
+    release the GIL, so reading overlaps with the training step). The thread starts now, not at the
+    first ``next``: a pipeline made before the model is built reads while the model is built."""
     q: queue.Queue[object] = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
@@ -324,8 +339,13 @@ def background(items: Iterable[T], depth: int) -> Generator[T, None, None]:
         except BaseException as err:  # handed to the consumer, which re-raises it
             q.put(err)
 
-    t = threading.Thread(target=produce, daemon=True, name="bigmodel-prefetch")
-    t.start()
+    threading.Thread(target=produce, daemon=True, name="bigmodel-prefetch").start()
+    out: Generator[T, None, None] = _drain(q, stop)
+    weakref.finalize(out, stop.set)  # dropped without ever being read: the thread still stops
+    return out
+
+
+def _drain(q: queue.Queue[object], stop: threading.Event) -> Generator[T, None, None]:
     try:
         while (item := q.get()) is not _DONE:
             if isinstance(item, BaseException):

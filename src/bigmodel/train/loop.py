@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import itertools
 import json
 import math
 import os
@@ -173,29 +174,10 @@ def worker(cfg_dict: dict[str, Any]) -> dict[str, Any]:
 
 
 def _train(cfg: TrainConfig, env: dist.DistEnv) -> dict[str, Any]:
-    # DDP/FSDP machinery costs ~1 s to import; only workers need it, not every CLI verb.
-    from bigmodel.train.parallelize import grad_sync, is_sharded, parallelize
-
     main = env.is_main
     run_dir = Path(str(cfg.run_dir))
     root, manifest = resolve(cfg.data.dataset, seed=cfg.seed, val_fraction=cfg.data.val_fraction)
     spec = task_spec(manifest)
-
-    # model: plain PyTorch, initialised identically on every rank from the seed, then distributed
-    # from outside; the optimizer is built afterwards, on the parameters as parallelize left them
-    torch.manual_seed(cfg.seed)
-    if cfg.model.init_from:  # start from a model directory's architecture and weights
-        start = artifacts.load_model(cfg.model.init_from)
-        model, arch = start.module.train(), start.meta.architecture
-    else:
-        arch = architecture(cfg, manifest)
-        model = build_model(arch)
-        set_standardization(model, manifest.mean, manifest.std)
-    model.to(env.device)
-    teacher = _teacher(cfg, env.device)
-    ddp_model, averager = parallelize(model, cfg.dist, env)
-    net = cast(torch.nn.Module, torch.compile(ddp_model)) if cfg.model.compile else ddp_model
-    net.train()
 
     # data: global batches, this rank's share of each
     gd = cfg.optim.name == "gd"
@@ -221,6 +203,38 @@ def _train(cfg: TrainConfig, env: dist.DistEnv) -> dict[str, Any]:
         world=env.world,
         shuffle=False,
     )
+    # The position to start from (a resumed run's), then the reader: it starts now, so its first
+    # windows are read while the model is built, wrapped and its checkpoint restored.
+    found = checkpoint.latest(run_dir) if cfg.resume else None
+    position = found[1]["trainer"] if found else {"epoch": 0, "batch": 0}
+    epoch_range = range(position["epoch"], cfg.epochs)
+    batch_epochs = epochs(
+        train_stream,
+        epoch_range,
+        start_batch=position["batch"],
+        loader_workers=cfg.data.loader_workers,
+        prefetch=cfg.data.prefetch,
+    )
+    first_epoch = next(batch_epochs, None)
+    # DDP/FSDP machinery costs ~1 s to import; only workers need it, not every CLI verb.
+    from bigmodel.train.parallelize import grad_sync, is_sharded, parallelize
+
+    # model: plain PyTorch, initialised identically on every rank from the seed, then distributed
+    # from outside; the optimizer is built afterwards, on the parameters as parallelize left them
+    torch.manual_seed(cfg.seed)
+    if cfg.model.init_from:  # start from a model directory's architecture and weights
+        start = artifacts.load_model(cfg.model.init_from)
+        model, arch = start.module.train(), start.meta.architecture
+    else:
+        arch = architecture(cfg, manifest)
+        model = build_model(arch)
+        set_standardization(model, manifest.mean, manifest.std)
+    model.to(env.device)
+    teacher = _teacher(cfg, env.device)
+    ddp_model, averager = parallelize(model, cfg.dist, env)
+    net = cast(torch.nn.Module, torch.compile(ddp_model)) if cfg.model.compile else ddp_model
+    net.train()
+
     nb = train_stream.num_batches
     per_step = nb if gd else cfg.optim.grad_accum  # batches per optimizer step
     steps_per_epoch = math.ceil(nb / per_step)
@@ -241,7 +255,6 @@ def _train(cfg: TrainConfig, env: dist.DistEnv) -> dict[str, Any]:
         "wait_seconds": 0.0,
     }
     if cfg.resume:
-        found = checkpoint.latest(run_dir)
         assert found is not None  # checked by prepare_run
         st = checkpoint.restore(*found, module=model, optimizer=optimizer, scheduler=scheduler, env=env)
     resumed_from = st["step"] if cfg.resume else None
@@ -269,20 +282,13 @@ def _train(cfg: TrainConfig, env: dist.DistEnv) -> dict[str, Any]:
     val_metrics: dict[str, float] = {}
     capped = False  # max_steps reached
     peak_rss = 0.0
-    epoch_range = range(st["epoch"], cfg.epochs)
     # One reader pipeline for all epochs: the next epoch's first windows load during validation.
-    batch_epochs = epochs(
-        train_stream,
-        epoch_range,
-        start_batch=st["batch"],
-        loader_workers=cfg.data.loader_workers,
-        prefetch=cfg.data.prefetch,
-    )
+    epoch_batches = itertools.chain([first_epoch] if first_epoch is not None else [], batch_epochs)
     with (
         run_progress(cfg.epochs, st["epoch"], enabled=main and cfg.progress) as bar,
         contextlib.closing(batch_epochs),
     ):
-        for epoch, batches in zip(epoch_range, batch_epochs, strict=True):
+        for epoch, batches in zip(epoch_range, epoch_batches, strict=True):
             start_batch = st["batch"]
             seconds0, rows0 = st["train_seconds"], st["train_rows"]
             # This epoch's summed training loss and rows; a resumed epoch starts from the banked part.
