@@ -124,3 +124,15 @@ def test_background_starts_reading_before_the_first_next_and_stops_when_dropped(
     gc.collect()
     thread.join(5)
     assert not thread.is_alive()
+
+
+def test_epochs_starts_its_reader_when_called(synth: Path):
+    import threading
+
+    from bigmodel.data.stream import epochs
+
+    before = set(threading.enumerate())
+    each = epochs(_stream(synth), range(2))  # no next() yet: the model would be built now
+    assert any(t.name == "bigmodel-prefetch" for t in set(threading.enumerate()) - before)
+    rows = [sum(len(b.x) for b in batches) for batches in each]
+    assert rows == [load_manifest(synth).split("train").rows] * 2

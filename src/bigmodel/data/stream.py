@@ -253,22 +253,13 @@ def epochs(
     prefetch: int = 2,
 ) -> Generator[Generator[Batch, None, None], None, None]:
     """For each epoch of ``epoch_range``, an iterator over this rank's batches (the first from
-    ``start_batch``). One background pipeline runs through all of them, so the next epoch's first
-    windows are read and shuffled while this one ends and validation runs: an epoch does not start
-    by waiting for its first window. Each epoch's iterator must be used up before the next is taken
-    (leaving early is fine: close the generator)."""
+    ``start_batch``). One background pipeline runs through all of them, and it starts reading when
+    ``epochs`` is called: the first windows load while the caller builds its model, and the next
+    epoch's first windows while this one ends and validation runs. Each epoch's iterator must be used
+    up before the next is taken (leaving early is fine: close the generator)."""
     use_system_allocator()
     if loader_workers > 0 or prefetch <= 0:  # DataLoader worker processes, or no threads at all
-        for i, epoch in enumerate(epoch_range):
-            sb = start_batch if i == 0 else 0
-            stream.set_epoch(epoch, sb)
-            windows: Iterable[Window] = stream
-            if loader_workers > 0:
-                windows = DataLoader(
-                    stream, batch_size=None, num_workers=loader_workers, prefetch_factor=max(prefetch, 1)
-                )
-            yield _split(stream, windows, sb)
-        return
+        return _epochs_in_turn(stream, epoch_range, start_batch, loader_workers, prefetch)
 
     def read_all() -> Iterator[tuple[int, int, int, list[pa.Table]]]:
         for i, epoch in enumerate(epoch_range):
@@ -280,8 +271,12 @@ def epochs(
         for epoch, sb, k, pieces in background(read_all(), prefetch):
             yield epoch, sb, stream.assemble(k, pieces, epoch)
 
-    pipe = background(assemble_all(), prefetch)
+    return _epochs_of(stream, epoch_range, background(assemble_all(), prefetch))
 
+
+def _epochs_of(
+    stream: ParquetStream, epoch_range: range, pipe: Generator[tuple[int, int, Window], None, None]
+) -> Generator[Generator[Batch, None, None], None, None]:
     def one(epoch: int) -> Generator[Batch, None, None]:
         for e, sb, (k, x, y) in pipe:
             if e < epoch:  # the rest of an epoch its caller stopped early
@@ -295,6 +290,20 @@ def epochs(
             yield one(epoch)
     finally:
         pipe.close()
+
+
+def _epochs_in_turn(
+    stream: ParquetStream, epoch_range: range, start_batch: int, loader_workers: int, prefetch: int
+) -> Generator[Generator[Batch, None, None], None, None]:
+    for i, epoch in enumerate(epoch_range):
+        sb = start_batch if i == 0 else 0
+        stream.set_epoch(epoch, sb)
+        windows: Iterable[Window] = stream
+        if loader_workers > 0:
+            windows = DataLoader(
+                stream, batch_size=None, num_workers=loader_workers, prefetch_factor=max(prefetch, 1)
+            )
+        yield _split(stream, windows, sb)
 
 
 def use_system_allocator() -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import itertools
 import json
 import math
 import os
@@ -215,7 +214,6 @@ def _train(cfg: TrainConfig, env: dist.DistEnv) -> dict[str, Any]:
         loader_workers=cfg.data.loader_workers,
         prefetch=cfg.data.prefetch,
     )
-    first_epoch = next(batch_epochs, None)
     # DDP/FSDP machinery costs ~1 s to import; only workers need it, not every CLI verb.
     from bigmodel.train.parallelize import grad_sync, is_sharded, parallelize
 
@@ -283,12 +281,11 @@ def _train(cfg: TrainConfig, env: dist.DistEnv) -> dict[str, Any]:
     capped = False  # max_steps reached
     peak_rss = 0.0
     # One reader pipeline for all epochs: the next epoch's first windows load during validation.
-    epoch_batches = itertools.chain([first_epoch] if first_epoch is not None else [], batch_epochs)
     with (
         run_progress(cfg.epochs, st["epoch"], enabled=main and cfg.progress) as bar,
         contextlib.closing(batch_epochs),
     ):
-        for epoch, batches in zip(epoch_range, epoch_batches, strict=True):
+        for epoch, batches in zip(epoch_range, batch_epochs, strict=True):
             start_batch = st["batch"]
             seconds0, rows0 = st["train_seconds"], st["train_rows"]
             # This epoch's summed training loss and rows; a resumed epoch starts from the banked part.
