@@ -62,9 +62,12 @@ def _batches(
                 delim = "\t" if path.lower().endswith(".tsv") else ","
                 compression = "gzip" if path.lower().endswith(".gz") else None
                 stream = pa.CompressedInputStream(f, compression) if compression else f
+                # use_threads=False: with Arrow's parser threads, a CLI that stopped on bad input
+                # aborted at exit ("terminate called without an active exception") in ~5% of runs;
+                # the streaming reader parses no faster with them (1.2-1.4 s for 230 MB either way).
                 reader = pcsv.open_csv(
                     stream,
-                    read_options=pcsv.ReadOptions(block_size=16 << 20),
+                    read_options=pcsv.ReadOptions(block_size=16 << 20, use_threads=False),
                     parse_options=pcsv.ParseOptions(delimiter=delim),
                     convert_options=pcsv.ConvertOptions(include_columns=columns),
                 )
