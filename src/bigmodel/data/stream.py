@@ -333,32 +333,45 @@ def background(items: Iterable[T], depth: int) -> Generator[T, None, None]:
     q: queue.Queue[object] = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def produce() -> None:
         try:
             for item in items:
-                while not stop.is_set():
-                    try:
-                        q.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not put(item):
                     return
-            q.put(_DONE)
+            put(_DONE)
         except BaseException as err:  # handed to the consumer, which re-raises it
-            q.put(err)
+            put(err)
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:  # a generator stage upstream stops its own thread now, too
+                close()
 
-    threading.Thread(target=produce, daemon=True, name="bigmodel-prefetch").start()
-    out: Generator[T, None, None] = _drain(q, stop)
+    thread = threading.Thread(target=produce, daemon=True, name="bigmodel-prefetch")
+    thread.start()
+    out: Generator[T, None, None] = _drain(q, stop, thread)
     weakref.finalize(out, stop.set)  # dropped without ever being read: the thread still stops
     return out
 
 
-def _drain(q: queue.Queue[object], stop: threading.Event) -> Generator[T, None, None]:
+def _drain(
+    q: queue.Queue[object], stop: threading.Event, thread: threading.Thread
+) -> Generator[T, None, None]:
     try:
         while (item := q.get()) is not _DONE:
             if isinstance(item, BaseException):
                 raise item
             yield item  # type: ignore[misc]
     finally:
+        # Wait for the thread to leave Arrow: a daemon thread still decoding when the interpreter
+        # exits aborts the process ("terminate called without an active exception").
         stop.set()
+        thread.join(timeout=60)
