@@ -54,6 +54,7 @@ class RowGroup:
 
 
 Window = tuple[int, torch.Tensor, torch.Tensor]  # (k, x, y): this rank's rows of window k
+Pieces = tuple[int, list[pa.Table], torch.Tensor | None]  # (k, Arrow slices, rows to take) of window k
 
 
 def rank_slice(b: int, world: int, rank: int) -> tuple[int, int]:
@@ -126,11 +127,12 @@ class ParquetStream(IterableDataset):
         return [self.groups[i] for i in perm]
 
     def __iter__(self) -> Iterator[Window]:  # DataLoader workers: the epoch given to set_epoch
-        for k, pieces in self.read(self.epoch, self.start_batch):
-            yield self.assemble(k, pieces, self.epoch)
+        for k, pieces, take in self.read(self.epoch, self.start_batch):
+            yield self.assemble(k, pieces, take)
 
-    def read(self, epoch: int, start_batch: int = 0) -> Iterator[tuple[int, list[pa.Table]]]:
-        """Stage 1: for each window this (DataLoader) worker owns, the Arrow slices that make it."""
+    def read(self, epoch: int, start_batch: int = 0) -> Iterator[Pieces]:
+        """Stage 1: for each window this (DataLoader) worker owns, the Arrow slices that make it and
+        the positions of this rank's rows within it, in shuffled order (None: all rows, in order)."""
         info = get_worker_info()
         wid, nw = (info.id, info.num_workers) if info else (0, 1)
         order = self._order(epoch)
@@ -155,36 +157,43 @@ class ParquetStream(IterableDataset):
                 pieces.append(last[1].slice(a, b - a))
                 pos += b - a
                 g += 1
-            yield k, pieces
+            yield k, pieces, self._take(k, hi - lo, epoch)
 
-    def assemble(self, k: int, pieces: list[pa.Table], epoch: int) -> Window:
-        """Stage 2: one window's slices -> this rank's rows in stream order: x (n, F), a view of a
-        contiguous (F, n) array, and y (n,)."""
-        w = sum(p.num_rows for p in pieces)
+    def _take(self, k: int, w: int, epoch: int) -> torch.Tensor | None:
+        """Positions of this rank's rows within window k (w rows), in the order it trains on them."""
         take = self._rank_rows(k, w)
         if self.shuffle:
             perm = np.random.default_rng([self.seed, epoch, k]).permutation(w)
             take = perm if take is None else perm[take]
+        # int32: index_select's gather runs ~10% faster with 4-byte indices (a window is < 2**31 rows)
+        return None if take is None else torch.from_numpy(take.astype(np.int32))
+
+    def assemble(self, k: int, pieces: list[pa.Table], take: torch.Tensor | None) -> Window:
+        """Stage 2: one window's slices -> this rank's rows in stream order: x (n, F), a view of a
+        contiguous (F, n) array, and y (n,)."""
         if self.tokens:
-            tok = np.concatenate([_token_rows(p) for p in pieces])  # (w, T + 1) uint8
-            if take is not None:
-                tok = np.take(tok, take, axis=0)
-            return k, torch.from_numpy(tok), torch.empty(0)
-        # Each feature column is gathered straight from its Arrow buffer into one row of an (F, n)
-        # array: this rank's rows only, shuffled, in one pass (no full-window copy first). Batches
-        # come out column-major, (b, F) views of (F, n); a model's first layer takes that layout.
+            tok = torch.from_numpy(np.concatenate([_token_rows(p) for p in pieces]))  # (w, T + 1) uint8
+            return k, tok if take is None else tok.index_select(0, take), torch.empty(0)
+        # The window's feature columns are copied side by side into one (F, w) array, then this
+        # rank's rows gathered from it in one index_select along dim 1: that kernel gathers ~2x faster
+        # than np.take column by column, enough to pay for the copy. Batches come out column-major,
+        # (b, F) views of (F, n); a model's first layer takes that layout as it is.
         nf = len(self.manifest.features)
-        n = w if take is None else len(take)
-        x = np.empty((nf, n), np.float32)
-        for i in range(nf):
-            col = _column(pieces, i)
-            if take is None:
-                x[i] = col
-            else:  # mode="clip": the indices are in range, and "raise" would buffer the output
-                np.take(col, take, out=x[i], mode="clip")
-        y = _column(pieces, nf).astype(self.y_dtype, copy=False)
-        y = y.copy() if take is None else y[take]
-        return k, torch.from_numpy(x).t(), torch.from_numpy(y)
+        w = sum(p.num_rows for p in pieces)
+        window, y = np.empty((nf, w), np.float32), np.empty(w, self.y_dtype)
+        at = 0
+        for p in pieces:
+            for i in range(nf):
+                _copy_column(p.column(i), window[i, at : at + p.num_rows])
+            _copy_column(p.column(nf), y[at : at + p.num_rows])
+            at += p.num_rows
+        if take is None:
+            return k, torch.from_numpy(window).t(), torch.from_numpy(y)
+        # numpy allocates the output: it reuses freed windows' memory, where torch's allocator here
+        # maps fresh pages for every window and pays ~2k page faults per window to touch them.
+        x = np.empty((nf, len(take)), np.float32)
+        torch.index_select(torch.from_numpy(window), 1, take, out=torch.from_numpy(x))
+        return k, torch.from_numpy(x).t(), torch.from_numpy(y).index_select(0, take)
 
     def _rank_rows(self, k: int, w: int) -> np.ndarray | None:
         """Positions within window k that belong to this rank, in stream order (None: all)."""
@@ -215,10 +224,12 @@ class ParquetStream(IterableDataset):
             at += b - a
 
 
-def _column(pieces: list[pa.Table], i: int) -> np.ndarray:
-    """Column ``i`` of a window's slices as one numpy array (zero-copy when it is one chunk)."""
-    parts = [c.to_numpy(zero_copy_only=False) for p in pieces for c in p.column(i).chunks]
-    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+def _copy_column(col: pa.ChunkedArray, out: np.ndarray) -> None:
+    """Copy a column's values into ``out`` (its length), casting to ``out``'s dtype."""
+    at = 0
+    for c in col.chunks:
+        out[at : at + len(c)] = c.to_numpy(zero_copy_only=False)
+        at += len(c)
 
 
 def _token_rows(table: pa.Table) -> np.ndarray:
@@ -261,15 +272,15 @@ def epochs(
     if loader_workers > 0 or prefetch <= 0:  # DataLoader worker processes, or no threads at all
         return _epochs_in_turn(stream, epoch_range, start_batch, loader_workers, prefetch)
 
-    def read_all() -> Iterator[tuple[int, int, int, list[pa.Table]]]:
+    def read_all() -> Iterator[tuple[int, int, Pieces]]:
         for i, epoch in enumerate(epoch_range):
             sb = start_batch if i == 0 else 0
-            for k, pieces in stream.read(epoch, sb):
-                yield epoch, sb, k, pieces
+            for pieces in stream.read(epoch, sb):
+                yield epoch, sb, pieces
 
     def assemble_all() -> Iterator[tuple[int, int, Window]]:
-        for epoch, sb, k, pieces in background(read_all(), prefetch):
-            yield epoch, sb, stream.assemble(k, pieces, epoch)
+        for epoch, sb, pieces in background(read_all(), prefetch):
+            yield epoch, sb, stream.assemble(*pieces)
 
     return _epochs_of(stream, epoch_range, background(assemble_all(), prefetch))
 
