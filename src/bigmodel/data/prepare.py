@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
 
 from bigmodel.data.manifest import Manifest, Task
 from bigmodel.data.shards import ShardWriter
@@ -49,12 +50,22 @@ def _list_files(src: str) -> tuple[fsspec.AbstractFileSystem, list[str]]:
     return fs, files
 
 
+def _open_file(fs: fsspec.AbstractFileSystem, path: str) -> Any:
+    """A local file opened natively by Arrow, any other through fsspec. Arrow's read-ahead thread then
+    never calls back into Python for a local file: one still reading a Python file object when bad
+    input stops the CLI is killed at interpreter exit mid-call ("terminate called without an active
+    exception", an abort instead of exit 2)."""
+    if isinstance(fs, LocalFileSystem):
+        return pa.OSFile(path)
+    return fs.open(path, "rb")
+
+
 def _batches(
     fs: fsspec.AbstractFileSystem, path: str, columns: list[str] | None = None
 ) -> Generator[pa.RecordBatch, None, None]:
     """Stream one file as record batches in bounded memory."""
     try:
-        with fs.open(path, "rb") as f:
+        with _open_file(fs, path) as f:
             if path.lower().endswith(_PARQUET):
                 pf = pq.ParquetFile(f)
                 yield from pf.iter_batches(batch_size=_BATCH_ROWS, columns=columns)

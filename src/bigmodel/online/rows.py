@@ -64,6 +64,13 @@ def read_stream(
     try:
         if _is_json_lines(f, source):
             yield from _json_lines(f, meta, source, chunk_rows)
+        elif isinstance(stream, str | Path) and f is not sys.stdin.buffer:
+            # A file Arrow reads natively: its read-ahead thread never calls back into Python. One
+            # reading a Python file object needs the GIL, and if bad input stops the CLI while a
+            # read is in flight, interpreter exit kills that thread mid-call: "terminate called
+            # without an active exception", an abort instead of exit 2, in ~2% of runs.
+            with pa.OSFile(str(stream)) as native:
+                yield from _csv(native, meta, source, chunk_rows)
         else:
             yield from _csv(f, meta, source, chunk_rows)
     finally:
@@ -96,12 +103,15 @@ def _chunk(rows: list[Any], meta: ModelMeta, source: str, first_line: int) -> tu
 
 
 def _csv(
-    f: IO[bytes], meta: ModelMeta, source: str, chunk_rows: int
+    f: IO[bytes] | pa.NativeFile, meta: ModelMeta, source: str, chunk_rows: int
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     try:
-        reader = pcsv.open_csv(f, read_options=pcsv.ReadOptions(block_size=1 << 20))
-        for batch in reader:
-            for start in range(0, batch.num_rows, chunk_rows):
-                yield labelled(pa.Table.from_batches([batch.slice(start, chunk_rows)]), meta, source)
+        reader = pcsv.open_csv(f, read_options=pcsv.ReadOptions(block_size=1 << 20, use_threads=False))
+        try:
+            for batch in reader:
+                for start in range(0, batch.num_rows, chunk_rows):
+                    yield labelled(pa.Table.from_batches([batch.slice(start, chunk_rows)]), meta, source)
+        finally:
+            reader.close()  # stop the read-ahead now, not at interpreter exit
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as err:
         raise BigModelError(f"cannot read {source}: {str(err).splitlines()[0]}") from None
