@@ -136,3 +136,15 @@ def test_epochs_starts_its_reader_when_called(synth: Path):
     assert any(t.name == "bigmodel-prefetch" for t in set(threading.enumerate()) - before)
     rows = [sum(len(b.x) for b in batches) for batches in each]
     assert rows == [load_manifest(synth).split("train").rows] * 2
+
+
+def test_closing_epochs_before_the_first_epoch_stops_its_threads(synth: Path):
+    import threading
+
+    from bigmodel.data.stream import epochs
+
+    before = set(threading.enumerate())
+    each = epochs(_stream(synth), range(2))  # as if building the model had failed right after
+    assert [t for t in set(threading.enumerate()) - before if t.name == "bigmodel-prefetch"]
+    each.close()
+    assert not [t for t in set(threading.enumerate()) - before if t.is_alive()]

@@ -22,7 +22,7 @@ import weakref
 from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -261,12 +261,13 @@ def epochs(
     start_batch: int = 0,
     loader_workers: int = 0,
     prefetch: int = 2,
-) -> Generator[Generator[Batch, None, None], None, None]:
+) -> _Epochs | Generator[Generator[Batch, None, None], None, None]:
     """For each epoch of ``epoch_range``, an iterator over this rank's batches (the first from
     ``start_batch``). One background pipeline runs through all of them, and it starts reading when
     ``epochs`` is called: the first windows load while the caller builds its model, and the next
     epoch's first windows while this one ends and validation runs. Each epoch's iterator must be used
-    up before the next is taken (leaving early is fine: close the generator)."""
+    up before the next is taken (leaving early is fine). Close the result when done, or on failure
+    before the first epoch: that stops the pipeline's threads."""
     use_system_allocator()
     if loader_workers > 0 or prefetch <= 0:  # DataLoader worker processes, or no threads at all
         return _epochs_in_turn(stream, epoch_range, start_batch, loader_workers, prefetch)
@@ -278,28 +279,42 @@ def epochs(
                 yield epoch, sb, pieces
 
     def assemble_all() -> Iterator[tuple[int, int, Window]]:
-        for epoch, sb, pieces in background(read_all(), prefetch):
-            yield epoch, sb, stream.assemble(*pieces)
+        with contextlib.closing(background(read_all(), prefetch)) as read_stage:
+            for epoch, sb, pieces in read_stage:
+                yield epoch, sb, stream.assemble(*pieces)
 
-    return _epochs_of(stream, epoch_range, background(assemble_all(), prefetch))
+    return _Epochs(stream, epoch_range, background(assemble_all(), prefetch))
 
 
-def _epochs_of(
-    stream: ParquetStream, epoch_range: range, pipe: Generator[tuple[int, int, Window], None, None]
-) -> Generator[Generator[Batch, None, None], None, None]:
-    def one(epoch: int) -> Generator[Batch, None, None]:
-        for e, sb, (k, x, y) in pipe:
+class _Epochs:
+    """``epochs`` on the threaded path: an iterator over epochs whose ``close`` stops the pipeline,
+    whether or not an epoch was taken yet (a generator's ``finally`` would not run before its
+    first ``next``, and a caller that fails while building its model has taken none)."""
+
+    def __init__(self, stream: ParquetStream, epoch_range: range, pipe: Pipeline[tuple[int, int, Window]]):
+        self.stream, self.pipe = stream, pipe
+        self.todo = iter(epoch_range)
+
+    def __iter__(self) -> _Epochs:
+        return self
+
+    def __next__(self) -> Generator[Batch, None, None]:
+        epoch = next(self.todo, None)
+        if epoch is None:
+            self.close()
+            raise StopIteration
+        return self._one(epoch)
+
+    def _one(self, epoch: int) -> Generator[Batch, None, None]:
+        for e, sb, (k, x, y) in self.pipe:
             if e < epoch:  # the rest of an epoch its caller stopped early
                 continue
-            yield from stream.split_window(k, x, y, sb)
-            if k == stream.num_windows - 1:  # the epoch's last window: do not wait for the next one
+            yield from self.stream.split_window(k, x, y, sb)
+            if k == self.stream.num_windows - 1:  # the epoch's last window: do not wait for the next one
                 return
 
-    try:
-        for epoch in epoch_range:
-            yield one(epoch)
-    finally:
-        pipe.close()
+    def close(self) -> None:
+        self.pipe.close()
 
 
 def _epochs_in_turn(
@@ -336,7 +351,7 @@ def _split(
 _DONE = object()
 
 
-def background(items: Iterable[T], depth: int) -> Generator[T, None, None]:
+def background(items: Iterable[T], depth: int) -> Pipeline[T]:
     """Produce ``items`` in a daemon thread, ``depth`` ahead (Parquet decoding and numpy gathers
     release the GIL, so reading overlaps with the training step). The thread starts now, not at the
     first ``next``: a pipeline made before the model is built reads while the model is built."""
@@ -367,21 +382,32 @@ def background(items: Iterable[T], depth: int) -> Generator[T, None, None]:
 
     thread = threading.Thread(target=produce, daemon=True, name="bigmodel-prefetch")
     thread.start()
-    out: Generator[T, None, None] = _drain(q, stop, thread)
-    weakref.finalize(out, stop.set)  # dropped without ever being read: the thread still stops
+    out: Pipeline[T] = Pipeline(q, stop, thread)
+    weakref.finalize(out, stop.set)  # dropped without being closed: the thread still stops
     return out
 
 
-def _drain(
-    q: queue.Queue[object], stop: threading.Event, thread: threading.Thread
-) -> Generator[T, None, None]:
-    try:
-        while (item := q.get()) is not _DONE:
-            if isinstance(item, BaseException):
-                raise item
-            yield item  # type: ignore[misc]
-    finally:
-        # Wait for the thread to leave Arrow: a daemon thread still decoding when the interpreter
-        # exits aborts the process ("terminate called without an active exception").
-        stop.set()
-        thread.join(timeout=60)
+class Pipeline(Generic[T]):
+    """The consuming end of ``background``. ``close`` stops the producer thread and waits for it to
+    leave Arrow, read from or not: a daemon thread still decoding when the interpreter exits aborts
+    the process ("terminate called without an active exception")."""
+
+    def __init__(self, q: queue.Queue[object], stop: threading.Event, thread: threading.Thread):
+        self.q, self.stop, self.thread = q, stop, thread
+
+    def __iter__(self) -> Pipeline[T]:
+        return self
+
+    def __next__(self) -> T:
+        item = _DONE if self.stop.is_set() else self.q.get()
+        if item is _DONE:
+            self.close()
+            raise StopIteration
+        if isinstance(item, BaseException):
+            self.close()
+            raise item
+        return item  # type: ignore[return-value]
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=60)

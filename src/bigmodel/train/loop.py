@@ -214,50 +214,54 @@ def _train(cfg: TrainConfig, env: dist.DistEnv) -> dict[str, Any]:
         loader_workers=cfg.data.loader_workers,
         prefetch=cfg.data.prefetch,
     )
-    # DDP/FSDP machinery costs ~1 s to import; only workers need it, not every CLI verb.
-    from bigmodel.train.parallelize import grad_sync, is_sharded, parallelize
+    try:  # a bad --init-from, teacher or checkpoint fails here: stop the reader's threads first
+        # DDP/FSDP machinery costs ~1 s to import; only workers need it, not every CLI verb.
+        from bigmodel.train.parallelize import grad_sync, is_sharded, parallelize
 
-    # model: plain PyTorch, initialised identically on every rank from the seed, then distributed
-    # from outside; the optimizer is built afterwards, on the parameters as parallelize left them
-    torch.manual_seed(cfg.seed)
-    if cfg.model.init_from:  # start from a model directory's architecture and weights
-        start = artifacts.load_model(cfg.model.init_from)
-        model, arch = start.module.train(), start.meta.architecture
-    else:
-        arch = architecture(cfg, manifest)
-        model = build_model(arch)
-        set_standardization(model, manifest.mean, manifest.std)
-    model.to(env.device)
-    teacher = _teacher(cfg, env.device)
-    ddp_model, averager = parallelize(model, cfg.dist, env)
-    net = cast(torch.nn.Module, torch.compile(ddp_model)) if cfg.model.compile else ddp_model
-    net.train()
+        # model: plain PyTorch, initialised identically on every rank from the seed, then distributed
+        # from outside; the optimizer is built afterwards, on the parameters as parallelize left them
+        torch.manual_seed(cfg.seed)
+        if cfg.model.init_from:  # start from a model directory's architecture and weights
+            start = artifacts.load_model(cfg.model.init_from)
+            model, arch = start.module.train(), start.meta.architecture
+        else:
+            arch = architecture(cfg, manifest)
+            model = build_model(arch)
+            set_standardization(model, manifest.mean, manifest.std)
+        model.to(env.device)
+        teacher = _teacher(cfg, env.device)
+        ddp_model, averager = parallelize(model, cfg.dist, env)
+        net = cast(torch.nn.Module, torch.compile(ddp_model)) if cfg.model.compile else ddp_model
+        net.train()
 
-    nb = train_stream.num_batches
-    per_step = nb if gd else cfg.optim.grad_accum  # batches per optimizer step
-    steps_per_epoch = math.ceil(nb / per_step)
+        nb = train_stream.num_batches
+        per_step = nb if gd else cfg.optim.grad_accum  # batches per optimizer step
+        steps_per_epoch = math.ceil(nb / per_step)
 
-    optimizer = build_optimizer(model.parameters(), cfg.optim)
-    total_steps = cfg.epochs * steps_per_epoch
-    scheduler = build_scheduler(
-        optimizer, cfg.optim, total_steps=min(total_steps, cfg.max_steps or total_steps)
-    )
-    st: dict[str, Any] = {
-        "epoch": 0,
-        "batch": 0,
-        "step": 0,
-        "best_val": math.inf,
-        "bad_epochs": 0,
-        "train_seconds": 0.0,
-        "train_rows": 0,
-        "wait_seconds": 0.0,
-    }
-    if cfg.resume:
-        assert found is not None  # checked by prepare_run
-        st = checkpoint.restore(*found, module=model, optimizer=optimizer, scheduler=scheduler, env=env)
-    resumed_from = st["step"] if cfg.resume else None
-    history = _load_history(run_dir, upto_epoch=st["epoch"]) if main else []
-    masks = _zero_masks(model) if cfg.model.keep_sparsity else []
+        optimizer = build_optimizer(model.parameters(), cfg.optim)
+        total_steps = cfg.epochs * steps_per_epoch
+        scheduler = build_scheduler(
+            optimizer, cfg.optim, total_steps=min(total_steps, cfg.max_steps or total_steps)
+        )
+        st: dict[str, Any] = {
+            "epoch": 0,
+            "batch": 0,
+            "step": 0,
+            "best_val": math.inf,
+            "bad_epochs": 0,
+            "train_seconds": 0.0,
+            "train_rows": 0,
+            "wait_seconds": 0.0,
+        }
+        if cfg.resume:
+            assert found is not None  # checked by prepare_run
+            st = checkpoint.restore(*found, module=model, optimizer=optimizer, scheduler=scheduler, env=env)
+        resumed_from = st["step"] if cfg.resume else None
+        history = _load_history(run_dir, upto_epoch=st["epoch"]) if main else []
+        masks = _zero_masks(model) if cfg.model.keep_sparsity else []
+    except BaseException:
+        batch_epochs.close()
+        raise
 
     def save_checkpoint(loss_acc: torch.Tensor | None = None, rows_local: int = 0) -> None:
         if loss_acc is not None:  # bank the epoch's loss so far, so a resumed epoch reports all of it
@@ -280,7 +284,6 @@ def _train(cfg: TrainConfig, env: dist.DistEnv) -> dict[str, Any]:
     val_metrics: dict[str, float] = {}
     capped = False  # max_steps reached
     peak_rss = 0.0
-    # One reader pipeline for all epochs: the next epoch's first windows load during validation.
     with (
         run_progress(cfg.epochs, st["epoch"], enabled=main and cfg.progress) as bar,
         contextlib.closing(batch_epochs),
