@@ -76,3 +76,20 @@ def test_communication_options_still_learn(data: Path, tmp_path: Path, opts: dic
     assert out["metrics"]["accuracy"] > 0.6  # 3 balanced classes: chance is ~0.33
     w = load_file(str(tmp_path / "run" / "model.safetensors"))
     assert all(torch.isfinite(v).all() for v in w.values())
+
+
+def test_compile_trains_the_same_weights_as_eager(data: Path, tmp_path: Path):
+    # --compile wraps the (DDP) model in torch.compile: inductor's generated C++ on CPU must learn
+    # what eager PyTorch learns, in this process and on 2 workers (DDP's graph split at buckets)
+    from torch._dynamo.utils import counters
+
+    opts = dict(optim__name="sgd", optim__lr=0.05, optim__momentum=0.9, batch_size=16, epochs=1, max_steps=20)
+    _train(data, tmp_path / "eager", **opts)
+    torch._dynamo.reset()
+    counters.clear()
+    one = _train(data, tmp_path / "one", model__compile=True, **opts)
+    assert counters["stats"]["unique_graphs"] >= 1  # compiled, not silently eager
+    two = _train(data, tmp_path / "two", model__compile=True, dist__workers=2, **opts)
+    assert one["steps"] == two["steps"] == 20
+    assert _max_diff(tmp_path / "eager", tmp_path / "one") <= 1e-5
+    assert _max_diff(tmp_path / "eager", tmp_path / "two") <= 1e-5
