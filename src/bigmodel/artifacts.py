@@ -15,18 +15,20 @@ import datetime as dt
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
-from torch import nn
 
 from bigmodel.errors import BigModelError
 from bigmodel.fsutil import atomic_path, read_json_as, sha256_file, write_json_atomic
-from bigmodel.models import build_model
-from bigmodel.tasks import TaskSpec
+
+# torch is imported by the functions that touch weights: the registry, the predict client and
+# `bigmodel data` read and check model.json without paying ~1.5 s for it.
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from bigmodel.tasks import TaskSpec
 
 WEIGHTS = "model.safetensors"
 META = "model.json"
@@ -65,6 +67,8 @@ class ModelMeta(BaseModel):
 
     @property
     def spec(self) -> TaskSpec:
+        from bigmodel.tasks import TaskSpec
+
         return TaskSpec.from_json(self.task)
 
 
@@ -81,6 +85,8 @@ class LoadedModel:
 
 def save_weights(path: str | Path, module: nn.Module, state: dict[str, torch.Tensor] | None = None) -> None:
     """Write a module's state dict (or ``state`` in its place) as safetensors, atomically."""
+    from safetensors.torch import save_file
+
     state = {k: v.detach().contiguous().cpu() for k, v in (state or module.state_dict()).items()}
     with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata={"format": FORMAT})
@@ -155,6 +161,9 @@ def verify(path: str | Path, meta: ModelMeta) -> None:
 
 
 def load_state(path: str | Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
     try:
         return load_file(str(path))
     except (SafetensorError, OSError) as err:
@@ -163,6 +172,8 @@ def load_state(path: str | Path) -> dict[str, torch.Tensor]:
 
 def load_model(path: str | Path, *, check: bool = True) -> LoadedModel:
     """Load a model directory: verify hashes, rebuild the architecture, load the safetensors weights."""
+    from bigmodel.models import build_model
+
     path = Path(path)
     meta = read_meta(path)
     if check:

@@ -9,7 +9,7 @@ from safetensors import safe_open
 from bigmodel.config import OptimConfig
 from bigmodel.models import build_model, transformer_architecture
 from bigmodel.train import checkpoint
-from bigmodel.train.evaluate import SINGLE
+from bigmodel.train.evaluation import SINGLE
 from bigmodel.train.optim import build_optimizer, build_scheduler
 
 

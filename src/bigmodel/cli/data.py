@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bigmodel.cli.common import add_json, emit
 from bigmodel.console import grid_table, kv_table
-from bigmodel.data import dataset_stats, generate_synthetic, generate_text, prepare
-from bigmodel.data.manifest import Manifest
 from bigmodel.errors import BigModelError
+
+if TYPE_CHECKING:
+    from bigmodel.data.manifest import Manifest
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -85,6 +86,8 @@ def _manifest_tables(m: Manifest, path: str) -> list[Any]:
 
 
 def _prepare(args: argparse.Namespace) -> None:
+    from bigmodel.data import prepare
+
     m = prepare(
         args.src,
         args.dst,
@@ -98,6 +101,8 @@ def _prepare(args: argparse.Namespace) -> None:
 
 
 def _generate(args: argparse.Namespace) -> None:
+    from bigmodel.data import generate_synthetic, generate_text
+
     if args.kind == "text":
         m = generate_text(
             args.dst, n_bytes=args.bytes, context=args.context, seed=args.seed, val_fraction=args.val_fraction
@@ -120,6 +125,8 @@ def _generate(args: argparse.Namespace) -> None:
 
 
 def _stats(args: argparse.Namespace) -> None:
+    from bigmodel.data import dataset_stats
+
     m = dataset_stats(args.dir)
     result = {
         **_summary(m, args.dir),

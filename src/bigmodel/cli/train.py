@@ -10,7 +10,6 @@ from bigmodel import config
 from bigmodel.cli.common import add_json, emit, int_list
 from bigmodel.console import kv_table
 from bigmodel.errors import BigModelError
-from bigmodel.train import consolidate, evaluate, train
 
 # flag -> config key; a flag left out (None) does not override the YAML file or a resumed run
 FLAGS = {
@@ -121,6 +120,8 @@ def config_from_args(args: argparse.Namespace) -> config.TrainConfig:
 
 
 def _train(args: argparse.Namespace) -> None:
+    from bigmodel.train import train
+
     cfg = config_from_args(args)
     result = train(cfg)
 
@@ -156,6 +157,8 @@ def _model_name(cfg: config.TrainConfig) -> str:
 
 
 def _consolidate(args: argparse.Namespace) -> None:
+    from bigmodel.train import consolidate
+
     result = consolidate(args.run_dir, args.dst, step=args.step)
     rows = {k: v for k, v in result.items() if k != "metrics"}
     rows.update({f"val {k}": v for k, v in result["metrics"].items()})
@@ -163,6 +166,8 @@ def _consolidate(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
+    from bigmodel.train import evaluate
+
     result = evaluate(args.model_dir, args.dataset, split=args.split)
     emit(
         args,

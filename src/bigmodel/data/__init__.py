@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bigmodel.data.builtin import BUILTINS, resolve
 from bigmodel.data.manifest import Manifest, load_manifest
 from bigmodel.data.prepare import prepare
-from bigmodel.data.stream import Batch, ParquetStream, iterate
 from bigmodel.data.synthetic import generate_synthetic
 from bigmodel.data.text import generate_text, prepare_text
+from bigmodel.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from bigmodel.data.stream import Batch, ParquetStream, iterate
+
+# The reader hands out torch tensors; preparing and inspecting data does not need torch.
+__getattr__ = lazy_exports(
+    __name__, {name: "bigmodel.data.stream" for name in ("Batch", "ParquetStream", "iterate")}
+)
 
 __all__ = [
     "BUILTINS",

@@ -7,9 +7,26 @@ A server route calls the core directly, with the model it already holds and the 
 ``BigModelError`` (a bad shape, NaN in a named column, an unknown method or class) is the 400.
 """
 
-from bigmodel.explain.core import METHODS, explain_batch
-from bigmodel.explain.inputs import features_from_table, labels_from_column, resolve_model
+from typing import TYPE_CHECKING
+
 from bigmodel.explain.run import explain
+from bigmodel.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from bigmodel.explain.core import METHODS, explain_batch
+    from bigmodel.explain.inputs import features_from_table, labels_from_column, resolve_model
+
+# torch and Captum load on first use: `bigmodel.explain` is also the function `bigmodel` exports.
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "METHODS": "bigmodel.explain.core",
+        "explain_batch": "bigmodel.explain.core",
+        "features_from_table": "bigmodel.explain.inputs",
+        "labels_from_column": "bigmodel.explain.inputs",
+        "resolve_model": "bigmodel.explain.inputs",
+    },
+)
 
 __all__ = [
     "METHODS",

@@ -6,9 +6,6 @@ from pathlib import Path
 from typing import Any
 
 from bigmodel.errors import BigModelError
-from bigmodel.explain.core import METHODS, explain_batch
-from bigmodel.explain.inputs import features_from_table, read_table, resolve_model
-from bigmodel.explain.plot import bar_chart
 
 
 def explain(
@@ -32,6 +29,11 @@ def explain(
     the top features there (an existing file is never overwritten). See ``explain.core`` for what
     is explained and against which baseline.
     """
+    # Imported here: torch and Captum load only when something is explained, not with `bigmodel`.
+    from bigmodel.explain.core import METHODS, explain_batch
+    from bigmodel.explain.inputs import features_from_table, read_table, resolve_model
+    from bigmodel.explain.plot import bar_chart
+
     if method not in METHODS:
         raise BigModelError(f"unknown --method {method!r} (known: {', '.join(METHODS)})")
     if n_steps < 2:

@@ -5,9 +5,19 @@
 (``bigmodel serve --online``). ``bigmodel.online.policy`` documents when an alias moves.
 """
 
+from typing import TYPE_CHECKING
+
+from bigmodel.lazy import lazy_exports
 from bigmodel.online.detect import ADWIN, PageHinkley
-from bigmodel.online.learner import OnlineLearner, Publisher
 from bigmodel.online.policy import OnlineConfig, decide
 from bigmodel.online.run import online
+
+if TYPE_CHECKING:
+    from bigmodel.online.learner import OnlineLearner, Publisher
+
+# torch loads on first use: `bigmodel.online` is also the function `bigmodel` exports.
+__getattr__ = lazy_exports(
+    __name__, {"OnlineLearner": "bigmodel.online.learner", "Publisher": "bigmodel.online.learner"}
+)
 
 __all__ = ["ADWIN", "OnlineConfig", "OnlineLearner", "PageHinkley", "Publisher", "decide", "online"]

@@ -9,9 +9,7 @@ from pydantic import ValidationError
 
 from bigmodel import console
 from bigmodel.errors import BigModelError
-from bigmodel.online.learner import OnlineLearner, Publisher, describe
 from bigmodel.online.policy import OnlineConfig
-from bigmodel.online.rows import read_stream
 
 
 def online_config(**settings: Any) -> OnlineConfig:
@@ -48,6 +46,9 @@ def online(
     Returns the learner's summary (prequential and window scores, every event) with ``model``,
     ``alias``, ``started_from`` and ``aliases`` (the model's aliases after the run).
     """
+    # Imported here: torch loads only when something is learned, not with `bigmodel`.
+    from bigmodel.online.learner import OnlineLearner, Publisher, describe
+    from bigmodel.online.rows import read_stream
     from bigmodel.registry import Registry, parse_ref
 
     ref = parse_ref(model)

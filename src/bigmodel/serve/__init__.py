@@ -2,7 +2,17 @@
 server, ``create_app`` builds the ASGI app (for tests or another ASGI host), ``predict`` is a
 client for people."""
 
-from bigmodel.serve.app import ServerState, create_app, serve
+from typing import TYPE_CHECKING
+
+from bigmodel.lazy import lazy_exports
 from bigmodel.serve.config import ServeConfig
+
+if TYPE_CHECKING:
+    from bigmodel.serve.app import ServerState, create_app, serve
+
+# The server (torch, FastAPI) loads on first use: `bigmodel predict` only needs the client.
+__getattr__ = lazy_exports(
+    __name__, {name: "bigmodel.serve.app" for name in ("ServerState", "create_app", "serve")}
+)
 
 __all__ = ["ServeConfig", "ServerState", "create_app", "serve"]

@@ -1,7 +1,34 @@
-"""Training: ``train(cfg)``, ``evaluate(model_dir)`` and ``consolidate(run_dir, dst)``."""
+"""Training: ``train(cfg)``, ``evaluate(model_dir)`` and ``consolidate(run_dir, dst)``.
 
-from bigmodel.train.consolidate import consolidate
-from bigmodel.train.evaluate import evaluate
-from bigmodel.train.loop import train
+torch is imported on first use (see ``bigmodel.lazy``), so ``import bigmodel`` stays light.
+"""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from bigmodel.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from bigmodel.config import TrainConfig
+    from bigmodel.train.consolidation import consolidate
+    from bigmodel.train.evaluation import evaluate
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Train a model as ``cfg`` says and write its run directory; return the summary (rank 0's).
+
+    Returns ``{"metrics", "train_loss", "world_size", "samples_per_s", "data_wait_fraction",
+    "epochs", "steps", "seconds", "run_dir"}``.
+    """
+    # A function here, not a lazy export: it is also ``bigmodel.train``, which must be the function
+    # from the start, not this package (see ``bigmodel/__init__.py``).
+    from bigmodel.train.loop import train as run
+
+    return run(cfg)
+
+
+__getattr__ = lazy_exports(
+    __name__, {"consolidate": "bigmodel.train.consolidation", "evaluate": "bigmodel.train.evaluation"}
+)
 __all__ = ["consolidate", "evaluate", "train"]

@@ -38,7 +38,7 @@ from bigmodel.models import (
 )
 from bigmodel.tasks import TaskSpec
 from bigmodel.train import checkpoint, dist
-from bigmodel.train.evaluate import evaluate_stream
+from bigmodel.train.evaluation import evaluate_stream
 from bigmodel.train.optim import build_optimizer, build_scheduler
 from bigmodel.train.plots import loss_plot
 

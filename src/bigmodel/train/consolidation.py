@@ -19,7 +19,7 @@ from bigmodel.errors import BigModelError
 from bigmodel.fsutil import atomic_dir
 from bigmodel.models import build_model, count_params
 from bigmodel.train import checkpoint
-from bigmodel.train.evaluate import evaluate_stream
+from bigmodel.train.evaluation import evaluate_stream
 from bigmodel.train.loop import CONFIG_FILE, architecture, eval_batch_size, model_meta, task_spec
 
 
