@@ -28,6 +28,31 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def make_dir(path: str | os.PathLike[str], what: str = "folder") -> Path:
+    """``mkdir -p``, with a one-line error naming ``what`` and the path when it cannot be made
+    (a file in the way, no permission) instead of an OSError."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise BigModelError(f"cannot create {what} {path}: a file is in the way") from None
+    except OSError as err:
+        raise BigModelError(f"cannot create {what} {path}: {err.strerror or err}") from None
+    return path
+
+
+def fresh_dir(path: str | os.PathLike[str], what: str) -> Path:
+    """Make ``path`` for a new run's outputs. It may already exist only as an empty folder: a run
+    never writes into a folder that holds files, the user's or another run's."""
+    path = Path(path)
+    if path.is_dir() and (names := sorted(p.name for p in path.iterdir())):
+        shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+        raise BigModelError(
+            f"{what} {path} is not empty ({shown}); choose a new or empty folder (nothing was overwritten)"
+        )
+    return make_dir(path, what)
+
+
 def _fsync_dir(path: Path) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
@@ -80,7 +105,7 @@ def atomic_dir(dst: str | os.PathLike[str], *, exist_ok: bool = False) -> Iterat
     race to build the same thing), otherwise ``FileExistsError`` is raised and nothing is touched.
     """
     dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
+    make_dir(dst.parent)
     if dst.exists() and not exist_ok:
         raise FileExistsError(str(dst))
     tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent))

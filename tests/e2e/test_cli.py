@@ -82,6 +82,15 @@ def _bad_csv(tmp_path: Path, name: str, cols: dict) -> str:
     return str(path)
 
 
+def _folder_of_csvs(tmp_path: Path, *tables: dict) -> str:
+    """A folder with a.csv, b.csv, ... holding ``tables``."""
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for i, cols in enumerate(tables):
+        _bad_csv(folder, f"{chr(ord('a') + i)}.csv", cols)
+    return str(folder)
+
+
 @pytest.mark.parametrize(
     ("make_args", "message"),
     [
@@ -150,6 +159,32 @@ def _bad_csv(tmp_path: Path, name: str, cols: dict) -> str:
         (lambda t: ["train", "--resume", "--run-dir", str(t / "nothing")], "config.yaml not found"),
         (lambda t: ["evaluate", str(t / "nomodel")], "model directory not found"),
         (lambda t: ["data", "stats", str(t)], "not a prepared dataset"),
+        (
+            lambda t: [
+                "data",
+                "prepare",
+                _bad_csv(t, "e.csv", {"x": [1.0, 2.0], "label": [0, 1]}),
+                f"{t}/e.csv/out",
+            ],
+            "a file is in the way",
+        ),
+        (
+            lambda t: [
+                "data",
+                "prepare",
+                _folder_of_csvs(t, {"x": [1.0, 2.0], "y": [0, 1]}, {"x": [1.0, 2.0], "z": [0, 1]}),
+                str(t / "o"),
+                "--label",
+                "y",
+            ],
+            "b.csv: Column 'y'",
+        ),
+        (lambda t: ["train", "--run-dir", _bad_csv(t, "f.csv", {"x": [1.0]})], "a file is in the way"),
+        (
+            lambda t: ["registry", "list", "--registry", _bad_csv(t, "g.csv", {"x": [1.0]})],
+            "a file is in the way",
+        ),
+        (lambda t: ["serve", "--registry", str(t / "reg"), "--port", "-5"], "--port"),
     ],
 )
 def test_bad_input_one_line_exit_2(tmp_path: Path, make_args, message: str):
@@ -160,9 +195,30 @@ def test_bad_input_one_line_exit_2(tmp_path: Path, make_args, message: str):
     assert "Traceback" not in out.stderr
 
 
-def test_usage_errors_exit_2():
+def test_usage_errors_exit_2_on_one_line():
     out = run_cli("train", "--hidden", "ten")
     assert out.returncode == 2 and "expected comma-separated integers" in out.stderr
+    assert out.stderr.strip().splitlines() == [
+        "error: bigmodel train: argument --hidden: expected comma-separated integers, got 'ten' "
+        "(see bigmodel train --help)"
+    ]
+
+
+def test_json_errors_end_stdout_with_an_error_object(tmp_path: Path):
+    out = run_cli("data", "stats", str(tmp_path), "--json")
+    assert out.returncode == 2
+    assert "not a prepared dataset" in json.loads(out.stdout.strip().splitlines()[-1])["error"]
+
+
+def test_a_corrupt_shard_is_named_before_any_worker_starts(tmp_path: Path, prepared: Path):
+    shard = prepared / "train" / "part-00000.parquet"
+    shard.write_bytes(b"not parquet" * 100)
+    out = run_cli("train", "--dataset", str(prepared), "--workers", "2", "--run-dir", str(tmp_path / "r"))
+    err = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and len(err) == 1, out.stderr
+    assert err[0].startswith(f"error: cannot read shard {shard}: ")
+    assert err[0].endswith("(prepare the dataset again)")
+    assert not (tmp_path / "r").exists()
 
 
 def test_existing_run_is_not_overwritten(tmp_path: Path):
@@ -172,6 +228,17 @@ def test_existing_run_is_not_overwritten(tmp_path: Path):
     out = run_cli("train", "--epochs", "1", "--run-dir", str(run))
     assert out.returncode == 2 and "already holds a run" in out.stderr
     assert (run / "model.safetensors").read_bytes() == before
+
+
+def test_a_folder_of_user_files_is_not_trained_into(tmp_path: Path):
+    mine = tmp_path / "project"
+    mine.mkdir()
+    for name in ("config.yaml", "loss.png", "notes.txt"):
+        (mine / name).write_text("mine")
+    out = run_cli("train", "--epochs", "1", "--run-dir", str(mine))
+    assert out.returncode == 2 and "is not empty (config.yaml, loss.png, notes.txt)" in out.stderr
+    assert all((mine / n).read_text() == "mine" for n in ("config.yaml", "loss.png", "notes.txt"))
+    assert sorted(p.name for p in mine.iterdir()) == ["config.yaml", "loss.png", "notes.txt"]
 
 
 def test_demo(tmp_path: Path):

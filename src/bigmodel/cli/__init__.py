@@ -1,7 +1,8 @@
 """``bigmodel``: thin verbs over the Python API. Parse, call one function, print a table or --json.
 
-A problem with the user's input (``BigModelError``) prints one line and exits 2; argparse's own
-usage errors exit 2 too. Anything else is a bug and keeps its traceback.
+A problem with the user's input (``BigModelError``, or a flag argparse rejects) prints one line
+and exits 2; with --json, stdout's last line is then ``{"error": ...}``. Anything else is a bug and
+keeps its traceback.
 """
 
 from __future__ import annotations
@@ -10,8 +11,17 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from bigmodel.errors import BigModelError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line like every other bad input (it would print the whole
+    usage first). Subcommand parsers are made of this class too."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,9 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         train,
     )
 
-    parser = argparse.ArgumentParser(
-        prog="bigmodel", description=__doc__.splitlines()[0] if __doc__ else None
-    )
+    parser = _Parser(prog="bigmodel", description=__doc__.splitlines()[0] if __doc__ else None)
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     for module in (data, train, export, compress, registry, serve, predict, online, federated, explain, demo):
         module.register(sub)
@@ -46,6 +54,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         rc = args.func(args)
     except BigModelError as err:
         print(f"error: {err}", file=sys.stderr)
+        if getattr(args, "json", False):
+            from bigmodel.console import print_json
+
+            print_json({"error": str(err)})
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

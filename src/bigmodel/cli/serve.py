@@ -71,9 +71,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _serve(args: argparse.Namespace) -> None:
-    from bigmodel.serve import ServeConfig, ServerState, serve
+    from bigmodel.serve import ServerState, serve
 
-    cfg = ServeConfig(
+    cfg = _config(
         registry=args.registry,
         models=[m.strip() for m in (args.models or "").split(",") if m.strip()],
         host=args.host,
@@ -103,6 +103,22 @@ def _serve(args: argparse.Namespace) -> None:
             console.print_json(result)
 
     serve(cfg, extensions=_extensions(args, cfg), on_ready=ready)
+
+
+def _config(**fields: Any) -> Any:
+    """A ``ServeConfig`` from the flags, or a one-line error naming the bad flag."""
+    from pydantic import ValidationError
+
+    from bigmodel.errors import BigModelError
+    from bigmodel.serve import ServeConfig
+
+    try:
+        return ServeConfig(**fields)
+    except ValidationError as err:
+        e = err.errors()[0]
+        key = str(e["loc"][0]) if e["loc"] else "config"
+        flag = "--max-body-mb" if key == "max_body_bytes" else "--" + key.replace("_", "-")
+        raise BigModelError(f"{flag}: {e['msg']} (got {e.get('input')!r})") from None
 
 
 def _extensions(args: argparse.Namespace, cfg: Any) -> list[Any]:

@@ -87,7 +87,7 @@ def _batches(
                 finally:
                     # Stop Arrow's read-ahead threads now: left to interpreter exit they can abort it.
                     reader.close()
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as err:
+    except (pa.ArrowException, OSError) as err:  # e.g. ArrowKeyError: a file lacks the label column
         raise BigModelError(f"cannot read {path}: {str(err).splitlines()[0]}") from None
 
 

@@ -31,6 +31,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from bigmodel.data.manifest import Manifest
+from bigmodel.errors import BigModelError
 
 T = TypeVar("T")
 
@@ -66,9 +67,22 @@ def list_row_groups(root: str | Path, manifest: Manifest, split: str) -> list[Ro
     groups: list[RowGroup] = []
     for f in manifest.split(split).files:
         path = str(Path(root) / f)
-        meta = pq.ParquetFile(path).metadata
+        with shard_errors(path):
+            meta = pq.ParquetFile(path).metadata
         groups.extend(RowGroup(path, i, meta.row_group(i).num_rows, meta) for i in range(meta.num_row_groups))
     return groups
+
+
+@contextlib.contextmanager
+def shard_errors(path: str) -> Iterator[None]:
+    """A shard that Arrow cannot read (truncated, overwritten, deleted) is a one-line error naming it.
+    Checking every shard's hash before reading would cost a full pass over the dataset."""
+    try:
+        yield
+    except (pa.ArrowException, OSError) as err:
+        raise BigModelError(
+            f"cannot read shard {path}: {str(err).splitlines()[0]} (prepare the dataset again)"
+        ) from None
 
 
 class ParquetStream(IterableDataset):
@@ -151,7 +165,10 @@ class ParquetStream(IterableDataset):
                     # Memory-mapped: decoding reads the page cache in place (about 2x faster than
                     # buffered reads here). Opened per row group, so a mapping lives only as long
                     # as the window that uses it and RSS stays bounded by a few windows.
-                    with pq.ParquetFile(rg.path, memory_map=True, metadata=rg.meta) as pf:
+                    with (
+                        shard_errors(rg.path),
+                        pq.ParquetFile(rg.path, memory_map=True, metadata=rg.meta) as pf,
+                    ):
                         last = (g, pf.read_row_group(rg.index, columns=self.columns))
                 a, b = pos - starts[g], min(rg.rows, hi - starts[g])  # rows of this group in the window
                 pieces.append(last[1].slice(a, b - a))

@@ -29,7 +29,7 @@ from bigmodel.federated.config import FederatedConfig, parse_partition, validate
 from bigmodel.federated.partition import partition
 from bigmodel.federated.plots import round_plot
 from bigmodel.federated.strategy import Coordinator
-from bigmodel.fsutil import write_json_atomic
+from bigmodel.fsutil import fresh_dir, write_json_atomic
 from bigmodel.models import build_model, count_params, mlp_architecture, set_standardization
 from bigmodel.tasks import TaskSpec
 
@@ -85,7 +85,7 @@ def prepare_run(cfg: FederatedConfig) -> FederatedConfig:
         raise BigModelError(
             f"output directory {run_dir} already holds a run; choose a new --out (nothing was overwritten)"
         )
-    run_dir.mkdir(parents=True, exist_ok=True)
+    fresh_dir(run_dir, "output directory")
     cfg = cfg.model_copy(update={"out": str(run_dir)})
     write_json_atomic(run_dir / CONFIG_FILE, cfg.model_dump(mode="json"))
     return cfg

@@ -21,7 +21,7 @@ from sqlalchemy import func, insert, select, update
 
 from bigmodel import artifacts
 from bigmodel.errors import BigModelError
-from bigmodel.fsutil import atomic_dir
+from bigmodel.fsutil import atomic_dir, make_dir
 from bigmodel.registry import db
 from bigmodel.registry.blobs import BlobStore
 from bigmodel.registry.refs import DEFAULT_ALIAS, Ref, check_alias, check_name, parse_ref
@@ -54,7 +54,7 @@ class Registry:
         db_url = db_url or os.environ.get(ENV_DB)
         if _is_local(self.location):
             root = Path(self.location.removeprefix("file://")).expanduser()
-            root.mkdir(parents=True, exist_ok=True)
+            make_dir(root, "registry")
             self.location = str(root)
             db_url = db_url or f"sqlite:///{root / 'registry.db'}"
             self.cache = root / "checkouts"

@@ -129,6 +129,10 @@ def read_rows(path: str | Path, features: list[str]) -> np.ndarray:
         raise BigModelError(
             f"{path}: rows have {x.shape[-1] if x.ndim else 0} values; the model takes {len(features)}"
         )
+    bad = np.argwhere(~np.isfinite(x))  # JSON has no NaN or Infinity, and no model wants them
+    if len(bad):
+        i, j = (int(v) for v in bad[0])
+        raise BigModelError(f"{path}: feature {features[j]!r} is missing, NaN or infinite in row {i}")
     return x
 
 

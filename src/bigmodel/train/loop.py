@@ -26,9 +26,9 @@ from bigmodel.config import TrainConfig, to_dict, validate
 from bigmodel.console import run_progress
 from bigmodel.data.builtin import resolve
 from bigmodel.data.manifest import Manifest
-from bigmodel.data.stream import ParquetStream, epochs
+from bigmodel.data.stream import ParquetStream, epochs, list_row_groups
 from bigmodel.errors import BigModelError
-from bigmodel.fsutil import write_text_atomic
+from bigmodel.fsutil import fresh_dir, make_dir, write_text_atomic
 from bigmodel.models import (
     build_model,
     count_params,
@@ -59,20 +59,37 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     cfg = prepare_run(cfg)
     if dist.under_launcher():
         return worker(to_dict(cfg))
-    if cfg.dist.workers > 1 or cfg.dist.max_restarts:
-        env = FSDP_WORKER_ENV if cfg.dist.strategy == "fsdp" else None
-        return dict(
-            dist.launch(
-                worker, (to_dict(cfg),), cfg.dist.workers, max_restarts=cfg.dist.max_restarts, env=env
+    try:
+        if cfg.dist.workers > 1 or cfg.dist.max_restarts:
+            env = FSDP_WORKER_ENV if cfg.dist.strategy == "fsdp" else None
+            return dict(
+                dist.launch(
+                    worker, (to_dict(cfg),), cfg.dist.workers, max_restarts=cfg.dist.max_restarts, env=env
+                )
             )
-        )
-    return worker(to_dict(cfg))
+        return worker(to_dict(cfg))
+    except BaseException:
+        if not cfg.resume:
+            _forget_failed_start(Path(str(cfg.run_dir)))
+        raise
+
+
+def _forget_failed_start(run_dir: Path) -> None:
+    """A new run that failed before writing anything but its config leaves no folder behind, so the
+    same command runs again once the problem is fixed (``prepare_run`` found the folder empty)."""
+    if [p.name for p in run_dir.iterdir()] == [CONFIG_FILE]:
+        (run_dir / CONFIG_FILE).unlink()
+        run_dir.rmdir()
 
 
 def prepare_run(cfg: TrainConfig) -> TrainConfig:
     """Resolve the dataset and run directory and check them against the config (parent only)."""
-    _, manifest = resolve(cfg.data.dataset, seed=cfg.seed, val_fraction=cfg.data.val_fraction)
+    root, manifest = resolve(cfg.data.dataset, seed=cfg.seed, val_fraction=cfg.data.val_fraction)
     architecture(cfg, manifest)  # model and dataset must fit each other
+    if cfg.device == "cuda":
+        dist.pick_device("cuda", 0)  # no GPU: one error here rather than one per worker
+    for split in manifest.splits:  # every shard's footer parses (a bad one fails here, not in a worker)
+        list_row_groups(root, manifest, split)
     n_train = manifest.split("train").rows
     if cfg.optim.name != "gd" and cfg.batch_size > n_train:
         raise BigModelError(
@@ -96,10 +113,14 @@ def prepare_run(cfg: TrainConfig) -> TrainConfig:
             f"run directory {run_dir} already holds a run; pass --resume to continue it "
             "or choose a new --run-dir (nothing was overwritten)"
         )
-    run_dir.mkdir(parents=True, exist_ok=True)
+    other_rank = dist.under_launcher() and os.environ["RANK"] != "0"  # every torchrun rank runs this
+    if cfg.resume or dist.restart_count() > 0 or other_rank:
+        make_dir(run_dir, "run directory")
+    else:  # never write into a folder that holds anything else: the user's files are not ours
+        fresh_dir(run_dir, "run directory")
     cfg = cfg.model_copy(update={"run_dir": str(run_dir)})
-    if dist.under_launcher() and os.environ["RANK"] != "0":
-        return cfg  # every torchrun rank runs this; one writes
+    if other_rank:
+        return cfg  # one rank writes
     write_text_atomic(run_dir / CONFIG_FILE, yaml.safe_dump(to_dict(cfg), sort_keys=False))
     return cfg
 
