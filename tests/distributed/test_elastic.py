@@ -130,3 +130,33 @@ def test_a_hung_peer_fails_with_a_timeout_instead_of_hanging(data: Path, tmp_pat
     assert proc.returncode == 2
     assert "dist.timeout_s=3" in err and "stuck or gone" in err, err[-2000:]
     assert time.time() - t0 < 60
+
+
+def _stop_on_bad_input_in_rank_1() -> int:
+    import os
+
+    from bigmodel.errors import BigModelError
+
+    if os.environ["RANK"] == "1":
+        raise BigModelError("shard part-00007.parquet is unreadable")
+    return 0
+
+
+def test_a_worker_that_stops_on_bad_input_fails_in_one_line():
+    # torch's launcher logs the worker's whole traceback; bad input is one line like everywhere else.
+    code = (
+        "from bigmodel.errors import BigModelError\n"
+        "from bigmodel.train import dist\n"
+        "from tests.distributed.test_elastic import _stop_on_bad_input_in_rank_1 as fn\n"
+        "try:\n"
+        "    dist.launch(fn, (), 2)\n"
+        "except BigModelError as err:\n"
+        "    print(f'error: {err}')\n"
+    )
+    out = subprocess.run(
+        [str(BIN / "python"), "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+    assert (
+        out.stdout.strip() == "error: worker 1 failed: BigModelError: shard part-00007.parquet is unreadable"
+    )
+    assert out.stderr.strip() == "", out.stderr

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 import os
 import resource
 import uuid
@@ -167,12 +168,30 @@ def launch(
         monitor_interval=0.1,
         start_method="spawn",
     )
+    logs = [
+        logging.getLogger(f"torch.{m}")
+        for m in ("distributed.elastic.multiprocessing.api", "multiprocessing.spawn")
+    ]
+    for log in logs:
+        log.addFilter(_quiet_user_errors)
     try:
         results = elastic_launch(config, fn)(*args)
     except ChildFailedError as err:
         rank, failure = err.get_first_failure()
         raise BigModelError(f"worker {rank} failed: {_summary(failure.message)}") from None
+    finally:
+        for log in logs:
+            log.removeFilter(_quiet_user_errors)
     return results[0]
+
+
+def _quiet_user_errors(record: logging.LogRecord) -> bool:
+    """Keep the launcher's log to what a user needs when a worker fails: a worker that stopped on bad
+    input is re-raised by the parent as one line, so torch's copy of its traceback is dropped, and
+    so is the notice that the other workers were stopped. A crash keeps its traceback."""
+    exc = record.exc_info[1] if record.exc_info else None  # holds the worker's traceback as text
+    text = f"{record.getMessage()} {exc}"
+    return "bigmodel.errors.BigModelError" not in text and not text.startswith("Terminating process")
 
 
 def _summary(message: object) -> str:
