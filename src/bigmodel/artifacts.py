@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bigmodel.errors import BigModelError
 from bigmodel.fsutil import atomic_path, read_json_as, sha256_file, write_json_atomic
@@ -65,11 +65,26 @@ class ModelMeta(BaseModel):
     files: dict[str, FileInfo] = Field(default_factory=dict)
     created_at: str = ""
 
+    @field_validator("files")
+    @classmethod
+    def _plain_names(cls, files: dict[str, FileInfo]) -> dict[str, FileInfo]:
+        for name in files:
+            check_file_name(name)
+        return files
+
     @property
     def spec(self) -> TaskSpec:
         from bigmodel.tasks import TaskSpec
 
         return TaskSpec.from_json(self.task)
+
+
+def check_file_name(name: str) -> str:
+    """An artifact is a plain file in its model directory. model.json names the files that are
+    hashed, registered and checked out, so a name like ``../../x`` would read or write outside it."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise ValueError(f"artifact name {name!r} is not a plain file name")
+    return name
 
 
 @dataclass
@@ -121,10 +136,12 @@ def write_model_dir(
 
 def add_files(path: str | Path, names: list[str], **updates: Any) -> ModelMeta:
     """Vouch for new artifacts already written into a model directory (e.g. model.onnx) and set
-    top-level model.json keys; model.json is rewritten atomically, the weights are untouched."""
+    top-level model.json keys; model.json is rewritten atomically, the weights are untouched.
+    A name model.json already records is a replacement (a re-export): its old hash is not checked."""
     path = Path(path)
     meta = read_meta(path)
-    verify(path, meta)
+    kept = meta.model_copy(update={"files": {n: f for n, f in meta.files.items() if n not in names}})
+    verify(path, kept)
     for name in names:
         meta.files[name] = FileInfo(sha256=sha256_file(path / name), bytes=(path / name).stat().st_size)
     for key, value in updates.items():
@@ -137,7 +154,11 @@ def read_meta(path: str | Path) -> ModelMeta:
     """Read and validate model.json (no hash checks: see ``verify``)."""
     path = Path(path)
     if not path.is_dir():
-        raise BigModelError(f"model directory not found: {path}")
+        raise BigModelError(
+            f"{path} is a file, not a model directory"
+            if path.exists()
+            else f"model directory not found: {path}"
+        )
     return read_json_as(
         path / META, ModelMeta, missing=f"{path} is not a model directory (no {META})", fmt=FORMAT
     )

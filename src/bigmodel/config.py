@@ -150,6 +150,8 @@ def _one_line(err: ValidationError, model: type[BaseModel]) -> str:
         allowed = ", ".join(_fields_of(model, e["loc"]))
         return f"unknown config key '{where}' (allowed: {allowed})"
     msg = e["msg"].removeprefix("Value error, ")
+    if not e["loc"]:  # a check across keys (a model validator): its message names them
+        return msg
     return f"config key '{where}': {msg} (got {e.get('input')!r})"
 
 

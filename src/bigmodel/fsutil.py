@@ -69,7 +69,9 @@ def atomic_path(dst: str | os.PathLike[str]) -> Iterator[Path]:
     On error the temporary file is removed and ``dst`` is left as it was.
     """
     dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
+    make_dir(dst.parent)
+    if dst.is_dir():
+        raise BigModelError(f"{dst} is a folder; give a file name")
     fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
     os.close(fd)
     tmp_path = Path(tmp)

@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import pytest
@@ -55,3 +56,15 @@ def test_weights_that_do_not_fit_the_architecture(tmp_path: Path):
     artifacts.write_model_dir(tmp_path / "m2", build_model(mlp_architecture(4, 3, [8])), meta)
     with pytest.raises(BigModelError, match="does not fit the architecture"):
         artifacts.load_model(tmp_path / "m2")
+
+
+@pytest.mark.parametrize("name", ["../outside.txt", "/etc/passwd", "sub/../../x", "..", ""])
+def test_an_artifact_name_that_leaves_the_folder_is_refused(tmp_path: Path, name: str):
+    # model.json names the files that are hashed, registered and checked out: a crafted name would
+    # read (register) or write (checkout) outside the model directory.
+    _save(tmp_path / "m")
+    meta = json.loads((tmp_path / "m" / artifacts.META).read_text())
+    meta["files"][name] = {"sha256": "0" * 64, "bytes": 1}
+    (tmp_path / "m" / artifacts.META).write_text(json.dumps(meta))
+    with pytest.raises(BigModelError, match="is not a plain file name"):
+        artifacts.read_meta(tmp_path / "m")

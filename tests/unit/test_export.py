@@ -47,3 +47,33 @@ def test_changed_onnx_is_refused(tmp_path: Path):
         f.write(b"\0")
     with pytest.raises(BigModelError, match=r"model\.onnx: sha256 mismatch"):
         artifacts.load_model(tmp_path / "m")
+
+
+def test_exporting_again_replaces_its_own_onnx_only(tmp_path: Path):
+    _model_dir(tmp_path / "m")
+    export_onnx(tmp_path / "m", opset=18)
+    out = export_onnx(tmp_path / "m")  # a re-export, other settings: model.json follows the new file
+    artifacts.load_model(tmp_path / "m")
+    assert artifacts.read_meta(tmp_path / "m").onnx["opset"] == out["opset"]  # type: ignore[attr-defined]
+    _model_dir(tmp_path / "u")
+    (tmp_path / "u" / "model.onnx").write_text("mine")
+    with pytest.raises(BigModelError, match="does not record it"):
+        export_onnx(tmp_path / "u")
+    assert (tmp_path / "u" / "model.onnx").read_text() == "mine"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"opset": 3}, "cannot export .* at --opset 3: .*not kept"),
+        ({"opset": 999}, "--opset 999 is not an ONNX opset"),
+        ({"atol": -1.0}, "--atol must be a number >= 0"),
+        ({"atol": float("nan")}, "--atol must be a number >= 0"),
+    ],
+)
+def test_bad_settings_keep_nothing(tmp_path: Path, kwargs: dict, message: str):
+    _model_dir(tmp_path / "m")
+    with pytest.raises(BigModelError, match=message):
+        export_onnx(tmp_path / "m", **kwargs)
+    assert not (tmp_path / "m" / "model.onnx").exists()
+    artifacts.load_model(tmp_path / "m")

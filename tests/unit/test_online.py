@@ -205,3 +205,11 @@ def test_streams_csv_jsonl_stdin_in_chunks_and_errors_name_the_field(tmp_path: P
         list(read_stream(unknown, meta))
     with pytest.raises(BigModelError, match=r"rows\[0\] has no feature 'f2'"):
         list(read_stream(io.BufferedReader(io.BytesIO(b'{"f0": 1, "f1": 2, "target": 0}\n')), meta))
+    late = tmp_path / "late.csv"  # rows are numbered in the file, not in the chunk that holds them
+    late.write_text("f0,f1,f2,target\n" + "1,2,3,0\n" * 1500 + "1,2,3,cat\n")
+    with pytest.raises(BigModelError, match=r"unknown class 'cat' \(row 1500;"):
+        list(read_stream(late, meta, chunk_rows=1000))
+    binary = tmp_path / "binary.jsonl"
+    binary.write_bytes(b'\xff\xfe{"f0": 1}\n')
+    with pytest.raises(BigModelError, match=r"binary.jsonl: not UTF-8 text"):
+        list(read_stream(binary, meta))

@@ -8,6 +8,7 @@ import pytest
 from bigmodel import artifacts
 from bigmodel.cli import main
 from bigmodel.compress import compression_report, prune
+from bigmodel.errors import BigModelError
 from tests.compress_helpers import trained, tree_digest
 
 SIDE = {"params", "file_bytes", "latency_ms_b1", "latency_ms_b64", "metric"}
@@ -54,6 +55,8 @@ def test_report_command_plots(model: Path, tmp_path: Path, capsys: pytest.Captur
         assert (tmp_path / "plots" / png).read_bytes()[:4] == b"\x89PNG"
     res = compression_report([model], runs=5)
     assert res["plots"] == {}
+    with pytest.raises(BigModelError, match=r"size\.png already exists"):  # a rerun never overwrites
+        compression_report([model], plots=tmp_path / "plots", runs=5)
 
 
 @pytest.mark.parametrize(

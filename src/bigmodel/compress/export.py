@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import math
 import warnings
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,11 @@ def export_module(
     """torch.export -> ONNX (dynamo exporter), one file at ``dst``."""
     # The dynamo exporter prints progress to stdout and logs that torchvision (which we never use)
     # is missing; keep stdout for the CLI's result and stderr for real problems.
-    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+    # An opset below 18 goes through a version converter that logs its own failure as a traceback;
+    # the caller checks the opset it got and says so in one line.
+    for name in ("torch.onnx._internal.exporter._registration", "torch.onnx._internal.exporter._compat"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    logging.getLogger("onnxscript.version_converter").setLevel(logging.CRITICAL)
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
@@ -87,10 +92,23 @@ def max_abs_diff(module: torch.nn.Module, onnx_path: Path, inputs: list[torch.Te
 
 
 def export_onnx(model_dir: str | Path, *, opset: int | None = None, atol: float = 1e-4) -> dict[str, Any]:
-    """Export a model directory to ONNX in place; refuse (and keep nothing) if it differs by > atol."""
+    """Export a model directory to ONNX in place; refuse (and keep nothing) if it differs by > atol.
+    Exporting again replaces the model.onnx an earlier export wrote, never a file it did not."""
+    import onnx
+
+    if not math.isfinite(atol) or atol < 0:
+        raise BigModelError(f"--atol must be a number >= 0, got {atol}")
+    newest = onnx.defs.onnx_opset_version()
+    if opset is not None and not 1 <= opset <= newest:
+        raise BigModelError(f"--opset {opset} is not an ONNX opset this onnx knows (1-{newest})")
     path = Path(model_dir)
     loaded = artifacts.load_model(path)
     meta = loaded.meta
+    if (path / ONNX_FILE).exists() and ONNX_FILE not in meta.files:
+        raise BigModelError(
+            f"{path / ONNX_FILE} exists but {artifacts.META} does not record it (not written by "
+            "bigmodel export); move it away first (nothing was overwritten)"
+        )
     mean, std = meta.preprocessing.get("mean"), meta.preprocessing.get("std")
     sample = example_input(meta.architecture, 2, mean=mean, std=std)
     checks = [example_input(meta.architecture, b, mean=mean, std=std) for b in (1, 3, 64)]
@@ -99,16 +117,19 @@ def export_onnx(model_dir: str | Path, *, opset: int | None = None, atol: float 
             _export(loaded.module, sample, tmp, opset)
         except (RuntimeError, ValueError, TypeError) as err:  # torch.export's failures for unsupported code
             raise BigModelError(f"cannot export {path} to ONNX: {str(err).splitlines()[0]}") from None
+        opset_used = next(
+            o.version
+            for o in onnx.load(str(tmp), load_external_data=False).opset_import
+            if o.domain in ("", "ai.onnx")
+        )
+        if opset is not None and opset_used != opset:
+            raise BigModelError(
+                f"cannot export {path} at --opset {opset}: the exporter writes opset {opset_used} and "
+                "could not convert it (try 18 or newer); not kept"
+            )
         diff = max_abs_diff(loaded.module, tmp, checks)
         if diff > atol:
             raise BigModelError(f"ONNX output differs from PyTorch by {diff:.3g} > {atol:g}; not kept")
-    import onnx
-
-    opset_used = next(
-        o.version
-        for o in onnx.load(str(path / ONNX_FILE), load_external_data=False).opset_import
-        if o.domain in ("", "ai.onnx")
-    )
     info = {
         "file": ONNX_FILE,
         "input": INPUT,

@@ -14,7 +14,9 @@ from rich.table import Table
 from bigmodel.compress.measure import profile_all
 from bigmodel.console import fmt, grid_table
 from bigmodel.errors import BigModelError
-from bigmodel.fsutil import atomic_path
+from bigmodel.fsutil import atomic_path, make_dir
+
+PLOTS = ("size.png", "latency.png")  # metric vs file bytes, metric vs batch-64 latency
 
 ROWS = [
     ("parameters", "params"),
@@ -48,6 +50,13 @@ def report(
     ``<plots>/latency.png`` (metric against file bytes and against batch-64 latency)."""
     if not paths:
         raise BigModelError("compress report needs at least one model directory")
+    if plots is not None:  # checked before the measuring, which takes a while
+        for name in PLOTS:
+            if (Path(plots) / name).exists():
+                raise BigModelError(
+                    f"{Path(plots) / name} already exists (choose another --plots; nothing was overwritten)"
+                )
+        make_dir(plots, "--plots folder")
     models = profile_all(list(paths), threads=threads, runs=runs)
     out: dict[str, Any] = {"models": models, "threads": threads, "plots": {}}
     if plots is not None:
@@ -80,12 +89,12 @@ def draw(models: list[dict[str, Any]], folder: Path) -> dict[str, str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    folder.mkdir(parents=True, exist_ok=True)
     metric = models[0].get("metric_name", "metric")
     files = {}
-    for key, xlabel, name in (
-        ("file_bytes", "file bytes (log scale)", "size.png"),
-        ("latency_ms_b64", "latency at batch 64, ms (log scale)", "latency.png"),
+    for (key, xlabel), name in zip(
+        (("file_bytes", "file bytes (log scale)"), ("latency_ms_b64", "latency at batch 64, ms (log scale)")),
+        PLOTS,
+        strict=True,
     ):
         fig, ax = plt.subplots(figsize=(6, 4))
         for m in models:

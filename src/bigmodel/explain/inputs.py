@@ -90,9 +90,10 @@ def read_table(path: str | Path) -> pa.Table:
         raise BigModelError(f"cannot read {path}: {str(err).splitlines()[0]}") from None
 
 
-def features_from_table(table: pa.Table, meta: ModelMeta, source: str) -> np.ndarray:
+def features_from_table(table: pa.Table, meta: ModelMeta, source: str, first_row: int = 0) -> np.ndarray:
     """The model's feature columns, in the model's order, as (N, F) float32; other columns are
-    ignored. A missing column, a non-numeric one, a missing value or NaN -> error naming it."""
+    ignored. A missing column, a non-numeric one, a missing value or NaN -> error naming it (rows
+    are numbered from ``first_row``: the table may be one chunk of a longer stream)."""
     if table.num_rows == 0:
         raise BigModelError(f"{source} is empty: no rows")
     missing = [f for f in meta.features if f not in table.column_names]
@@ -102,10 +103,10 @@ def features_from_table(table: pa.Table, meta: ModelMeta, source: str) -> np.nda
             f"{source}: missing feature column '{missing[0]}'{more}; the model needs {len(meta.features)} columns"
         )
     batch = table.select(meta.features).combine_chunks().to_batches()[0]
-    return checked_features(batch, meta.features, source, 0)
+    return checked_features(batch, meta.features, source, first_row)
 
 
-def labels_from_column(values: Any, meta: ModelMeta, source: str) -> np.ndarray:
+def labels_from_column(values: Any, meta: ModelMeta, source: str, first_row: int = 0) -> np.ndarray:
     """True labels as the model's codes (classification) or float targets (regression); an
     unknown class, a missing value or a non-number target -> error naming the label column."""
     name = label_name(meta)
@@ -129,6 +130,6 @@ def labels_from_column(values: Any, meta: ModelMeta, source: str) -> np.ndarray:
         i = int(np.flatnonzero(codes.is_null().to_numpy(zero_copy_only=False))[0])
         raise BigModelError(
             f"{source}: label column '{name}' has unknown class {text[i].as_py()!r} "
-            f"(row {i}; classes: {', '.join(known)})"
+            f"(row {first_row + i}; classes: {', '.join(known)})"
         )
     return np.asarray(codes.to_numpy(zero_copy_only=False), dtype=np.int64)

@@ -26,13 +26,16 @@ from bigmodel.explain.inputs import features_from_table, label_name, labels_from
 CHUNK_ROWS = 1024  # rows read, checked and learned at a time: memory stays bounded on any stream
 
 
-def labelled(table: pa.Table, meta: ModelMeta, source: str) -> tuple[np.ndarray, np.ndarray]:
-    """(x (N, F) float32, y (N,)) from a table holding the feature and label columns."""
-    x = features_from_table(table, meta, source)
+def labelled(
+    table: pa.Table, meta: ModelMeta, source: str, first_row: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """(x (N, F) float32, y (N,)) from a table holding the feature and label columns (its rows are
+    rows ``first_row``... of the stream, for error messages)."""
+    x = features_from_table(table, meta, source, first_row)
     name = label_name(meta)
     if name not in table.column_names:
         raise BigModelError(f"{source}: missing label column '{name}'")
-    return x, labels_from_column(table.column(name), meta, source)
+    return x, labels_from_column(table.column(name), meta, source, first_row)
 
 
 def _open(stream: str | Path | IO[bytes]) -> tuple[IO[bytes] | pa.NativeFile, str]:
@@ -81,17 +84,24 @@ def _json_lines(
     f: IO[bytes] | pa.NativeFile, meta: ModelMeta, source: str, chunk_rows: int
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     rows: list[Any] = []
-    first = 1
-    for lineno, line in enumerate(io.TextIOWrapper(f, encoding="utf-8", errors="strict"), 1):
-        if not line.strip():
-            continue
+    first = lineno = 1
+    lines = iter(io.TextIOWrapper(f, encoding="utf-8", errors="strict"))
+    while True:
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as err:
-            raise BigModelError(f"{source} line {lineno}: not valid JSON ({err.msg})") from None
-        if len(rows) == chunk_rows:
-            yield _chunk(rows, meta, source, first)
-            rows, first = [], lineno + 1
+            line = next(lines)
+        except StopIteration:
+            break
+        except UnicodeDecodeError:
+            raise BigModelError(f"{source}: not UTF-8 text (at or after line {lineno})") from None
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise BigModelError(f"{source} line {lineno}: not valid JSON ({err.msg})") from None
+            if len(rows) == chunk_rows:
+                yield _chunk(rows, meta, source, first)
+                rows, first = [], lineno + 1
+        lineno += 1
     if rows:
         yield _chunk(rows, meta, source, first)
 
@@ -107,9 +117,12 @@ def _csv(
     try:
         reader = pcsv.open_csv(f, read_options=pcsv.ReadOptions(block_size=1 << 20, use_threads=False))
         try:
+            row = 0
             for batch in reader:
                 for start in range(0, batch.num_rows, chunk_rows):
-                    yield labelled(pa.Table.from_batches([batch.slice(start, chunk_rows)]), meta, source)
+                    chunk = pa.Table.from_batches([batch.slice(start, chunk_rows)])
+                    yield labelled(chunk, meta, source, row)
+                    row += chunk.num_rows
         finally:
             reader.close()  # stop the read-ahead now, not at interpreter exit
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as err:

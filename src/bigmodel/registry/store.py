@@ -268,6 +268,10 @@ class Registry:
         if not (path / artifacts.META).exists():
             with atomic_dir(path, exist_ok=True) as tmp:
                 for fname, sha in entries:
+                    try:  # the database is not trusted more than the model.json it came from
+                        artifacts.check_file_name(str(fname))
+                    except ValueError as err:
+                        raise BigModelError(f"{what}: {err}; refusing to check it out") from None
                     self.blobs.get(str(sha), tmp / str(fname), what=f"{fname} of {what}")
         got = hashlib.sha256((path / artifacts.META).read_bytes()).hexdigest()
         if got != digest:
@@ -275,7 +279,10 @@ class Registry:
                 f"{path / artifacts.META} of {what} changed after registration (sha256 {got[:12]}..., "
                 f"recorded {digest[:12]}...); refusing to load it"
             )
-        artifacts.verify(path, artifacts.read_meta(path))
+        try:
+            artifacts.verify(path, artifacts.read_meta(path))
+        except BigModelError as err:
+            raise BigModelError(f"{what}: {err}") from None
         return path
 
     # ---- helpers -------------------------------------------------------------------------------
