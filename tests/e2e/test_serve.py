@@ -10,6 +10,7 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -466,3 +467,138 @@ def test_routes_from_another_module_plug_in(world):
     finally:
         proc.send_signal(__import__("signal").SIGINT)
         assert proc.wait(30) == 0
+
+
+def _get(world, path: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(world["url"] + path, headers=auth())) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def test_bad_versions_and_parameters_are_4xx_naming_them(world):
+    # '²' passes str.isdigit() but int() refuses it: once a 500 on every versioned path
+    row = {f"f{i}": 0.5 for i in range(6)}
+    infer = {"inputs": [{"name": "input", "shape": [1, 6], "datatype": "FP32", "data": [0.5] * 6}]}
+    for method, path, body in [
+        ("POST", "/v2/models/iris/versions/%C2%B2/infer", infer),
+        ("POST", "/v2/models/iris/versions/%C2%B2/explain", {"rows": [row]}),
+        ("GET", "/v2/models/iris/versions/%C2%B2", None),
+        ("GET", "/v2/models/iris/versions/%C2%B2/ready", None),
+    ]:
+        if method == "GET":
+            status, answer = _get(world, path)
+        else:
+            status, answer, _ = _post(world, path, json.dumps(body).encode())
+        assert status == 404 and "has no version '²' loaded" in answer["error"], (path, answer)
+    for verb in ("load", "unload"):
+        status, answer, _ = _post(world, f"/v2/repository/models/iris:%C2%B2/{verb}", b"")
+        assert status == 400 and "bad model reference 'iris:²'" in answer["error"], answer
+    status, answer, _ = _post(
+        world, "/v2/models/iris/explain", json.dumps({"rows": [row], "target": "²"}).encode()
+    )
+    assert status == 400 and "unknown --target '²'" in answer["error"], answer
+    # 'parameters' that is not an object: once a 500 (AttributeError) for an output's
+    for extra, where in [
+        ({"outputs": [{"name": "label", "parameters": 5}]}, "outputs[0].parameters"),
+        ({"outputs": [{"name": "label", "parameters": [1]}]}, "outputs[0].parameters"),
+        ({"parameters": [1]}, "parameters"),
+    ]:
+        status, answer, _ = _post(world, "/v2/models/iris/infer", json.dumps({**infer, **extra}).encode())
+        assert status == 400 and answer["error"].startswith(f"{where} must be an object"), answer
+
+
+@pytest.fixture(scope="module")
+def strict_server(tmp_path_factory: pytest.TempPathFactory):
+    """bc:1 served; bc:2's weights corrupt in the registry's store; bc:3 good; a 10 KiB body limit."""
+    tmp = tmp_path_factory.mktemp("strict")
+    reg = Registry(tmp / "registry")
+    for seed in (1, 2, 3):
+        rec = reg.register(make_model_dir(tmp / f"bc{seed}", features=3, seed=seed), "bc")
+    bad = reg.show("bc:2")["files"]["model.safetensors"]["sha256"]
+    blob = Path(reg.blobs.path(bad))
+    blob.write_bytes(blob.read_bytes()[:-1] + b"\x01")
+    assert rec["version"] == 3
+    args = ["--registry", str(reg.location), "--models", "bc:1", "--poll-interval-s", "0.1"]
+    args += ["--max-body-mb", "0.01", "--access-log", "off"]
+    with ServerProcess(args, env={"BIGMODEL_HOME": str(tmp / "home")}) as server:
+        yield server
+        assert server.stop() == 0
+
+
+def _call(url: str, method: str = "POST", body: bytes | None = None) -> tuple[int, Any]:
+    req = urllib.request.Request(url, data=body, method=method)
+    try:
+        with urllib.request.urlopen(req) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def test_a_failed_load_leaves_the_model_unavailable_and_the_server_ready(strict_server):
+    url = strict_server.url
+    status, answer = _call(url + "/v2/repository/models/bc:2/load")
+    assert status == 400 and "model.safetensors of bc:2 is corrupt" in answer["error"], answer
+    # as in Triton: the error is the answer; the server does not keep waiting for (or retrying) it
+    assert _call(url + "/v2/health/ready", "GET") == (200, {"ready": True})
+    rows = {r["version"]: r["state"] for r in _call(url + "/v2/repository/index")[1]}
+    assert rows == {"1": "READY", "2": "UNAVAILABLE", "3": "UNAVAILABLE"}
+    time.sleep(0.5)  # five polls
+    assert "bc:2" not in strict_server.log()
+    assert _call(url + "/v2/repository/models/bc:2/unload")[0] == 404
+    # a good version loads beside it and unloads by the same NAME:VERSION
+    assert _call(url + "/v2/repository/models/bc:3/load") == (200, {})
+    assert _call(url + "/v2/models/bc", "GET")[1]["versions"] == ["1", "3"]
+    assert _call(url + "/v2/repository/models/bc:3/unload") == (200, {})
+    assert _call(url + "/v2/models/bc", "GET")[1]["versions"] == ["1"]
+    assert _call(url + "/v2/health/ready", "GET")[0] == 200
+
+
+def test_repository_routes_refuse_bodies_over_the_limit(strict_server):
+    big = json.dumps({"ready": True, "pad": "x" * 20_000}).encode()  # over the 10 KiB limit
+    for path in (
+        "/v2/repository/index",
+        "/v2/repository/models/bc:3/load",
+        "/v2/repository/models/bc/unload",
+    ):
+        status, answer = _call(strict_server.url + path, body=big)
+        assert status == 413 and "larger than the limit of 10485 bytes" in answer["error"], (path, answer)
+        # and without a Content-Length: refused while it streams in
+        host = strict_server.url.removeprefix("http://")
+        conn = http.client.HTTPConnection(host)
+        conn.request("POST", path, body=iter([big[:8000], big[8000:]]), encode_chunked=True)
+        resp = conn.getresponse()
+        assert resp.status == 413, path
+        conn.close()
+    assert _call(strict_server.url + "/v2/models/bc", "GET")[1]["versions"] == ["1"]  # nothing loaded
+    assert _call(strict_server.url + "/v2/repository/index", body=b'{"ready": true}')[0] == 200
+
+
+def test_bad_serve_flags_are_one_line_errors_before_it_starts(world, tmp_path: Path):
+    reg = str(world["reg"].location)
+    (tmp_path / "afile.txt").write_text("")
+    for flags, message in [
+        (["--access-log", str(tmp_path / "afile.txt" / "log")], "a file is in the way"),
+        (["--access-log", str(tmp_path)], f"--access-log {tmp_path}: is a folder"),
+        (["--max-body-mb", "-1"], "--max-body-mb: must be at least 0.0009765625 (1 KiB) (got -1)"),
+        (["--models", "iris:²"], "bad model reference 'iris:²'"),
+    ]:
+        out = run_cli("serve", "--registry", reg, "--port", "0", *flags, timeout=60)
+        assert out.returncode == 2 and out.stderr.startswith("error: "), (flags, out.stderr)
+        assert message in out.stderr and len(out.stderr.splitlines()) == 1, (flags, out.stderr)
+
+
+def test_bad_version_on_the_command_line_is_a_one_line_error(world, tmp_path: Path):
+    csv = tmp_path / "rows.csv"
+    csv.write_text(",".join(f"f{i}" for i in range(6)) + "\n" + ",".join(["0.5"] * 6) + "\n")
+    reg = ["--registry", str(world["reg"].location)]
+    for args, message in [
+        (["registry", "show", "iris:²", *reg], "bad model reference 'iris:²'"),
+        (["predict", "iris:²", "--input", str(csv), "--url", world["url"]], "bad model reference 'iris:²'"),
+        (["explain", "iris:²", "--input", str(csv), *reg], "bad model reference 'iris:²'"),
+        (["explain", "iris:1", "--input", str(csv), "--target", "²", *reg], "unknown --target '²'"),
+    ]:
+        out = run_cli(*args, timeout=120)
+        assert out.returncode == 2 and out.stderr.startswith("error: "), (args, out.stderr)
+        assert message in out.stderr and len(out.stderr.splitlines()) == 1, (args, out.stderr)

@@ -60,6 +60,11 @@ def _json(**t) -> bytes:
     return orjson.dumps({"inputs": [{**base, **t}]})
 
 
+def _top(**keys) -> bytes:
+    """A good one-input request with these top-level keys added."""
+    return orjson.dumps({**orjson.loads(_json()), **keys})
+
+
 _BIN = orjson.dumps(
     {
         "inputs": [
@@ -96,6 +101,16 @@ _BIN = orjson.dumps(
             "unknown output 'logits'",
         ),
         (_json(), 10_000, "outside the body"),
+        (_json(parameters=[1]), None, r"inputs\[0\]\.parameters must be an object, got \[1\]"),
+        (_json(parameters="x"), None, r"inputs\[0\]\.parameters must be an object"),
+        (_top(parameters=[1]), None, r"^parameters must be an object, got \[1\]"),
+        (_top(parameters=0), None, r"^parameters must be an object, got 0"),
+        (_top(outputs=[{"name": "label", "parameters": 5}]), None, r"outputs\[0\]\.parameters .* got 5"),
+        (
+            _top(outputs=[{"name": "label"}, {"name": "probabilities", "parameters": [True]}]),
+            None,
+            r"outputs\[1\]\.parameters must be an object, got \[true\]",
+        ),
     ],
 )
 def test_bad_requests_are_400_naming_the_problem(body: bytes, header: int | None, message: str):

@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 import time
@@ -8,6 +9,7 @@ import pytest
 from bigmodel import artifacts
 from bigmodel.errors import BigModelError
 from bigmodel.registry import Registry, parse_ref, resolve
+from bigmodel.registry.refs import MAX_VERSION, parse_version
 from tests.models import make_model_dir
 
 
@@ -110,6 +112,17 @@ def test_bad_references_name_the_problem(tmp_path: Path, reg: Registry):
             parse_ref(text)
     with pytest.raises(BigModelError, match="not a model directory"):
         reg.register(tmp_path, "m")
+
+
+def test_versions_are_ascii_integers_in_range():
+    # '²' and '３' pass str.isdigit; '²' then fails int() and '３' would be read as 3
+    assert parse_version("3") == 3 and parse_version(str(MAX_VERSION)) == MAX_VERSION
+    for text in ("²", "３", "0", "-1", "+1", " 1", "1.0", "", str(MAX_VERSION + 1), "9" * 30):
+        assert parse_version(text) is None, text
+        with pytest.raises(
+            BigModelError, match=re.escape(f"bad model reference 'm:{text}'") + ".*integer from 1 to"
+        ):
+            parse_ref(f"m:{text}")
 
 
 def test_object_store_url_through_fsspec(tmp_path: Path):

@@ -13,7 +13,7 @@ from bigmodel.errors import BigModelError
 
 def _fault(text: str) -> tuple[int, str]:
     cid, sep, kind = text.partition(":")
-    if not sep or not cid.isdigit() or kind not in ("nan", "huge", "crash"):
+    if not sep or not (cid.isascii() and cid.isdigit()) or kind not in ("nan", "huge", "crash"):
         raise argparse.ArgumentTypeError(f"expected CLIENT:nan|huge|crash, got {text!r}")
     return int(cid), kind
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from bigmodel import console
@@ -71,8 +73,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _serve(args: argparse.Namespace) -> None:
-    from bigmodel.serve import ServerState, serve
-
     cfg = _config(
         registry=args.registry,
         models=[m.strip() for m in (args.models or "").split(",") if m.strip()],
@@ -84,11 +84,12 @@ def _serve(args: argparse.Namespace) -> None:
         timeout_s=args.timeout_s,
         api_key=args.api_key or os.environ.get("BIGMODEL_API_KEY") or None,
         runtime=args.runtime,
-        max_body_bytes=int(args.max_body_mb * 2**20),
+        max_body_mb=args.max_body_mb,
         threads=args.threads,
         poll_interval_s=args.poll_interval_s,
         access_log=args.access_log,
     )
+    from bigmodel.serve import ServerState, serve  # torch and the server: only once the flags are good
 
     def ready(state: ServerState, url: str) -> None:
         models = [
@@ -105,20 +106,47 @@ def _serve(args: argparse.Namespace) -> None:
     serve(cfg, extensions=_extensions(args, cfg), on_ready=ready)
 
 
-def _config(**fields: Any) -> Any:
-    """A ``ServeConfig`` from the flags, or a one-line error naming the bad flag."""
+def _config(*, max_body_mb: float, **fields: Any) -> Any:
+    """A ``ServeConfig`` from the flags, or a one-line error naming the bad flag (and its value as
+    given), checked before the server binds its port or loads a model."""
     from pydantic import ValidationError
 
     from bigmodel.errors import BigModelError
+    from bigmodel.registry import parse_ref
     from bigmodel.serve import ServeConfig
 
+    least = 1024 / 2**20  # ServeConfig's 1 KiB floor, in the flag's unit
+    if not (math.isfinite(max_body_mb) and max_body_mb >= least):
+        raise BigModelError(f"--max-body-mb: must be at least {least} (1 KiB) (got {max_body_mb:g})")
     try:
-        return ServeConfig(**fields)
+        cfg = ServeConfig(max_body_bytes=int(max_body_mb * 2**20), **fields)
     except ValidationError as err:
         e = err.errors()[0]
         key = str(e["loc"][0]) if e["loc"] else "config"
-        flag = "--max-body-mb" if key == "max_body_bytes" else "--" + key.replace("_", "-")
-        raise BigModelError(f"{flag}: {e['msg']} (got {e.get('input')!r})") from None
+        raise BigModelError(f"--{key.replace('_', '-')}: {e['msg']} (got {e.get('input')!r})") from None
+    for ref in cfg.models:
+        parse_ref(ref)  # a bad reference fails here, in one line
+    _check_access_log(cfg.access_log)
+    return cfg
+
+
+def _check_access_log(target: str | None) -> None:
+    """Create the access log's folder and open the file once, so that a path under a file, a folder
+    or a file we may not write fails now, in one line, not as a traceback once serving."""
+    from bigmodel.errors import BigModelError
+    from bigmodel.fsutil import make_dir
+
+    if not target or target in ("-", "off"):
+        return
+    path = Path(target)
+    if path.is_dir():
+        raise BigModelError(f"--access-log {target}: is a folder; give a file path, '-' or 'off'")
+    make_dir(path.parent, "the folder of --access-log")
+    try:
+        with open(target, "ab"):  # as the server will open it ('log/' stays a folder, not a file)
+            pass
+    except OSError as err:
+        raise BigModelError(f"--access-log {target}: cannot write it: {err.strerror or err}") from None
 
 
 def _extensions(args: argparse.Namespace, cfg: Any) -> list[Any]:

@@ -66,7 +66,8 @@ def target_code(spec: TaskSpec, target: Any) -> int:
     for code, v in enumerate(values):
         if str(v) == str(target):
             return code
-    if isinstance(target, int) or (isinstance(target, str) and target.isdigit()):
+    # ASCII digits only: str.isdigit also accepts '²', which int() refuses
+    if isinstance(target, int) or (isinstance(target, str) and target.isascii() and target.isdigit()):
         code = int(target)
         if 0 <= code < len(values):
             return code

@@ -14,6 +14,7 @@ from bigmodel.errors import BigModelError
 DEFAULT_ALIAS = "production"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _ALIAS = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+MAX_VERSION = 2**31 - 1  # the registry's version column is a SQL INTEGER
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,17 @@ def check_alias(alias: str) -> str:
     return alias
 
 
+def parse_version(text: str) -> int | None:
+    """``"3"`` -> 3; None for anything but a version number in ASCII digits (``"²"``, ``"-1"``, ``"0"``).
+
+    ``str.isdigit`` alone is not enough: it accepts digits such as ``²`` that ``int`` refuses.
+    """
+    if not (text.isascii() and text.isdigit()):
+        return None
+    version = int(text)
+    return version if 1 <= version <= MAX_VERSION else None
+
+
 def parse_ref(text: str) -> Ref:
     """``iris`` -> Ref("iris"); ``iris:3`` -> version 3; ``iris@staging`` -> alias staging."""
     if "@" in text:
@@ -52,9 +64,11 @@ def parse_ref(text: str) -> Ref:
         return Ref(check_name(name), alias=check_alias(alias))
     if ":" in text:
         name, version = text.split(":", 1)
-        if not version.isdigit() or int(version) < 1:
+        number = parse_version(version)
+        if number is None:
             raise BigModelError(
-                f"bad model reference {text!r}: the version after ':' must be an integer >= 1"
+                f"bad model reference {text!r}: the version after ':' must be an integer "
+                f"from 1 to {MAX_VERSION}"
             )
-        return Ref(check_name(name), version=int(version))
+        return Ref(check_name(name), version=number)
     return Ref(check_name(text))

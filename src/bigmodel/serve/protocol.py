@@ -52,6 +52,17 @@ def _bad(message: str) -> HTTPError:
     return HTTPError(400, message)
 
 
+def _params(obj: dict[str, Any], where: str) -> dict[str, Any]:
+    """``obj["parameters"]``: absent is ``{}``; anything but an object (5, [], "") is a 400 naming ``where``."""
+    params = obj.get("parameters")
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        shown = orjson.dumps(params).decode()
+        raise _bad(f"{where} must be an object, got {shown if len(shown) <= 40 else shown[:37] + '...'}")
+    return params
+
+
 def decode_request(
     body: bytes,
     header_length: int | None,
@@ -93,9 +104,7 @@ def decode_request(
             f"input '{inp.name}' has shape {shape}; model {model} takes [-1, {features}] (rows, features)"
         )
     rows = shape[0]
-    params = t.get("parameters") or {}
-    if not isinstance(params, dict):
-        raise _bad(f"input '{inp.name}': 'parameters' must be an object")
+    params = _params(t, "inputs[0].parameters")
     size = params.get("binary_data_size")
     if size is not None:
         if header_length is None:
@@ -126,9 +135,7 @@ def decode_request(
         raise _bad(f"input '{inp.name}' holds NaN or infinite values")
 
     out = InferRequest(x, id=req.get("id") if isinstance(req.get("id"), str) else None)
-    rparams = req.get("parameters") or {}
-    if not isinstance(rparams, dict):
-        raise _bad("request 'parameters' must be an object")
+    rparams = _params(req, "parameters")
     binary_all = bool(rparams.get("binary_data_output", False))
     timeout = rparams.get("timeout")
     if timeout is not None:
@@ -143,12 +150,12 @@ def decode_request(
         return out
     if not isinstance(wanted, list) or not all(isinstance(o, dict) for o in wanted):
         raise _bad("'outputs' must be a list of objects with a 'name'")
-    for o in wanted:
+    for i, o in enumerate(wanted):
         name = o.get("name")
         if name not in names:
             raise _bad(f"unknown output {name!r}: model {model} gives {', '.join(names)}")
         out.outputs.append(name)
-        oparams = o.get("parameters") or {}
+        oparams = _params(o, f"outputs[{i}].parameters")
         if oparams.get("binary_data", binary_all):
             out.binary.add(name)
     return out

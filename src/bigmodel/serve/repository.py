@@ -19,6 +19,7 @@ import numpy as np
 
 from bigmodel.errors import BigModelError
 from bigmodel.registry import DEFAULT_ALIAS, Ref, Registry, parse_ref
+from bigmodel.registry.refs import parse_version
 from bigmodel.serve.batcher import Batcher
 from bigmodel.serve.config import ServeConfig
 from bigmodel.serve.metrics import Metrics
@@ -77,7 +78,8 @@ class Repository:
             if versions:
                 return self.loaded[(name, max(versions))]
             raise HTTPError(404, f"unknown model '{name}' (serving: {', '.join(self.names()) or 'none'})")
-        served = self.loaded.get((name, int(version))) if version.isdigit() else None
+        number = parse_version(version)  # "²" or "x": not a version, so none is loaded (a 404 naming it)
+        served = self.loaded.get((name, number)) if number is not None else None
         if served is None:
             have = sorted(v for (n, v) in self.loaded if n == name)
             if not have:
@@ -122,50 +124,73 @@ class Repository:
                 await self._drop(served)
 
     async def load(self, name: str) -> None:
-        """The repository extension's load: start serving ``name`` (or re-check its versions)."""
+        """The repository extension's load: start serving ``name`` (or re-check its versions).
+
+        As in Triton, a load that fails answers the error and leaves the model unavailable: a target
+        that serves nothing yet is dropped again, so readiness never waits for it and the watch loop
+        does not retry it every poll. A target that already serves keeps serving its version.
+        """
         ref = parse_ref(name)
         await asyncio.to_thread(self.registry.version_of, ref)  # unknown name: a clear error now
         async with self._lock:
-            if not any(t.ref == ref for t in self.targets):
-                self.targets.append(Target(ref))
-        await self.refresh(raise_errors=True)
+            target = next((t for t in self.targets if t.ref == ref), None)
+            if target is None:
+                target = Target(ref)
+                self.targets.append(target)
+            try:
+                await self._refresh([target], raise_errors=True)
+            except BigModelError:
+                if target.current is None:
+                    self.targets = [t for t in self.targets if t is not target]
+                raise
 
     async def unload(self, name: str) -> None:
+        """Stop serving ``name``: every target of that model, or just ``NAME:VERSION`` / ``NAME@ALIAS``."""
+        ref = parse_ref(name) if ":" in name or "@" in name else None
+
+        def named(t: Target) -> bool:
+            return t.ref == ref if ref is not None else t.ref.name == name
+
         async with self._lock:
-            mine = [t for t in self.targets if t.ref.name == name]
+            mine = [t for t in self.targets if named(t)]
             if not mine:
                 raise HTTPError(404, f"model '{name}' is not loaded")
-            self.targets = [t for t in self.targets if t.ref.name != name]
+            self.targets = [t for t in self.targets if not named(t)]
             for t in mine:
                 if t.current is not None:
-                    await self._release(name, t.current)
+                    await self._release(t.ref.name, t.current)
 
     async def refresh(self, *, raise_errors: bool = False) -> None:
         """Re-resolve every target against the registry and switch those whose version moved."""
         async with self._lock:
-            targets = list(self.targets)
-            wanted, self.registry_aliases = await asyncio.to_thread(self._resolve_all, targets)
-            for t, want in zip(targets, wanted, strict=True):
-                if isinstance(want, BigModelError):
-                    t.error = str(want)
-                    if raise_errors:
-                        raise want
-                    log.error("cannot resolve %s: %s", t.ref, want)
-                    continue
-                if want == t.current:
-                    continue
-                try:
-                    await self._acquire(t.ref.name, want)
-                except BigModelError as err:
-                    t.error = str(err)
-                    if raise_errors:
-                        raise
-                    log.error("cannot load %s:%s (still serving %s): %s", t.ref.name, want, t.current, err)
-                    continue
-                old, t.current, t.error = t.current, want, None
-                if old is not None:
-                    log.warning("%s now serves %s:%s (was %s)", t.ref, t.ref.name, want, old)
-                    await self._release(t.ref.name, old)
+            await self._refresh(list(self.targets), raise_errors=raise_errors)
+
+    async def _refresh(self, targets: list[Target], *, raise_errors: bool) -> None:
+        # the caller holds the lock
+        wanted, aliases = await asyncio.to_thread(self._resolve_all, targets)
+        # merged, not replaced: a load reads only its own model's aliases
+        self.registry_aliases = {**self.registry_aliases, **aliases}
+        for t, want in zip(targets, wanted, strict=True):
+            if isinstance(want, BigModelError):
+                t.error = str(want)
+                if raise_errors:
+                    raise want
+                log.error("cannot resolve %s: %s", t.ref, want)
+                continue
+            if want == t.current:
+                continue
+            try:
+                await self._acquire(t.ref.name, want)
+            except BigModelError as err:
+                t.error = str(err)
+                if raise_errors:
+                    raise
+                log.error("cannot load %s:%s (still serving %s): %s", t.ref.name, want, t.current, err)
+                continue
+            old, t.current, t.error = t.current, want, None
+            if old is not None:
+                log.warning("%s now serves %s:%s (was %s)", t.ref, t.ref.name, want, old)
+                await self._release(t.ref.name, old)
 
     def _resolve_all(
         self, targets: list[Target]

@@ -84,15 +84,17 @@ def metadata(state: ServerState) -> list[BaseRoute]:
 
 
 def repository(state: ServerState) -> list[BaseRoute]:
+    limit = state.cfg.max_body_bytes
+
     async def index(request: Request) -> Response:
-        body = await _json_body(request)
+        body = await read_json_object(request, limit, empty_ok=True)
         rows = await state.repo.index()
         if body.get("ready"):
             rows = [r for r in rows if r["state"] == "READY"]
         return json_response(rows)
 
     async def load(request: Request) -> Response:
-        await _json_body(request)
+        await read_json_object(request, limit, empty_ok=True)
         try:
             await state.repo.load(request.path_params["name"])
         except BigModelError as err:
@@ -100,8 +102,11 @@ def repository(state: ServerState) -> list[BaseRoute]:
         return json_response({})
 
     async def unload(request: Request) -> Response:
-        await _json_body(request)
-        await state.repo.unload(request.path_params["name"])
+        await read_json_object(request, limit, empty_ok=True)
+        try:
+            await state.repo.unload(request.path_params["name"])
+        except BigModelError as err:  # a malformed NAME:VERSION or NAME@ALIAS
+            raise HTTPError(400, f"cannot unload: {err}") from None
         return json_response({})
 
     return [
@@ -118,29 +123,23 @@ def metrics(state: ServerState) -> list[BaseRoute]:
     return [Route("/metrics", scrape)]
 
 
-async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
-    """The request body as a JSON object, read up to ``limit`` bytes (413 beyond), else a 400."""
+async def read_json_object(request: Request, limit: int, *, empty_ok: bool = False) -> dict[str, Any]:
+    """The request body as a JSON object, read up to ``limit`` bytes (413 beyond), else a 400.
+
+    ``empty_ok``: no body at all reads as ``{}`` (the repository extension's bodies are optional).
+    """
+    too_big = HTTPError(413, f"request body is larger than the limit of {limit} bytes")
     length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > limit:
-        raise HTTPError(413, f"request body is larger than the limit of {limit} bytes")
+    if length.isascii() and length.isdigit() and int(length) > limit:
+        raise too_big
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > limit:
-            raise HTTPError(413, f"request body is larger than the limit of {limit} bytes")
+        if size > limit:  # refused before it is buffered, whatever Content-Length said
+            raise too_big
         chunks.append(chunk)
-    try:
-        body = orjson.loads(b"".join(chunks))
-    except orjson.JSONDecodeError as err:
-        raise HTTPError(400, f"request body is not valid JSON: {err}") from None
-    if not isinstance(body, dict):
-        raise HTTPError(400, "request body must be a JSON object")
-    return body
-
-
-async def _json_body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if not raw:
+    raw = b"".join(chunks)
+    if not raw and empty_ok:
         return {}
     try:
         body = orjson.loads(raw)
