@@ -35,26 +35,27 @@ if TYPE_CHECKING:
 # Everything else is imported on first use, so `import bigmodel` (every CLI verb, every worker
 # process) takes ~0.2 s instead of ~2 s: torch, pyarrow, SQLAlchemy, ONNX load only when needed.
 # The server is `bigmodel.serve.serve(ServeConfig(...))`: a name here would clash with the subpackage.
-__getattr__ = lazy_exports(
-    __name__,
-    {
-        "load_model": "bigmodel.artifacts",
-        "compression_report": "bigmodel.compress",
-        "distill": "bigmodel.compress",
-        "prune": "bigmodel.compress",
-        "quantize": "bigmodel.compress",
-        "consolidate": "bigmodel.train",
-        "evaluate": "bigmodel.train",
-        "dataset_stats": "bigmodel.data",
-        "generate_synthetic": "bigmodel.data",
-        "generate_text": "bigmodel.data",
-        "prepare": "bigmodel.data",
-        "prepare_text": "bigmodel.data",
-        "Registry": "bigmodel.registry",
-        "resolve": "bigmodel.registry",
-        "predict": "bigmodel.serve.client",
-    },
-)
+if not TYPE_CHECKING:
+    __getattr__, __dir__ = lazy_exports(
+        __name__,
+        {
+            "load_model": "bigmodel.artifacts",
+            "compression_report": "bigmodel.compress",
+            "distill": "bigmodel.compress",
+            "prune": "bigmodel.compress",
+            "quantize": "bigmodel.compress",
+            "consolidate": "bigmodel.train",
+            "evaluate": "bigmodel.train",
+            "dataset_stats": "bigmodel.data",
+            "generate_synthetic": "bigmodel.data",
+            "generate_text": "bigmodel.data",
+            "prepare": "bigmodel.data",
+            "prepare_text": "bigmodel.data",
+            "Registry": "bigmodel.registry",
+            "resolve": "bigmodel.registry",
+            "predict": "bigmodel.serve.client",
+        },
+    )
 
 __all__ = [
     "BigModelError",

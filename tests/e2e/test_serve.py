@@ -575,12 +575,12 @@ def test_repository_routes_refuse_bodies_over_the_limit(strict_server):
     assert _call(strict_server.url + "/v2/repository/index", body=b'{"ready": true}')[0] == 200
 
 
-def test_bad_serve_flags_are_one_line_errors_before_it_starts(world, tmp_path: Path):
+def test_bad_serve_flags_are_one_line_errors(world, tmp_path: Path):
     reg = str(world["reg"].location)
     (tmp_path / "afile.txt").write_text("")
     for flags, message in [
         (["--access-log", str(tmp_path / "afile.txt" / "log")], "a file is in the way"),
-        (["--access-log", str(tmp_path)], f"--access-log {tmp_path}: is a folder"),
+        (["--access-log", str(tmp_path)], f"access log {tmp_path} is a folder"),
         (["--max-body-mb", "-1"], "--max-body-mb: must be at least 0.0009765625 (1 KiB) (got -1)"),
         (["--models", "iris:²"], "bad model reference 'iris:²'"),
     ]:

@@ -1,5 +1,5 @@
-"""Who may write into a run directory: new runs only into a new or empty folder, and a new run
-that fails at the start leaves nothing behind."""
+"""Who may write into a run directory: a new run only into a new or empty folder, or over what a
+run of ours left when it stopped before its first checkpoint."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from bigmodel.config import TrainConfig
 from bigmodel.errors import BigModelError
 from bigmodel.fsutil import fresh_dir, make_dir
-from bigmodel.train.loop import CONFIG_FILE, _forget_failed_start
+from bigmodel.train.loop import CONFIG_FILE, prepare_run
 
 
 def test_fresh_dir_takes_a_new_or_empty_folder_only(tmp_path: Path) -> None:
@@ -28,14 +29,23 @@ def test_make_dir_names_the_file_in_the_way(tmp_path: Path) -> None:
             make_dir(target, "registry")
 
 
-def test_a_failed_start_leaves_no_folder_but_a_started_run_keeps_its_files(tmp_path: Path) -> None:
-    run = tmp_path / "run"
-    run.mkdir()
-    (run / CONFIG_FILE).write_text("seed: 0\n")
-    _forget_failed_start(run)
-    assert not run.exists()
-    run.mkdir()
-    (run / CONFIG_FILE).write_text("seed: 0\n")
+def test_a_run_that_stopped_before_its_first_checkpoint_is_replaced(tmp_path: Path) -> None:
+    cfg = TrainConfig.model_validate({"data": {"dataset": "breast_cancer"}, "run_dir": str(tmp_path / "r")})
+    run = Path(str(prepare_run(cfg).run_dir))
+    # what a run killed in its first epoch leaves: config, metrics, a half-written checkpoint
     (run / "metrics.jsonl").write_text("{}\n")
-    _forget_failed_start(run)
-    assert sorted(p.name for p in run.iterdir()) == [CONFIG_FILE, "metrics.jsonl"]
+    (run / "checkpoints" / ".step-000000010-00000.tmp").mkdir(parents=True)
+    prepare_run(cfg)  # nothing to resume: a new run takes the folder
+    assert sorted(p.name for p in run.iterdir()) == [CONFIG_FILE]
+    (run / "checkpoints" / "step-000000010-00000").mkdir(parents=True)
+    with pytest.raises(BigModelError, match="already holds a run; pass --resume"):
+        prepare_run(cfg)
+
+
+def test_a_users_config_yaml_is_not_taken_for_a_leftover(tmp_path: Path) -> None:
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / CONFIG_FILE).write_text("epochs: 3\n")
+    cfg = TrainConfig.model_validate({"data": {"dataset": "breast_cancer"}, "run_dir": str(tmp_path / "r")})
+    with pytest.raises(BigModelError, match=r"is not empty \(config.yaml\)"):
+        prepare_run(cfg)
+    assert (tmp_path / "r" / CONFIG_FILE).read_text() == "epochs: 3\n"

@@ -21,7 +21,7 @@ class _Parser(argparse.ArgumentParser):
     usage first). Subcommand parsers are made of this class too."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+        raise BigModelError(f"{self.prog}: {message} (see {self.prog} --help)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,16 +48,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing downloads at run time
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        args = build_parser().parse_args(argv)
         rc = args.func(args)
     except BigModelError as err:
-        print(f"error: {err}", file=sys.stderr)
-        if getattr(args, "json", False):
+        # One line, even for an error re-raised from a DataLoader worker with its traceback.
+        message = str(err).strip().splitlines()[-1].removeprefix("bigmodel.errors.BigModelError: ")
+        print(f"error: {message}", file=sys.stderr)
+        if "--json" in argv:
             from bigmodel.console import print_json
 
-            print_json({"error": str(err)})
+            print_json({"error": message})
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

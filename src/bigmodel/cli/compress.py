@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 from typing import Any
 
 from bigmodel.cli.common import add_json, emit, int_list
@@ -67,7 +68,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "report", help="measure model directories side by side; plot metric vs size and latency"
     )
     r.add_argument("model_dirs", nargs="+")
-    r.add_argument("--plots", default="compress-report", help="folder for size.png and latency.png")
+    r.add_argument(
+        "--plots",
+        help="folder for size.png and latency.png (default compress-report-<time>; never overwritten)",
+    )
     r.add_argument("--threads", type=int, default=1, help="threads for every latency (default 1)")
     r.add_argument("--runs", type=int, default=100, help="timed runs at batch 1 (a quarter at batch 64)")
     add_json(r)
@@ -171,7 +175,8 @@ def _report(args: argparse.Namespace) -> None:
     from bigmodel.compress import compression_report
     from bigmodel.compress.report import report_table
 
-    result = compression_report(args.model_dirs, plots=args.plots, threads=args.threads, runs=args.runs)
+    plots = args.plots or f"compress-report-{dt.datetime.now():%Y%m%d-%H%M%S}"  # each run its own
+    result = compression_report(args.model_dirs, plots=plots, threads=args.threads, runs=args.runs)
     emit(
         args,
         result,

@@ -6,12 +6,14 @@ import argparse
 import math
 import os
 import sys
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bigmodel import console
 from bigmodel.cli.common import add_json
 from bigmodel.cli.registry import add_registry
+
+if TYPE_CHECKING:
+    from bigmodel.serve.config import ServeConfig
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -106,7 +108,7 @@ def _serve(args: argparse.Namespace) -> None:
     serve(cfg, extensions=_extensions(args, cfg), on_ready=ready)
 
 
-def _config(*, max_body_mb: float, **fields: Any) -> Any:
+def _config(*, max_body_mb: float, **fields: Any) -> ServeConfig:
     """A ``ServeConfig`` from the flags, or a one-line error naming the bad flag (and its value as
     given), checked before the server binds its port or loads a model."""
     from pydantic import ValidationError
@@ -126,27 +128,7 @@ def _config(*, max_body_mb: float, **fields: Any) -> Any:
         raise BigModelError(f"--{key.replace('_', '-')}: {e['msg']} (got {e.get('input')!r})") from None
     for ref in cfg.models:
         parse_ref(ref)  # a bad reference fails here, in one line
-    _check_access_log(cfg.access_log)
     return cfg
-
-
-def _check_access_log(target: str | None) -> None:
-    """Create the access log's folder and open the file once, so that a path under a file, a folder
-    or a file we may not write fails now, in one line, not as a traceback once serving."""
-    from bigmodel.errors import BigModelError
-    from bigmodel.fsutil import make_dir
-
-    if not target or target in ("-", "off"):
-        return
-    path = Path(target)
-    if path.is_dir():
-        raise BigModelError(f"--access-log {target}: is a folder; give a file path, '-' or 'off'")
-    make_dir(path.parent, "the folder of --access-log")
-    try:
-        with open(target, "ab"):  # as the server will open it ('log/' stays a folder, not a file)
-            pass
-    except OSError as err:
-        raise BigModelError(f"--access-log {target}: cannot write it: {err.strerror or err}") from None
 
 
 def _extensions(args: argparse.Namespace, cfg: Any) -> list[Any]:

@@ -109,6 +109,10 @@ def export_onnx(model_dir: str | Path, *, opset: int | None = None, atol: float 
             f"{path / ONNX_FILE} exists but {artifacts.META} does not record it (not written by "
             "bigmodel export); move it away first (nothing was overwritten)"
         )
+    if (getattr(meta, "onnx", None) or {}).get("quantized"):
+        raise BigModelError(
+            f"{path} holds a quantized ONNX model (bigmodel compress quantize); export its source instead"
+        )
     mean, std = meta.preprocessing.get("mean"), meta.preprocessing.get("std")
     sample = example_input(meta.architecture, 2, mean=mean, std=std)
     checks = [example_input(meta.architecture, b, mean=mean, std=std) for b in (1, 3, 64)]

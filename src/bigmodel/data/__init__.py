@@ -16,9 +16,10 @@ if TYPE_CHECKING:
     from bigmodel.data.stream import Batch, ParquetStream, iterate
 
 # The reader hands out torch tensors; preparing and inspecting data does not need torch.
-__getattr__ = lazy_exports(
-    __name__, {name: "bigmodel.data.stream" for name in ("Batch", "ParquetStream", "iterate")}
-)
+if not TYPE_CHECKING:
+    __getattr__, __dir__ = lazy_exports(
+        __name__, {name: "bigmodel.data.stream" for name in ("Batch", "ParquetStream", "iterate")}
+    )
 
 __all__ = [
     "BUILTINS",

@@ -17,16 +17,17 @@ if TYPE_CHECKING:
     from bigmodel.explain.inputs import features_from_table, labels_from_column, resolve_model
 
 # torch and Captum load on first use: `bigmodel.explain` is also the function `bigmodel` exports.
-__getattr__ = lazy_exports(
-    __name__,
-    {
-        "METHODS": "bigmodel.explain.core",
-        "explain_batch": "bigmodel.explain.core",
-        "features_from_table": "bigmodel.explain.inputs",
-        "labels_from_column": "bigmodel.explain.inputs",
-        "resolve_model": "bigmodel.explain.inputs",
-    },
-)
+if not TYPE_CHECKING:
+    __getattr__, __dir__ = lazy_exports(
+        __name__,
+        {
+            "METHODS": "bigmodel.explain.core",
+            "explain_batch": "bigmodel.explain.core",
+            "features_from_table": "bigmodel.explain.inputs",
+            "labels_from_column": "bigmodel.explain.inputs",
+            "resolve_model": "bigmodel.explain.inputs",
+        },
+    )
 
 __all__ = [
     "METHODS",

@@ -16,8 +16,9 @@ if TYPE_CHECKING:
     from bigmodel.online.learner import OnlineLearner, Publisher
 
 # torch loads on first use: `bigmodel.online` is also the function `bigmodel` exports.
-__getattr__ = lazy_exports(
-    __name__, {"OnlineLearner": "bigmodel.online.learner", "Publisher": "bigmodel.online.learner"}
-)
+if not TYPE_CHECKING:
+    __getattr__, __dir__ = lazy_exports(
+        __name__, {"OnlineLearner": "bigmodel.online.learner", "Publisher": "bigmodel.online.learner"}
+    )
 
 __all__ = ["ADWIN", "OnlineConfig", "OnlineLearner", "PageHinkley", "Publisher", "decide", "online"]

@@ -11,8 +11,9 @@ if TYPE_CHECKING:
     from bigmodel.serve.app import ServerState, create_app, serve
 
 # The server (torch, FastAPI) loads on first use: `bigmodel predict` only needs the client.
-__getattr__ = lazy_exports(
-    __name__, {name: "bigmodel.serve.app" for name in ("ServerState", "create_app", "serve")}
-)
+if not TYPE_CHECKING:
+    __getattr__, __dir__ = lazy_exports(
+        __name__, {name: "bigmodel.serve.app" for name in ("ServerState", "create_app", "serve")}
+    )
 
 __all__ = ["ServeConfig", "ServerState", "create_app", "serve"]

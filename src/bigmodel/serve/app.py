@@ -76,12 +76,7 @@ class App:
 
     def __init__(self, cfg: ServeConfig, extensions: Sequence[RouteGroup] = ()):
         metrics = Metrics()
-        try:
-            access = AccessLog.open(cfg.access_log)
-        except OSError as err:  # a folder, a path under a file, no permission: the user's to fix
-            raise BigModelError(
-                f"cannot open the access log {cfg.access_log}: {err.strerror or err}"
-            ) from None
+        access = AccessLog.open(cfg.access_log)  # a bad path fails before any model loads
         self.state = ServerState(cfg, Repository(cfg, metrics), metrics, access)
         routes = [r for group in (*CORE, *extensions) for r in group(self.state)]
         self.router = Starlette(

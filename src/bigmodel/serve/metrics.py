@@ -12,12 +12,16 @@ import bisect
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import IO, Any
 
 import orjson
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.process_collector import ProcessCollector
+
+from bigmodel.errors import BigModelError
+from bigmodel.fsutil import make_dir
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -118,11 +122,20 @@ class AccessLog:
 
     @classmethod
     def open(cls, target: str | None) -> AccessLog:
+        """``target``: a file (appended to; its folder is made), ``-`` (stderr) or ``off``. A folder,
+        a path under a file or a file we may not write is a one-line error."""
         if not target or target == "off":
             return cls(None)
         if target == "-":
             return cls(sys.stderr.buffer)
-        return cls(open(target, "ab"))
+        path = Path(target)
+        if path.is_dir():
+            raise BigModelError(f"access log {target} is a folder; give a file path, '-' or 'off'")
+        make_dir(path.parent, "the access log's folder")
+        try:
+            return cls(open(path, "ab"))
+        except OSError as err:
+            raise BigModelError(f"cannot write the access log {target}: {err.strerror or err}") from None
 
     def write(self, record: dict[str, Any]) -> None:
         if self.stream is None:

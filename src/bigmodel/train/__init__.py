@@ -28,7 +28,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     return run(cfg)
 
 
-__getattr__ = lazy_exports(
-    __name__, {"consolidate": "bigmodel.train.consolidation", "evaluate": "bigmodel.train.evaluation"}
-)
+if not TYPE_CHECKING:
+    __getattr__, __dir__ = lazy_exports(
+        __name__, {"consolidate": "bigmodel.train.consolidation", "evaluate": "bigmodel.train.evaluation"}
+    )
 __all__ = ["consolidate", "evaluate", "train"]

@@ -14,6 +14,7 @@ import datetime as dt
 import json
 import math
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any, cast
@@ -43,7 +44,9 @@ from bigmodel.train.optim import build_optimizer, build_scheduler
 from bigmodel.train.plots import loss_plot
 
 CONFIG_FILE = "config.yaml"
+CONFIG_HEADER = "# written by bigmodel train: this run's resolved config (--resume reads it)\n"
 METRICS_FILE = "metrics.jsonl"
+LOSS_PLOT = "loss.png"
 # FSDP gathers each block's parameters (and gradients) and frees them right after use. glibc keeps
 # freed buffers of up to 32 MiB in its heap, so a worker's resident memory would keep the largest
 # gathers forever and never show the sharding; allocations of 1 MiB or more go back to the OS at once.
@@ -51,39 +54,23 @@ FSDP_WORKER_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1 << 20)}
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
-    """Train a model as ``cfg`` says and write its run directory; return the summary (rank 0's).
-
-    Returns ``{"metrics", "train_loss", "world_size", "samples_per_s", "data_wait_fraction",
-    "epochs", "steps", "seconds", "run_dir"}``.
-    """
+    """``bigmodel.train.train``, which documents it (that module stays light; this one is torch)."""
     cfg = prepare_run(cfg)
     if dist.under_launcher():
         return worker(to_dict(cfg))
-    try:
-        if cfg.dist.workers > 1 or cfg.dist.max_restarts:
-            env = FSDP_WORKER_ENV if cfg.dist.strategy == "fsdp" else None
-            return dict(
-                dist.launch(
-                    worker, (to_dict(cfg),), cfg.dist.workers, max_restarts=cfg.dist.max_restarts, env=env
-                )
+    if cfg.dist.workers > 1 or cfg.dist.max_restarts:
+        env = FSDP_WORKER_ENV if cfg.dist.strategy == "fsdp" else None
+        return dict(
+            dist.launch(
+                worker, (to_dict(cfg),), cfg.dist.workers, max_restarts=cfg.dist.max_restarts, env=env
             )
-        return worker(to_dict(cfg))
-    except BaseException:
-        if not cfg.resume:
-            _forget_failed_start(Path(str(cfg.run_dir)))
-        raise
-
-
-def _forget_failed_start(run_dir: Path) -> None:
-    """A new run that failed before writing anything but its config leaves no folder behind, so the
-    same command runs again once the problem is fixed (``prepare_run`` found the folder empty)."""
-    if [p.name for p in run_dir.iterdir()] == [CONFIG_FILE]:
-        (run_dir / CONFIG_FILE).unlink()
-        run_dir.rmdir()
+        )
+    return worker(to_dict(cfg))
 
 
 def prepare_run(cfg: TrainConfig) -> TrainConfig:
-    """Resolve the dataset and run directory and check them against the config (parent only)."""
+    """Resolve the dataset and run directory and check them against the config (in the parent,
+    or in every rank torchrun started)."""
     root, manifest = resolve(cfg.data.dataset, seed=cfg.seed, val_fraction=cfg.data.val_fraction)
     architecture(cfg, manifest)  # model and dataset must fit each other
     if cfg.device == "cuda":
@@ -105,9 +92,13 @@ def prepare_run(cfg: TrainConfig) -> TrainConfig:
     run_dir = Path(cfg.run_dir) if cfg.run_dir else _default_run_dir(manifest)
     if cfg.resume:
         if checkpoint.latest(run_dir) is None:
-            raise BigModelError(f"--resume: no complete checkpoint in {run_dir / 'checkpoints'}")
+            raise BigModelError(
+                f"--resume: no complete checkpoint in {run_dir / 'checkpoints'} (a run that stopped "
+                "before its first checkpoint starts over without --resume)"
+            )
     elif dist.restart_count() == 0 and (
-        (run_dir / artifacts.META).exists() or (run_dir / "checkpoints").exists()
+        (run_dir / artifacts.META).exists()
+        or any(not p.name.startswith(".") for p in _entries(run_dir / "checkpoints"))
     ):
         raise BigModelError(
             f"run directory {run_dir} already holds a run; pass --resume to continue it "
@@ -117,12 +108,36 @@ def prepare_run(cfg: TrainConfig) -> TrainConfig:
     if cfg.resume or dist.restart_count() > 0 or other_rank:
         make_dir(run_dir, "run directory")
     else:  # never write into a folder that holds anything else: the user's files are not ours
+        if _stopped_before_first_checkpoint(run_dir):
+            for p in _entries(run_dir):
+                if p.is_dir():
+                    shutil.rmtree(p)
+                else:
+                    p.unlink()
         fresh_dir(run_dir, "run directory")
     cfg = cfg.model_copy(update={"run_dir": str(run_dir)})
     if other_rank:
         return cfg  # one rank writes
-    write_text_atomic(run_dir / CONFIG_FILE, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    write_text_atomic(run_dir / CONFIG_FILE, CONFIG_HEADER + yaml.safe_dump(to_dict(cfg), sort_keys=False))
     return cfg
+
+
+def _entries(folder: Path) -> list[Path]:
+    return list(folder.iterdir()) if folder.is_dir() else []
+
+
+def _stopped_before_first_checkpoint(run_dir: Path) -> bool:
+    """Whether ``run_dir`` is what a run of ours left when it stopped (killed, out of memory, a node
+    lost) before its first complete checkpoint: there is nothing to resume, so a new run replaces it.
+    Ours: its config.yaml carries our header, and it holds nothing but what a run writes."""
+    names = {p.name for p in _entries(run_dir)}
+    if CONFIG_FILE not in names or not names <= {CONFIG_FILE, METRICS_FILE, LOSS_PLOT, "checkpoints"}:
+        return False
+    if any(not p.name.startswith(".") for p in _entries(run_dir / "checkpoints")):
+        return False  # a checkpoint, complete or not: not ours to delete
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        return (run_dir / CONFIG_FILE).read_text().startswith(CONFIG_HEADER)
+    return False
 
 
 def _check_model_fits(role: str, path: str, manifest: Manifest) -> None:
@@ -437,7 +452,7 @@ def _train(cfg: TrainConfig, env: dist.DistEnv) -> dict[str, Any]:
         artifacts.write_model_dir(run_dir, plain_module(arch, weights) if weights else model, meta)
         if history:
             loss_plot(
-                history, run_dir / "loss.png", title=f"{manifest.name}: {cfg.model.name} {cfg.model.hidden}"
+                history, run_dir / LOSS_PLOT, title=f"{manifest.name}: {cfg.model.name} {cfg.model.hidden}"
             )
     return summary
 
