@@ -40,6 +40,10 @@ def test_a_run_that_stopped_before_its_first_checkpoint_is_replaced(tmp_path: Pa
     (run / "checkpoints" / "step-000000010-00000").mkdir(parents=True)
     with pytest.raises(BigModelError, match="already holds a run; pass --resume"):
         prepare_run(cfg)
+    with pytest.raises(
+        BigModelError, match=r"--resume: no complete .* \(step-000000010-00000 failed the hash"
+    ):
+        prepare_run(cfg.model_copy(update={"resume": True}))  # its state and hashes are missing
 
 
 def test_a_users_config_yaml_is_not_taken_for_a_leftover(tmp_path: Path) -> None:

@@ -180,6 +180,16 @@ def _refs(skeleton: Any) -> list[str]:
     return []
 
 
+def none_found(run_dir: Path, step: int | None = None) -> str:
+    """Why ``find`` found nothing, for the error: "no complete checkpoint (of step S) in DIR", and
+    which checkpoints are there but failed their hash check (changed or half-written)."""
+    pattern = "step-*" if step is None else f"step-{step:09d}-*"
+    bad = sorted(p.name for p in (run_dir / "checkpoints").glob(pattern))
+    which = "complete checkpoint" + (f" of step {step}" if step is not None else "")
+    failed = f" ({', '.join(bad[-3:])} failed the hash check)" if bad else ""
+    return f"no {which} in {run_dir / 'checkpoints'}{failed}"
+
+
 def find(run_dir: Path, step: int | None = None) -> tuple[Path, dict[str, Any]] | None:
     """The newest verified checkpoint, or the newest of ``step``."""
     if step is None:

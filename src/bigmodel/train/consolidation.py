@@ -35,8 +35,7 @@ def consolidate(run_dir: str | Path, dst: str | Path, *, step: int | None = None
     cfg = validate(load_yaml(run_dir / CONFIG_FILE))
     found = checkpoint.find(run_dir, step)
     if found is None:
-        which = f"complete checkpoint of step {step}" if step is not None else "complete checkpoint"
-        raise BigModelError(f"no {which} in {run_dir / 'checkpoints'}")
+        raise BigModelError(checkpoint.none_found(run_dir, step))
     path, state = found
     root, manifest = resolve(cfg.data.dataset, seed=cfg.seed, val_fraction=cfg.data.val_fraction)
     arch = architecture(cfg, manifest)

@@ -93,8 +93,8 @@ def prepare_run(cfg: TrainConfig) -> TrainConfig:
     if cfg.resume:
         if checkpoint.latest(run_dir) is None:
             raise BigModelError(
-                f"--resume: no complete checkpoint in {run_dir / 'checkpoints'} (a run that stopped "
-                "before its first checkpoint starts over without --resume)"
+                f"--resume: {checkpoint.none_found(run_dir)}; a run that stopped before its first "
+                "checkpoint starts over without --resume"
             )
     elif dist.restart_count() == 0 and (
         (run_dir / artifacts.META).exists()
