@@ -53,3 +53,19 @@ def test_a_users_config_yaml_is_not_taken_for_a_leftover(tmp_path: Path) -> None
     with pytest.raises(BigModelError, match=r"is not empty \(config.yaml\)"):
         prepare_run(cfg)
     assert (tmp_path / "r" / CONFIG_FILE).read_text() == "epochs: 3\n"
+
+
+def test_a_resume_that_changes_the_model_is_refused_before_the_config_is_rewritten(tmp_path: Path) -> None:
+    from bigmodel.train import train
+
+    run = tmp_path / "r"
+    base = {"data": {"dataset": "breast_cancer"}, "run_dir": str(run), "max_steps": 3, "progress": False}
+    train(TrainConfig.model_validate(base))
+    before = (run / CONFIG_FILE).read_text()
+    changed = TrainConfig.model_validate({**base, "resume": True, "model": {"hidden": [16]}})
+    with pytest.raises(
+        BigModelError, match=r"--resume: model.hidden is \[16\], but .* was trained with \[10, 10\]"
+    ):
+        prepare_run(changed)
+    assert (run / CONFIG_FILE).read_text() == before  # a later plain --resume still works
+    prepare_run(TrainConfig.model_validate({**base, "resume": True, "max_steps": 6}))

@@ -191,7 +191,9 @@ class ShardWriter:
         for w in self.splits.values():
             w.close()
         if self._rows_seen == 0:
-            raise BigModelError(f"dataset {self.meta['source']} is empty: no rows")
+            context = self.meta.get("context")
+            short = f" (text needs more than --context {context} bytes for one row)" if context else ""
+            raise BigModelError(f"dataset {self.meta['source']} is empty: no rows{short}")
         for split, w in self.splits.items():
             if w.rows == 0:
                 raise BigModelError(

@@ -213,12 +213,17 @@ def _load_tensors(path: Path, skeleton: Any, targets: Any, prefix: str) -> Any:
     missing = [k for k in wanted if k not in tensors]
     if missing:
         raise BigModelError(f"checkpoint {path} does not fit this model: no place for {missing[0]}")
-    with _one_process_is_fine():
-        dcp.load(
-            {k: tensors[k] for k in wanted},
-            storage_reader=HuggingFaceStorageReader(str(path / SHARDS)),
-            no_dist=not tdist.is_initialized(),
-        )
+    try:
+        with _one_process_is_fine():
+            dcp.load(
+                {k: tensors[k] for k in wanted},
+                storage_reader=HuggingFaceStorageReader(str(path / SHARDS)),
+                no_dist=not tdist.is_initialized(),
+            )
+    except (ValueError, RuntimeError) as err:  # e.g. "Size mismatch between saved ... and current ..."
+        raise BigModelError(
+            f"checkpoint {path} does not fit this model: {str(err).splitlines()[0]}"
+        ) from None
     return unflatten(skeleton, tensors)
 
 

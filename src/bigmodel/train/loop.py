@@ -23,7 +23,7 @@ import torch
 import yaml
 
 from bigmodel import artifacts, tasks
-from bigmodel.config import TrainConfig, to_dict, validate
+from bigmodel.config import TrainConfig, load_yaml, to_dict, validate
 from bigmodel.console import run_progress
 from bigmodel.data.builtin import resolve
 from bigmodel.data.manifest import Manifest
@@ -96,6 +96,7 @@ def prepare_run(cfg: TrainConfig) -> TrainConfig:
                 f"--resume: {checkpoint.none_found(run_dir)}; a run that stopped before its first "
                 "checkpoint starts over without --resume"
             )
+        _check_resume_keeps_model(cfg, run_dir)
     elif dist.restart_count() == 0 and (
         (run_dir / artifacts.META).exists()
         or any(not p.name.startswith(".") for p in _entries(run_dir / "checkpoints"))
@@ -120,6 +121,30 @@ def prepare_run(cfg: TrainConfig) -> TrainConfig:
         return cfg  # one rank writes
     write_text_atomic(run_dir / CONFIG_FILE, CONFIG_HEADER + yaml.safe_dump(to_dict(cfg), sort_keys=False))
     return cfg
+
+
+# What a checkpoint was made for: a resume that changes one of these could not load it.
+FIXED_ON_RESUME = (
+    "data.dataset",
+    "model.name",
+    "model.size",
+    "model.hidden",
+    "model.activation",
+    "optim.name",
+)
+
+
+def _check_resume_keeps_model(cfg: TrainConfig, run_dir: Path) -> None:
+    """Refuse, before config.yaml is rewritten, a resume whose model, data or optimizer differ from
+    the run's (the checkpoint would not fit, and the rewritten config would spoil later resumes)."""
+    saved, now = to_dict(validate(load_yaml(run_dir / CONFIG_FILE))), to_dict(cfg)
+    for key in FIXED_ON_RESUME:
+        section, name = key.split(".")
+        if saved[section][name] != now[section][name]:
+            raise BigModelError(
+                f"--resume: {key} is {now[section][name]!r}, but {run_dir} was trained with "
+                f"{saved[section][name]!r}; a resumed run keeps its model, data and optimizer"
+            )
 
 
 def _entries(folder: Path) -> list[Path]:
