@@ -77,6 +77,9 @@ def test_models_and_datasets_must_fit(text: Path, tmp_path: Path):
         train(TrainConfig.model_validate({"data": {"dataset": str(text)}, "run_dir": str(tmp_path / "a")}))
     with pytest.raises(BigModelError, match="needs a text dataset"):
         train(TrainConfig.model_validate({"model": {"name": "transformer"}, "run_dir": str(tmp_path / "b")}))
-    with pytest.raises(BigModelError, match="empty"):
+    with pytest.raises(BigModelError, match=r"empty: no rows \(text needs more than --context 16 bytes"):
         (tmp_path / "short.txt").write_bytes(b"abc")
         prepare(str(tmp_path / "short.txt"), tmp_path / "short", task="lm", context=16)
+    with pytest.raises(BigModelError, match="is a prepared dataset already; train on it directly"):
+        prepare(str(text), tmp_path / "again", task="lm")
+    assert not (tmp_path / "again").exists()

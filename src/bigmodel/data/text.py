@@ -21,7 +21,7 @@ from pathlib import Path
 import fsspec
 import numpy as np
 
-from bigmodel.data.manifest import Manifest
+from bigmodel.data.manifest import MANIFEST, Manifest
 from bigmodel.data.prepare import open_source
 from bigmodel.data.shards import TOKENS, ShardWriter
 from bigmodel.errors import BigModelError
@@ -112,6 +112,8 @@ def prepare_text(
     """A text file or a folder of them (local path or fsspec URL; every file, in sorted order)
     -> a prepared byte-level ``lm`` dataset at ``dst``."""
     fs, path = open_source(src)
+    if fs.isdir(path) and fs.exists(f"{path.rstrip('/')}/{MANIFEST}"):  # its Parquet would be read as bytes
+        raise BigModelError(f"{src} is a prepared dataset already; train on it directly (--dataset {src})")
     paths = sorted(fs.find(path)) if fs.isdir(path) else [path]
     if not paths:
         raise BigModelError(f"no files in {src}")
