@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from bigmodel.train import consolidate, evaluate
 
 # Everything else is imported on first use, so `import bigmodel` (every CLI verb, every worker
-# process) takes ~0.2 s instead of ~2 s: torch, pyarrow, SQLAlchemy, ONNX load only when needed.
+# process) takes ~0.4 s instead of ~2 s: torch, pyarrow, SQLAlchemy, ONNX load only when needed.
 # The server is `bigmodel.serve.serve(ServeConfig(...))`: a name here would clash with the subpackage.
 if not TYPE_CHECKING:
     __getattr__, __dir__ = lazy_exports(
