@@ -41,6 +41,16 @@ class ModelConfig(_Strict):
     def _positive_hidden(self) -> ModelConfig:
         if any(h <= 0 for h in self.hidden):
             raise ValueError(f"model.hidden sizes must be positive, got {self.hidden}")
+        # a key that the chosen model does not read would be silently ignored; compared with the
+        # defaults rather than "was it set", so a saved config.yaml (which lists every key) loads
+        defaults = ModelConfig.model_fields
+        unused = ["hidden", "activation"] if self.name == "transformer" else ["size"]
+        for key in unused:
+            if getattr(self, key) != defaults[key].get_default(call_default_factory=True):
+                shape = "model.size" if self.name == "transformer" else "model.hidden and model.activation"
+                raise ValueError(
+                    f"model.{key} does not apply to model {self.name} (its shape is set by {shape})"
+                )
         return self
 
 

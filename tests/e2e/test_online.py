@@ -101,6 +101,28 @@ def test_cli_online_detects_the_drift_and_moves_the_alias(tmp_path: Path, traine
     ):
         bad = run_cli("online", *args, "--registry", str(reg.location))
         assert bad.returncode == 2 and bad.stderr.startswith("error: ") and message in bad.stderr, bad.stderr
+    # a bad row after the drift: the run stops on it in one line, and says where the alias was left
+    tail = tmp_path / "bad-tail.jsonl"
+    rows = _rows(x, y)
+    tail.write_text("".join(json.dumps(r) + "\n" for r in [*rows, {**rows[0], "f7": "x"}]))
+    fresh = _registry(tmp_path / "registry2", trained)
+    bad = run_cli(
+        "online",
+        "drift",
+        "--stream",
+        str(tail),
+        "--min-samples",
+        "100",
+        "--registry",
+        str(fresh.location),
+        "--json",
+    )
+    moved = fresh.aliases("drift")["production"]
+    assert moved > 1  # promoted after the drift, in the chunks before the bad row's (rows 2049..)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
+        f"error: {tail}: line 3001 feature 'f7' must be a number, got 'x' (stopped after 2048 rows; "
+        f"drift@production is now version {moved}, moved while learning from the rows before it)"
+    ]
     nolabel = tmp_path / "nolabel.csv"
     nolabel.write_text("f0,f1,f2,f3,f4,f5,f6,f7\n" + "1,2,3,4,5,6,7,8\n")
     bad = run_cli("online", "drift", "--stream", str(nolabel), "--registry", str(reg.location))

@@ -48,3 +48,13 @@ def test_register_alias_list_show_compare_delete(tmp_path: Path):
     assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
         f"error: no model named 'ghost' in registry {tmp_path / 'reg'} (models: iris)"
     ]
+
+
+def test_reading_a_folder_that_holds_no_registry_is_one_line_and_creates_nothing(tmp_path: Path):
+    typo = tmp_path / "regsitry"
+    for args in (["registry", "list"], ["registry", "show", "iris:1"], ["serve", "--port", "0"]):
+        out = run_cli(*args, "--registry", str(typo))
+        assert out.returncode == 2 and out.stderr.strip().splitlines() == [
+            f"error: no registry at {typo} (`bigmodel registry register MODEL_DIR NAME` creates one)"
+        ], args
+    assert not typo.exists()

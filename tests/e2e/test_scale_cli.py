@@ -18,6 +18,10 @@ def test_text_dataset_verbs_and_bad_input(tmp_path: Path):
     assert bad.returncode == 2 and "--rows" in bad.stderr
     mlp = run_cli("train", "--dataset", str(dst), "--run-dir", str(tmp_path / "r"))
     assert mlp.returncode == 2 and "--model transformer" in mlp.stderr
+    ignored = run_cli("train", "--dataset", str(dst), "--model", "transformer", "--hidden", "5")
+    lines = ignored.stderr.strip().splitlines()
+    assert ignored.returncode == 2 and len(lines) == 1
+    assert "model.hidden does not apply to model transformer (its shape is set by model.size)" in lines[0]
     mixed = run_cli("train", "--dataset", str(dst), "--set", "dist.mixed_precision=bf16")
     assert mixed.returncode == 2 and "needs dist.strategy=fsdp" in mixed.stderr
     none = run_cli("consolidate", str(tmp_path / "nowhere"), str(tmp_path / "m"))

@@ -170,7 +170,7 @@ def test_bad_input_is_a_4xx_naming_the_problem_and_the_server_lives_on(world):
         (
             lambda: c.infer("iris", [_input(np.full((1, 6), np.inf, np.float32))], headers=auth()),
             "400",
-            "NaN or infinite",
+            "not finite FP32 numbers",
         ),
         (
             lambda: c.infer("iris", [_input(x)], outputs=[th.InferRequestedOutput("logits")], headers=auth()),

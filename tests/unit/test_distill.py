@@ -101,3 +101,17 @@ def test_a_teacher_for_another_dataset_is_refused(tmp_path_factory: pytest.TempP
     )
     with pytest.raises(BigModelError, match=r"distill\.teacher .* expects features"):
         train(cfg)
+
+
+def test_a_teacher_that_is_not_an_mlp_is_refused(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path):
+    from bigmodel.compress import distill
+    from bigmodel.models import build_model, transformer_architecture
+
+    meta = artifacts.read_meta(trained(tmp_path_factory, "bc", hidden=[4], epochs=1, dataset="breast_cancer"))
+    arch = transformer_architecture("tiny", context=8)
+    artifacts.write_model_dir(
+        tmp_path / "lm", build_model(arch), meta.model_copy(update={"architecture": arch})
+    )
+    with pytest.raises(BigModelError, match=r"lm is a transformer model; distill trains MLP students"):
+        distill(tmp_path / "lm", hidden=[4], out=tmp_path / "student", progress=False)
+    assert not (tmp_path / "student").exists()

@@ -58,10 +58,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     q.set_defaults(func=_delete)
 
 
-def _reg(args: argparse.Namespace) -> Any:
+def _reg(args: argparse.Namespace, *, create: bool = False) -> Any:
     from bigmodel.registry import Registry
 
-    return Registry(args.registry)
+    return Registry(args.registry, create=create)
 
 
 def _primary(rec: dict[str, Any]) -> Any:
@@ -97,7 +97,7 @@ def _arch(rec: dict[str, Any]) -> str:
 
 
 def _register(args: argparse.Namespace) -> None:
-    rec = _reg(args).register(args.model_dir, args.name)
+    rec = _reg(args, create=True).register(args.model_dir, args.name)
     emit(args, rec, lambda: [kv_table(f"registered {rec['ref']}", _summary(rec))])
 
 

@@ -93,6 +93,11 @@ def distill(
     src = open_source(teacher)
     if not src.meta.dataset:
         raise BigModelError(f"{teacher} records no dataset to distil on")
+    if src.meta.architecture.get("name") != "mlp":
+        raise BigModelError(
+            f"{teacher} is a {src.meta.architecture.get('name')} model; distill trains MLP students of "
+            "MLP teachers"
+        )
     dst = destination(teacher, out, "student" + "-".join(map(str, hidden)))
     with tempfile.TemporaryDirectory(prefix="bigmodel-distill-") as work:
         cfg = student_config(

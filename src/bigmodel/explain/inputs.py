@@ -3,6 +3,7 @@ schema (feature columns, label values) with one-line errors that name the column
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,25 +28,29 @@ def resolve_model(ref: str | Path, registry: str | None = None) -> LoadedModel:
         raise BigModelError(f"model not found: {ref} is not a model directory")
     from bigmodel.registry import Registry
 
-    return load_model(Registry(registry).resolve(text))
+    return load_model(Registry(registry, create=False).resolve(text))
 
 
 def label_name(meta: ModelMeta) -> str:
     return meta.label or "label"
 
 
-def table_from_rows(rows: Any, meta: ModelMeta, source: str, *, labels: bool) -> pa.Table:
-    """A list of row objects -> an Arrow table of the model's columns; errors name the row and key."""
+def table_from_rows(
+    rows: Any, meta: ModelMeta, source: str, *, labels: bool, row_name: Callable[[int], str] | None = None
+) -> pa.Table:
+    """A list of row objects -> an Arrow table of the model's columns; errors name the row (``rows[i]``,
+    or ``row_name(i)``, e.g. a line of a file) and the key."""
+    at = row_name or (lambda i: f"rows[{i}]")
     if not isinstance(rows, list) or not rows:
         raise BigModelError(f"{source}: 'rows' must be a non-empty list of objects")
     names = [*meta.features, label_name(meta)] if labels else list(meta.features)
     for i, r in enumerate(rows):
         if not isinstance(r, dict):
-            raise BigModelError(f"{source}: rows[{i}] must be an object of feature names to values")
+            raise BigModelError(f"{source}: {at(i)} must be an object of feature names to values")
         for name in names:
             if name not in r:
                 what = "label" if labels and name == names[-1] else "feature"
-                raise BigModelError(f"{source}: rows[{i}] has no {what} '{name}'")
+                raise BigModelError(f"{source}: {at(i)} has no {what} '{name}'")
     cols = {}
     for name in names:
         values = [r[name] for r in rows]
@@ -58,7 +63,7 @@ def table_from_rows(rows: Any, meta: ModelMeta, source: str, *, labels: bool) ->
                 if is_label
                 else f"feature '{name}' must be a number"
             )
-            raise BigModelError(f"{source}: rows[{bad}] {what}, got {values[bad]!r:.40}")
+            raise BigModelError(f"{source}: {at(bad)} {what}, got {values[bad]!r:.40}")
         try:
             cols[name] = pa.array(values) if is_label else pa.array(values, type=pa.float64())
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):

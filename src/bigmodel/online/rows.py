@@ -84,7 +84,9 @@ def _json_lines(
     f: IO[bytes] | pa.NativeFile, meta: ModelMeta, source: str, chunk_rows: int
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     rows: list[Any] = []
-    first = lineno = 1
+    linenos: list[int] = []  # each row's line in the file (blank lines are skipped)
+    done = 0  # rows in the chunks before this one
+    lineno = 1
     lines = iter(io.TextIOWrapper(f, encoding="utf-8", errors="strict"))
     while True:
         try:
@@ -98,17 +100,21 @@ def _json_lines(
                 rows.append(json.loads(line))
             except json.JSONDecodeError as err:
                 raise BigModelError(f"{source} line {lineno}: not valid JSON ({err.msg})") from None
+            linenos.append(lineno)
             if len(rows) == chunk_rows:
-                yield _chunk(rows, meta, source, first)
-                rows, first = [], lineno + 1
+                yield _chunk(rows, linenos, meta, source, done)
+                done += len(rows)
+                rows, linenos = [], []
         lineno += 1
     if rows:
-        yield _chunk(rows, meta, source, first)
+        yield _chunk(rows, linenos, meta, source, done)
 
 
-def _chunk(rows: list[Any], meta: ModelMeta, source: str, first_line: int) -> tuple[np.ndarray, np.ndarray]:
-    where = f"{source} (lines from {first_line})"
-    return labelled(table_from_rows(rows, meta, where, labels=True), meta, where)
+def _chunk(
+    rows: list[Any], linenos: list[int], meta: ModelMeta, source: str, done: int
+) -> tuple[np.ndarray, np.ndarray]:
+    table = table_from_rows(rows, meta, source, labels=True, row_name=lambda i: f"line {linenos[i]}")
+    return labelled(table, meta, source, done)
 
 
 def _csv(

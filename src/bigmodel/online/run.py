@@ -61,19 +61,30 @@ def online(
         cfg = cfg.model_copy(update={"alias": ref.alias})
     if plot is not None and Path(plot).exists():
         raise BigModelError(f"{plot} already exists (choose another --plot; nothing was overwritten)")
-    reg = Registry(registry)
+    reg = Registry(registry, create=False)
     publisher = Publisher(reg, ref.name, cfg.alias)
     start = publisher.start_version()
     loaded = publisher.load(start)
     learner = OnlineLearner(loaded, start, cfg, publisher)
     metric = "mse" if loaded.spec.task == "regression" else "acc"
     with console.progress_bar(f"online {ref.name}@{cfg.alias}", None, enabled=progress) as advance:
-        for x, y in read_stream(stream, loaded.meta):
-            for e in learner.learn(x, y):
-                if progress and e["event"] != "confirm":
-                    console.err.print(describe(e))
-            s, lr, _ = learner.window_scores()
-            advance(len(x), info=f"version {learner.version} window {metric} {s:.3f} (learner {lr:.3f})")
+        try:
+            for x, y in read_stream(stream, loaded.meta):
+                for e in learner.learn(x, y):
+                    if progress and e["event"] != "confirm":
+                        console.err.print(describe(e))
+                s, lr, _ = learner.window_scores()
+                advance(len(x), info=f"version {learner.version} window {metric} {s:.3f} (learner {lr:.3f})")
+        except BigModelError as err:
+            # a stream is checked as it is read, so what the rows before a bad one published stands
+            # (as in any stream processor); say where that left the alias
+            now = reg.aliases(ref.name).get(cfg.alias)
+            if now != start:
+                raise BigModelError(
+                    f"{err} (stopped after {learner.rows} rows; {ref.name}@{cfg.alias} is now version "
+                    f"{now}, moved while learning from the rows before it)"
+                ) from None
+            raise
     if learner.rows == 0:
         raise BigModelError(f"{stream}: the stream has no rows")
     result = {

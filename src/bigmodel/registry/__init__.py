@@ -22,4 +22,4 @@ __all__ = ["DEFAULT_ALIAS", "Ref", "Registry", "default_location", "parse_ref", 
 def resolve(ref: str, registry: str | os.PathLike[str] | None = None) -> Path:
     """``NAME[:VERSION|@ALIAS]`` -> a local model directory whose bytes were checked against the
     registry's hashes (for explain, online learning, predict and any stage that takes a model)."""
-    return Registry(registry).resolve(ref)
+    return Registry(registry, create=False).resolve(ref)

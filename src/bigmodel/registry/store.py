@@ -49,11 +49,23 @@ class Registry:
     """A registry at ``location``: a folder (``registry.db`` + ``blobs/``) or an fsspec URL for the
     artifacts with ``db_url`` (or ``$BIGMODEL_REGISTRY_DB``) naming the database."""
 
-    def __init__(self, location: str | os.PathLike[str] | None = None, *, db_url: str | None = None):
+    def __init__(
+        self,
+        location: str | os.PathLike[str] | None = None,
+        *,
+        db_url: str | None = None,
+        create: bool = True,
+    ):
+        """``create=False`` (reading, serving): a local folder that holds no registry is an error
+        instead of a new, empty registry, so a mistyped ``--registry`` is not taken for one."""
         self.location = str(location or default_location())
         db_url = db_url or os.environ.get(ENV_DB)
         if _is_local(self.location):
             root = Path(self.location.removeprefix("file://")).expanduser()
+            if not create and not db_url and not (root / "registry.db").is_file():
+                raise BigModelError(
+                    f"no registry at {root} (`bigmodel registry register MODEL_DIR NAME` creates one)"
+                )
             make_dir(root, "registry")
             self.location = str(root)
             db_url = db_url or f"sqlite:///{root / 'registry.db'}"

@@ -60,7 +60,7 @@ class Repository:
     def __init__(self, cfg: ServeConfig, metrics: Metrics):
         self.cfg = cfg
         self.metrics = metrics
-        self.registry = Registry(cfg.registry)
+        self.registry = Registry(cfg.registry, create=False)
         self.targets: list[Target] = []
         self.loaded: dict[tuple[str, int], Served] = {}
         self.registry_aliases: dict[str, dict[str, int]] = {}  # as last read from the registry
