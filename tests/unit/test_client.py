@@ -24,3 +24,18 @@ def test_rows_come_back_in_the_model_s_feature_order(tmp_path: Path) -> None:
     path = tmp_path / "rows.json"
     path.write_text(json.dumps([{"b": 2, "a": 1, "label": "x"}, {"a": 3, "b": 4}]))
     assert read_rows(path, ["a", "b"]).tolist() == [[1.0, 2.0], [3.0, 4.0]]
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ([[1, 2], [3, "4"]], r"feature 'b' in row 1 must be a number, got '4'$"),
+        ([{"a": True, "b": 2}], r"feature 'a' in row 0 must be a number, got True$"),
+        ([[1, 2, [3]]], r"value 2 in row 0 must be a number"),
+    ],
+)
+def test_json_rows_hold_only_numbers(tmp_path: Path, rows: list, message: str) -> None:
+    path = tmp_path / "rows.json"
+    path.write_text(json.dumps(rows))
+    with pytest.raises(BigModelError, match=message):
+        read_rows(path, ["a", "b"])

@@ -103,6 +103,11 @@ def read_rows(path: str | Path, features: list[str]) -> np.ndarray:
                     f"{path}: row 0 has no feature {missing[0]!r} (the model takes {', '.join(features)})"
                 )
             data = [[r.get(f) for f in features] for r in data]
+        for i, row in enumerate(data):  # numpy would also read "1.5" and true as numbers
+            for j, v in enumerate(row if isinstance(row, list) else [row]):
+                if isinstance(v, bool | str | dict | list):
+                    name = repr(features[j]) if j < len(features) else f"value {j}"
+                    raise BigModelError(f"{path}: feature {name} in row {i} must be a number, got {v!r:.40}")
         try:
             x = np.asarray(data, dtype=np.float32)
         except (ValueError, TypeError):
