@@ -10,7 +10,7 @@ import pytest
 from bigmodel.config import TrainConfig
 from bigmodel.errors import BigModelError
 from bigmodel.fsutil import fresh_dir, make_dir
-from bigmodel.train.loop import CONFIG_FILE, prepare_run
+from bigmodel.train.run_dir import CONFIG_FILE, prepare_run
 
 
 def test_fresh_dir_takes_a_new_or_empty_folder_only(tmp_path: Path) -> None:

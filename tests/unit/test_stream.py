@@ -99,7 +99,7 @@ def test_background_starts_reading_before_the_first_next_and_stops_when_dropped(
     import itertools
     import threading
 
-    from bigmodel.data.stream import background
+    from bigmodel.data.pipeline import background
 
     started = threading.Event()
 

@@ -1,7 +1,7 @@
 """``train(cfg)``: one training run, top to bottom.
 
-The parent checks everything a user can get wrong (dataset, batch size, run directory) before any
-worker starts, then runs ``worker(cfg)`` in 1 process, in N local processes, or in each process
+The parent checks everything a user can get wrong (dataset, batch size, run directory: see
+``run_dir.prepare_run``) before any worker starts, then runs ``worker(cfg)`` in 1 process, in N local processes, or in each process
 torchrun started. A step covers ``grad_accum`` global batches (all of them for ``gd``); each rank
 sums its rows' losses and divides by the rows of the whole step times 1/N, so DDP's gradient
 average equals single-process training on the same global batches, however the rows were split.
@@ -10,43 +10,27 @@ average equals single-process training on the same global batches, however the r
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
 import math
-import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any, cast
 
 import torch
-import yaml
 
 from bigmodel import artifacts, tasks
-from bigmodel.config import TrainConfig, load_yaml, to_dict, validate
+from bigmodel.config import TrainConfig, to_dict, validate
 from bigmodel.console import run_progress
 from bigmodel.data.builtin import resolve
-from bigmodel.data.manifest import Manifest
-from bigmodel.data.stream import ParquetStream, epochs, list_row_groups
-from bigmodel.errors import BigModelError
-from bigmodel.fsutil import fresh_dir, make_dir, write_text_atomic
-from bigmodel.models import (
-    build_model,
-    count_params,
-    mlp_architecture,
-    set_standardization,
-    transformer_architecture,
-)
-from bigmodel.tasks import TaskSpec
+from bigmodel.data.stream import ParquetStream, epochs
+from bigmodel.models import build_model, count_params, set_standardization
 from bigmodel.train import checkpoint, dist
 from bigmodel.train.evaluation import evaluate_stream
 from bigmodel.train.optim import build_optimizer, build_scheduler
 from bigmodel.train.plots import loss_plot
+from bigmodel.train.run_dir import LOSS_PLOT, METRICS_FILE, load_history, prepare_run
+from bigmodel.train.spec import architecture, eval_batch_size, model_meta, plain_module, task_spec
 
-CONFIG_FILE = "config.yaml"
-CONFIG_HEADER = "# written by bigmodel train: this run's resolved config (--resume reads it)\n"
-METRICS_FILE = "metrics.jsonl"
-LOSS_PLOT = "loss.png"
 # FSDP gathers each block's parameters (and gradients) and frees them right after use. glibc keeps
 # freed buffers of up to 32 MiB in its heap, so a worker's resident memory would keep the largest
 # gathers forever and never show the sharding; allocations of 1 MiB or more go back to the OS at once.
@@ -66,157 +50,6 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             )
         )
     return worker(to_dict(cfg))
-
-
-def prepare_run(cfg: TrainConfig) -> TrainConfig:
-    """Resolve the dataset and run directory and check them against the config (in the parent,
-    or in every rank torchrun started)."""
-    root, manifest = resolve(cfg.data.dataset, seed=cfg.seed, val_fraction=cfg.data.val_fraction)
-    architecture(cfg, manifest)  # model and dataset must fit each other
-    if cfg.device == "cuda":
-        dist.pick_device("cuda", 0)  # no GPU: one error here rather than one per worker
-    for split in manifest.splits:  # every shard's footer parses (a bad one fails here, not in a worker)
-        list_row_groups(root, manifest, split)
-    n_train = manifest.split("train").rows
-    if cfg.optim.name != "gd" and cfg.batch_size > n_train:
-        raise BigModelError(
-            f"--batch-size {cfg.batch_size} is larger than the training split of "
-            f"{cfg.data.dataset} ({n_train} rows)"
-        )
-    for role, src in (
-        ("model.init_from", cfg.model.init_from),
-        ("distill.teacher", cfg.distill and cfg.distill.teacher),
-    ):
-        if src:
-            _check_model_fits(role, src, manifest)
-    run_dir = Path(cfg.run_dir) if cfg.run_dir else _default_run_dir(manifest)
-    if cfg.resume:
-        if checkpoint.latest(run_dir) is None:
-            raise BigModelError(
-                f"--resume: {checkpoint.none_found(run_dir)}; a run that stopped before its first "
-                "checkpoint starts over without --resume"
-            )
-        _check_resume_keeps_model(cfg, run_dir)
-    elif dist.restart_count() == 0 and (
-        (run_dir / artifacts.META).exists()
-        or any(not p.name.startswith(".") for p in _entries(run_dir / "checkpoints"))
-    ):
-        raise BigModelError(
-            f"run directory {run_dir} already holds a run; pass --resume to continue it "
-            "or choose a new --run-dir (nothing was overwritten)"
-        )
-    other_rank = dist.under_launcher() and os.environ["RANK"] != "0"  # every torchrun rank runs this
-    if cfg.resume or dist.restart_count() > 0 or other_rank:
-        make_dir(run_dir, "run directory")
-    else:  # never write into a folder that holds anything else: the user's files are not ours
-        if _stopped_before_first_checkpoint(run_dir):
-            for p in _entries(run_dir):
-                if p.is_dir():
-                    shutil.rmtree(p)
-                else:
-                    p.unlink()
-        fresh_dir(run_dir, "run directory")
-    cfg = cfg.model_copy(update={"run_dir": str(run_dir)})
-    if other_rank:
-        return cfg  # one rank writes
-    write_text_atomic(run_dir / CONFIG_FILE, CONFIG_HEADER + yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    return cfg
-
-
-# What a checkpoint was made for: a resume that changes one of these could not load it.
-FIXED_ON_RESUME = (
-    "data.dataset",
-    "model.name",
-    "model.size",
-    "model.hidden",
-    "model.activation",
-    "optim.name",
-)
-
-
-def _check_resume_keeps_model(cfg: TrainConfig, run_dir: Path) -> None:
-    """Refuse, before config.yaml is rewritten, a resume whose model, data or optimizer differ from
-    the run's (the checkpoint would not fit, and the rewritten config would spoil later resumes)."""
-    saved, now = to_dict(validate(load_yaml(run_dir / CONFIG_FILE))), to_dict(cfg)
-    for key in FIXED_ON_RESUME:
-        section, name = key.split(".")
-        if saved[section][name] != now[section][name]:
-            raise BigModelError(
-                f"--resume: {key} is {now[section][name]!r}, but {run_dir} was trained with "
-                f"{saved[section][name]!r}; a resumed run keeps its model, data and optimizer"
-            )
-
-
-def _entries(folder: Path) -> list[Path]:
-    return list(folder.iterdir()) if folder.is_dir() else []
-
-
-def _stopped_before_first_checkpoint(run_dir: Path) -> bool:
-    """Whether ``run_dir`` is what a run of ours left when it stopped (killed, out of memory, a node
-    lost) before its first complete checkpoint: there is nothing to resume, so a new run replaces it.
-    Ours: its config.yaml carries our header, and it holds nothing but what a run writes."""
-    names = {p.name for p in _entries(run_dir)}
-    if CONFIG_FILE not in names or not names <= {CONFIG_FILE, METRICS_FILE, LOSS_PLOT, "checkpoints"}:
-        return False
-    if any(not p.name.startswith(".") for p in _entries(run_dir / "checkpoints")):
-        return False  # a checkpoint, complete or not: not ours to delete
-    with contextlib.suppress(OSError, UnicodeDecodeError):
-        return (run_dir / CONFIG_FILE).read_text().startswith(CONFIG_HEADER)
-    return False
-
-
-def _check_model_fits(role: str, path: str, manifest: Manifest) -> None:
-    """A starting or teacher model must be intact and take this dataset's features and task."""
-    meta = artifacts.read_meta(path)
-    artifacts.verify(path, meta)
-    if meta.features != manifest.features:
-        raise BigModelError(f"{role} {path} expects features {meta.features[:5]}..., not this dataset's")
-    if meta.task.get("task") != manifest.task or meta.task.get("num_outputs") != manifest.num_outputs:
-        raise BigModelError(
-            f"{role} {path} is a {meta.task.get('task')} model; the dataset is {manifest.task}"
-        )
-
-
-def _default_run_dir(manifest: Manifest) -> Path:
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
-    return Path("runs") / f"{manifest.name}-{stamp}"
-
-
-def architecture(cfg: TrainConfig, manifest: Manifest) -> dict[str, Any]:
-    """The model the config asks for, sized for the dataset (the architecture dict of model.json)."""
-    if cfg.model.name == "transformer":
-        if manifest.task != "lm":
-            raise BigModelError(
-                f"--model transformer is a language model: it needs a text dataset (task lm), "
-                f"but {manifest.name} is a {manifest.task} dataset"
-            )
-        return transformer_architecture(cfg.model.size, manifest.context, cfg.model.dropout)
-    if manifest.task == "lm":
-        raise BigModelError(f"{manifest.name} is a text (lm) dataset: train it with --model transformer")
-    return mlp_architecture(
-        len(manifest.features),
-        manifest.num_outputs,
-        cfg.model.hidden,
-        cfg.model.activation,
-        cfg.model.dropout,
-    )
-
-
-def eval_batch_size(cfg: TrainConfig, manifest: Manifest, world: int = 1) -> int:
-    """Rows per evaluation batch: no more than ``eval_rows``, and for a language model, whose
-    logits are (rows, context, 256), about 32k tokens."""
-    rows = cfg.eval_batch_size
-    if manifest.task == "lm":
-        rows = min(rows, 32768 // manifest.context)
-    if cfg.eval_rows:
-        rows = min(rows, cfg.eval_rows)
-    return max(rows, world)
-
-
-def task_spec(manifest: Manifest) -> TaskSpec:
-    return TaskSpec(
-        manifest.task, manifest.num_outputs, manifest.label_values, manifest.target_mean, manifest.target_std
-    )
 
 
 def worker(cfg_dict: dict[str, Any]) -> dict[str, Any]:
@@ -318,7 +151,7 @@ def _train(cfg: TrainConfig, env: dist.DistEnv) -> dict[str, Any]:
             assert found is not None  # checked by prepare_run
             st = checkpoint.restore(*found, module=model, optimizer=optimizer, scheduler=scheduler, env=env)
         resumed_from = st["step"] if cfg.resume else None
-        history = _load_history(run_dir, upto_epoch=st["epoch"]) if main else []
+        history = load_history(run_dir, upto_epoch=st["epoch"]) if main else []
         masks = _zero_masks(model) if cfg.model.keep_sparsity else []
     except BaseException:
         batch_epochs.close()
@@ -482,36 +315,6 @@ def _train(cfg: TrainConfig, env: dist.DistEnv) -> dict[str, Any]:
     return summary
 
 
-def model_meta(
-    cfg: TrainConfig,
-    root: Path,
-    manifest: Manifest,
-    arch: dict[str, Any],
-    metrics: dict[str, float],
-    lineage: artifacts.Lineage,
-) -> artifacts.ModelMeta:
-    """model.json for a model trained by ``cfg`` on ``manifest``."""
-    return artifacts.ModelMeta(
-        architecture=arch,
-        task=task_spec(manifest).to_json(),
-        features=manifest.features,
-        label=manifest.label,
-        preprocessing={"mean": manifest.mean, "std": manifest.std} if manifest.mean else {},
-        metrics=metrics,
-        config=to_dict(cfg),
-        dataset={"path": str(root), "name": manifest.name, "content_hash": manifest.content_hash},
-        lineage=lineage,
-    )
-
-
-def plain_module(arch: dict[str, Any], weights: dict[str, torch.Tensor]) -> torch.nn.Module:
-    """A plain module around gathered weights, without allocating a second copy of them."""
-    with torch.device("meta"):
-        module = build_model(arch)
-    module.load_state_dict(weights, assign=True)
-    return module
-
-
 def _teacher(cfg: TrainConfig, device: torch.device) -> torch.nn.Module | None:
     """The frozen teacher of a distillation run (it standardises raw features itself)."""
     if cfg.distill is None:
@@ -539,19 +342,3 @@ def _average_now(model: torch.nn.Module, env: dist.DistEnv) -> None:
     for p in model.parameters():
         torch.distributed.all_reduce(p.data)
         p.data /= env.world
-
-
-def _load_history(run_dir: Path, upto_epoch: int) -> list[dict[str, Any]]:
-    """Epoch records already on disk, cut back to the checkpoint being resumed (a run killed after
-    logging an epoch but before checkpointing it will log that epoch again)."""
-    path = run_dir / METRICS_FILE
-    if not path.exists():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        with contextlib.suppress(json.JSONDecodeError):
-            r = json.loads(line)
-            if r.get("epoch", 0) <= upto_epoch:
-                records.append(r)
-    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in records))
-    return records
