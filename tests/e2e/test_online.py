@@ -120,8 +120,8 @@ def test_cli_online_detects_the_drift_and_moves_the_alias(tmp_path: Path, traine
     moved = fresh.aliases("drift")["production"]
     assert moved > 1  # promoted after the drift, in the chunks before the bad row's (rows 2049..)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
-        f"error: {tail}: line 3001 feature 'f7' must be a number, got 'x' (stopped after 2048 rows; "
-        f"drift@production is now version {moved}, moved while learning from the rows before it)"
+        f"error: {tail}: row 3000 feature 'f7' must be a number, got 'x' (learned from the first 2048 rows, "
+        f"which moved drift@production to version {moved})"
     ]
     nolabel = tmp_path / "nolabel.csv"
     nolabel.write_text("f0,f1,f2,f3,f4,f5,f6,f7\n" + "1,2,3,4,5,6,7,8\n")

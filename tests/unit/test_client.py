@@ -32,6 +32,7 @@ def test_rows_come_back_in_the_model_s_feature_order(tmp_path: Path) -> None:
         ([[1, 2], [3, "4"]], r"feature 'b' in row 1 must be a number, got '4'$"),
         ([{"a": True, "b": 2}], r"feature 'a' in row 0 must be a number, got True$"),
         ([[1, 2, [3]]], r"value 2 in row 0 must be a number"),
+        ([1, 2], r"row 0 must be a list of numbers or an object of features$"),
     ],
 )
 def test_json_rows_hold_only_numbers(tmp_path: Path, rows: list, message: str) -> None:

@@ -203,7 +203,9 @@ def test_streams_csv_jsonl_stdin_in_chunks_and_errors_name_the_field(tmp_path: P
     unknown.write_text(json.dumps({"f0": 1, "f1": 2, "f2": 3, "target": 5}) + "\n")
     with pytest.raises(BigModelError, match=r"label column 'target' has unknown class '5'"):
         list(read_stream(unknown, meta))
-    with pytest.raises(BigModelError, match=r"^stream: line 3 has no feature 'f2'$"):  # lines, blank ones too
+    with pytest.raises(
+        BigModelError, match=r"^stream: row 1 has no feature 'f2'$"
+    ):  # rows from 0, as in a CSV
         list(
             read_stream(
                 io.BufferedReader(
@@ -222,3 +224,20 @@ def test_streams_csv_jsonl_stdin_in_chunks_and_errors_name_the_field(tmp_path: P
     binary.write_bytes(b'\xff\xfe{"f0": 1}\n')
     with pytest.raises(BigModelError, match=r"binary.jsonl: not UTF-8 text"):
         list(read_stream(binary, meta))
+
+
+def test_a_bad_row_before_any_alias_move_says_nothing_of_one(tmp_path: Path):
+    from bigmodel.online import online
+
+    x, y = drift_rows(200, seed=3)
+    reg = Registry(tmp_path / "registry")
+    reg.register(fit_model_dir(tmp_path / "m", x, y, steps=20), "m")  # no alias: starts from the latest
+    stream = tmp_path / "s.jsonl"
+    rows = [
+        {**{f"f{j}": float(v) for j, v in enumerate(r)}, "label": int(t)} for r, t in zip(x, y, strict=True)
+    ]
+    rows[5]["f0"] = "x"
+    stream.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(BigModelError, match=r"s.jsonl: row 5 feature 'f0' must be a number, got 'x'$"):
+        online("m", str(stream), registry=reg.location, progress=False)
+    assert reg.aliases("m") == {}

@@ -84,7 +84,6 @@ def _json_lines(
     f: IO[bytes] | pa.NativeFile, meta: ModelMeta, source: str, chunk_rows: int
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     rows: list[Any] = []
-    linenos: list[int] = []  # each row's line in the file (blank lines are skipped)
     done = 0  # rows in the chunks before this one
     lineno = 1
     lines = iter(io.TextIOWrapper(f, encoding="utf-8", errors="strict"))
@@ -100,20 +99,19 @@ def _json_lines(
                 rows.append(json.loads(line))
             except json.JSONDecodeError as err:
                 raise BigModelError(f"{source} line {lineno}: not valid JSON ({err.msg})") from None
-            linenos.append(lineno)
             if len(rows) == chunk_rows:
-                yield _chunk(rows, linenos, meta, source, done)
+                yield _chunk(rows, meta, source, done)
                 done += len(rows)
-                rows, linenos = [], []
+                rows = []
         lineno += 1
     if rows:
-        yield _chunk(rows, linenos, meta, source, done)
+        yield _chunk(rows, meta, source, done)
 
 
-def _chunk(
-    rows: list[Any], linenos: list[int], meta: ModelMeta, source: str, done: int
-) -> tuple[np.ndarray, np.ndarray]:
-    table = table_from_rows(rows, meta, source, labels=True, row_name=lambda i: f"line {linenos[i]}")
+def _chunk(rows: list[Any], meta: ModelMeta, source: str, done: int) -> tuple[np.ndarray, np.ndarray]:
+    """Checked (x, y) of one chunk; errors number rows in the stream from 0, as for a CSV (a parse
+    error names the file line instead)."""
+    table = table_from_rows(rows, meta, source, labels=True, row_name=lambda i: f"row {done + i}")
     return labelled(table, meta, source, done)
 
 

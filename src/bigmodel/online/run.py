@@ -67,6 +67,7 @@ def online(
     loaded = publisher.load(start)
     learner = OnlineLearner(loaded, start, cfg, publisher)
     metric = "mse" if loaded.spec.task == "regression" else "acc"
+    alias_before = reg.aliases(ref.name).get(cfg.alias)
     with console.progress_bar(f"online {ref.name}@{cfg.alias}", None, enabled=progress) as advance:
         try:
             for x, y in read_stream(stream, loaded.meta):
@@ -79,10 +80,10 @@ def online(
             # a stream is checked as it is read, so what the rows before a bad one published stands
             # (as in any stream processor); say where that left the alias
             now = reg.aliases(ref.name).get(cfg.alias)
-            if now != start:
+            if now != alias_before:
                 raise BigModelError(
-                    f"{err} (stopped after {learner.rows} rows; {ref.name}@{cfg.alias} is now version "
-                    f"{now}, moved while learning from the rows before it)"
+                    f"{err} (learned from the first {learner.rows} rows, which moved "
+                    f"{ref.name}@{cfg.alias} to version {now})"
                 ) from None
             raise
     if learner.rows == 0:

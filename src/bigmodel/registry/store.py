@@ -62,7 +62,8 @@ class Registry:
         db_url = db_url or os.environ.get(ENV_DB)
         if _is_local(self.location):
             root = Path(self.location.removeprefix("file://")).expanduser()
-            if not create and not db_url and not (root / "registry.db").is_file():
+            in_the_way = any(p.is_file() for p in (root, *root.parents))  # make_dir names it
+            if not create and not db_url and not in_the_way and not (root / "registry.db").is_file():
                 raise BigModelError(
                     f"no registry at {root} (`bigmodel registry register MODEL_DIR NAME` creates one)"
                 )

@@ -104,7 +104,9 @@ def read_rows(path: str | Path, features: list[str]) -> np.ndarray:
                 )
             data = [[r.get(f) for f in features] for r in data]
         for i, row in enumerate(data):  # numpy would also read "1.5" and true as numbers
-            for j, v in enumerate(row if isinstance(row, list) else [row]):
+            if not isinstance(row, list):
+                raise BigModelError(f"{path}: row {i} must be a list of numbers or an object of features")
+            for j, v in enumerate(row):
                 if isinstance(v, bool | str | dict | list):
                     name = repr(features[j]) if j < len(features) else f"value {j}"
                     raise BigModelError(f"{path}: feature {name} in row {i} must be a number, got {v!r:.40}")
