@@ -105,3 +105,65 @@ def test_missing_source(tmp_path: Path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(BigModelError, match=r"no \.csv or \.parquet files"):
         prepare(str(tmp_path / "empty"), tmp_path / "out")
+
+
+def _sorted_source(tmp_path: Path, rows: int = 4000) -> Path:
+    """Rows sorted by label, as a big source often is (by class, by time); ``id`` is the source row."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(rows)
+    y = np.sort(rng.integers(0, 2, rows))
+    path = tmp_path / "sorted.parquet"
+    pq.write_table(pa.table({"id": np.arange(rows, dtype=np.float64), "x": x, "y": y}), path)
+    return path
+
+
+def _split_ids(root: Path, split: str) -> np.ndarray:
+    m = load_manifest(root)
+    return _read_split(root, m.splits[split].files).column("id").to_numpy().astype(np.int64)
+
+
+def test_rows_are_shuffled_once_by_seed_in_bounded_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import bigmodel.data.shuffle as shuffle
+
+    monkeypatch.setattr(shuffle, "BUCKET_BYTES", 8 << 10)  # ~4 buckets per split: the two-pass path
+    src = str(_sorted_source(tmp_path))
+    a = prepare(src, tmp_path / "a", label="y", seed=3)
+    b = prepare(src, tmp_path / "b", label="y", seed=3)
+    c = prepare(src, tmp_path / "c", label="y", seed=4)
+    kept = prepare(src, tmp_path / "kept", label="y", seed=3, shuffle=False)
+    assert a.shuffled and not kept.shuffled
+    assert a.content_hash == b.content_hash != c.content_hash
+    for split in ("train", "val"):
+        ids, source_order = _split_ids(tmp_path / "a", split), _split_ids(tmp_path / "kept", split)
+        assert (np.diff(source_order) > 0).all()  # shuffle=False: the source's order
+        assert sorted(ids.tolist()) == source_order.tolist()  # the same rows in each split
+        # No trace of the source's order: a row's place does not follow its source position.
+        assert abs(np.corrcoef(ids, np.arange(len(ids)))[0, 1]) < 0.1
+    assert not list(tmp_path.glob("**/.shuffle"))  # the bucket files are gone
+
+
+def test_a_sorted_source_trains_on_mixed_batches(tmp_path: Path):
+    """The reader shuffles within windows only; shuffling at prepare is what mixes a sorted source."""
+    from bigmodel.data import ParquetStream, iterate
+
+    src = str(_sorted_source(tmp_path))
+
+    def single_class_batches(root: Path) -> float:
+        stream = ParquetStream(root, load_manifest(root), "train", batch_size=64, window_rows=256)
+        batches = [b.y for b in iterate(stream, 0)]
+        return sum(len(set(y.tolist())) == 1 for y in batches) / len(batches)
+
+    prepare(src, tmp_path / "shuffled", label="y")
+    prepare(src, tmp_path / "kept", label="y", shuffle=False)
+    assert single_class_batches(tmp_path / "shuffled") == 0
+    assert single_class_batches(tmp_path / "kept") > 0.8
+
+
+def test_bad_input_after_buckets_were_written_leaves_nothing(tmp_path: Path):
+    folder = tmp_path / "src"
+    folder.mkdir()
+    pq.write_table(pa.table({"a": np.arange(100.0), "y": [0, 1] * 50}), folder / "0.parquet")
+    pq.write_table(pa.table({"a": [1.0, float("nan")] * 5, "y": [0, 1] * 5}), folder / "1.parquet")
+    with pytest.raises(BigModelError, match=r"1\.parquet: feature column 'a' has a NaN"):
+        prepare(str(folder), tmp_path / "out", label="y")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]  # no half-written folder, no buckets

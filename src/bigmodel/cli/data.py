@@ -32,6 +32,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="default: regression for a float label, else classification; lm: SRC is text for a language model",
     )
     q.add_argument("--context", type=int, default=256, help="lm: bytes a model reads per row")
+    q.add_argument(
+        "--no-shuffle",
+        dest="shuffle",
+        action="store_false",
+        help="keep the source's row order (default: shuffle the rows once, by --seed, in bounded memory)",
+    )
     add_json(q)
     q.set_defaults(func=_prepare)
 
@@ -67,6 +73,7 @@ def _summary(m: Manifest, path: str) -> dict[str, Any]:
         **({"context": m.context} if m.task == "lm" else {}),
         "rows": {k: v.rows for k, v in m.splits.items()},
         "files": sum(len(v.files) for v in m.splits.values()),
+        "shuffled": m.shuffled,
         "content_hash": m.content_hash,
     }
 
@@ -80,6 +87,7 @@ def _manifest_tables(m: Manifest, path: str) -> list[Any]:
         "classes": s["classes"] or "-",
         **{f"{k} rows": v for k, v in s["rows"].items()},
         "shard files": s["files"],
+        "row order": f"shuffled (seed {m.seed})" if m.shuffled else "source order",
         "content hash": m.content_hash[:16] + "...",
     }
     return [kv_table(f"dataset {m.name}", rows)]
@@ -96,6 +104,8 @@ def _prepare(args: argparse.Namespace) -> None:
         seed=args.seed,
         task=args.task,
         context=args.context,
+        shuffle=args.shuffle,
+        progress=not args.json,
     )
     emit(args, _summary(m, args.dst), lambda: _manifest_tables(m, args.dst))
 

@@ -44,6 +44,7 @@ class Manifest(BaseModel):
     vocab: int = 0  # lm: number of token ids (256 for bytes)
     seed: int
     val_fraction: float
+    shuffled: bool = False  # rows written in a random order (by seed), not the source's
     content_hash: str  # sha256 over the shard files' hashes, in order
     file_hashes: dict[str, str]
 

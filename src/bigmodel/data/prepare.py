@@ -128,11 +128,15 @@ def prepare(
     task: Task | None = None,
     name: str | None = None,
     context: int = 256,
+    shuffle: bool = True,
+    progress: bool = False,
 ) -> Manifest:
     """Turn a CSV/Parquet file or folder into a prepared dataset at ``dst`` (which must not exist).
 
     Features must be numeric and finite; classification labels become codes 0..K-1 with the
     original values kept in the manifest. Written under a temporary name and renamed when complete.
+    The rows are shuffled once (by ``seed``, in bounded memory), so that a source sorted by label or
+    time trains as well as a shuffled one; ``shuffle=False`` keeps the source's order.
     With ``task="lm"`` the source is text (any files) and becomes byte rows of ``context + 1``.
     """
     if task == "lm":
@@ -170,6 +174,9 @@ def prepare(
         if len(values) == 2:
             task = "binary"
 
+    from bigmodel.console import progress_bar  # local: keeps data free of console at import
+
+    source_rows, source_bytes = _source_size(fs, files, len(features))
     with atomic_dir(dst) as tmp:
         writer = ShardWriter(
             tmp,
@@ -181,21 +188,48 @@ def prepare(
             label_values=values,
             seed=seed,
             val_fraction=val_fraction,
+            shuffle_bytes=source_bytes if shuffle else None,
         )
         value_set = pa.array(values) if values is not None else None
         row = 0
-        for path in files:
-            for batch in _batches(fs, path):
-                if batch.schema.names != schema.names:
-                    raise BigModelError(
-                        f"{path}: columns {batch.schema.names} differ from {files[0]}'s {schema.names}"
-                    )
-                x = _features(batch, features, path, row)
-                y = _labels(batch.column(label), value_set, path, label)
-                writer.write(x, y)
-                row += batch.num_rows
-        manifest = writer.close()
+        with progress_bar("reading", total=source_rows, enabled=progress) as advance:
+            for path in files:
+                for batch in _batches(fs, path):
+                    if batch.schema.names != schema.names:
+                        raise BigModelError(
+                            f"{path}: columns {batch.schema.names} differ from {files[0]}'s {schema.names}"
+                        )
+                    x = _features(batch, features, path, row)
+                    y = _labels(batch.column(label), value_set, path, label)
+                    writer.write(x, y)
+                    row += batch.num_rows
+                    advance(batch.num_rows)
+        with progress_bar("shuffling", total=row, enabled=progress and shuffle) as advance:
+            manifest = writer.close(advance)
     return manifest
+
+
+def _source_size(fs: fsspec.AbstractFileSystem, files: list[str], features: int) -> tuple[int | None, int]:
+    """(rows, bytes as float32 features and an int64 label) of the source: exact for Parquet, whose
+    footers count the rows (None when a file is CSV), and an over-estimate from the file sizes for
+    CSV (a number takes at least 2 characters, and gzip shrinks text up to ~10x). Sizes the shuffle's
+    buckets; a wrong guess changes memory use, never the result."""
+    rows: int | None = 0
+    size = 0
+    row_bytes = 4 * features + 8
+    for path in files:
+        if path.lower().endswith(_PARQUET):
+            try:
+                with _open_file(fs, path) as f:
+                    n = pq.ParquetFile(f).metadata.num_rows
+            except (pa.ArrowException, OSError) as err:
+                raise BigModelError(f"cannot read {path}: {str(err).splitlines()[0]}") from None
+            rows = None if rows is None else rows + n
+            size += n * row_bytes
+        else:
+            rows = None
+            size += fs.size(path) * (10 if path.lower().endswith(".gz") else 2)
+    return rows, size
 
 
 def _features(batch: pa.RecordBatch, features: list[str], path: str, first_row: int) -> np.ndarray:

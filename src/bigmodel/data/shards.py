@@ -7,6 +7,8 @@ so there is one place that decides the split, the file layout and the statistics
 from __future__ import annotations
 
 import hashlib
+import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bigmodel.data.manifest import MANIFEST, Manifest, Split, Task
+from bigmodel.data.shuffle import BucketShuffle, bucket_count
 from bigmodel.errors import BigModelError
 from bigmodel.fsutil import sha256_file, write_json_atomic
 
@@ -106,7 +109,11 @@ class _SplitWriter:
 
 class ShardWriter:
     """Takes ``(X, y)`` chunks, assigns each row to train or val, writes row-grouped Parquet shards
-    and computes training-split statistics in the same pass. ``close()`` writes the manifest."""
+    and computes training-split statistics in the same pass. ``close()`` writes the manifest.
+
+    With ``shuffle_bytes`` (about how many bytes the rows take as float32 columns) the rows of each
+    split are written in a random order that depends on the seed only (an external shuffle through
+    bucket files under ``root``, see ``bigmodel.data.shuffle``); without it, in the order they came."""
 
     def __init__(
         self,
@@ -123,6 +130,7 @@ class ShardWriter:
         row_group_rows: int = ROW_GROUP_ROWS,
         shard_rows: int = SHARD_ROWS,
         context: int = 0,
+        shuffle_bytes: int | None = None,
     ):
         if not 0.0 < val_fraction < 1.0:
             raise BigModelError(f"--val-fraction must be in (0, 1), got {val_fraction}")
@@ -136,6 +144,7 @@ class ShardWriter:
             label_values=label_values,
             seed=seed,
             val_fraction=val_fraction,
+            shuffled=shuffle_bytes is not None,
         )
         # Required (non-nullable) columns and PLAIN encoding: nothing is ever missing, and without
         # definition levels and dictionary pages a row group decodes ~3x faster.
@@ -150,6 +159,13 @@ class ShardWriter:
         self.splits = {
             s: _SplitWriter(self.root, s, self.schema, row_group_rows, shard_rows) for s in ("train", "val")
         }
+        self._shuffles: dict[str, BucketShuffle] = {}
+        if shuffle_bytes is not None:
+            for salt, (split, share) in enumerate((("train", 1 - val_fraction), ("val", val_fraction))):
+                buckets = bucket_count(int(shuffle_bytes * share))
+                self._shuffles[split] = BucketShuffle(
+                    self.root / ".shuffle" / split, self.schema, buckets, seed, salt
+                )
         self.x_stats = RunningStats()
         self.y_stats = RunningStats()
         self._chunk = 0
@@ -172,7 +188,7 @@ class ShardWriter:
                     col = pa.FixedSizeListArray.from_arrays(
                         pa.array(rows.reshape(-1)), type=self.schema.field(0).type
                     )
-                    self.splits[split].add(pa.RecordBatch.from_arrays([col], schema=self.schema))
+                    self._add(split, pa.RecordBatch.from_arrays([col], schema=self.schema))
             return
         assert y is not None
         y = y.astype(self._label_dtype, copy=False)
@@ -185,9 +201,22 @@ class ShardWriter:
                 if self.meta["task"] == "regression":
                     self.y_stats.update(ys)
             cols = [pa.array(xs[:, j]) for j in range(xs.shape[1])] + [pa.array(ys)]
-            self.splits[split].add(pa.RecordBatch.from_arrays(cols, schema=self.schema))
+            self._add(split, pa.RecordBatch.from_arrays(cols, schema=self.schema))
 
-    def close(self) -> Manifest:
+    def _add(self, split: str, batch: pa.RecordBatch) -> None:
+        sink = self._shuffles.get(split) or self.splits[split]
+        sink.add(batch)
+
+    def close(self, advance: Callable[[int], None] | None = None) -> Manifest:
+        """Finish the shards (after a shuffle's second pass, which reports its rows to ``advance``)
+        and write the manifest."""
+        for split, shuffle in self._shuffles.items():
+            for batch in shuffle.drain():
+                self.splits[split].add(batch)
+                if advance is not None:
+                    advance(batch.num_rows)
+        self._shuffles.clear()
+        shutil.rmtree(self.root / ".shuffle", ignore_errors=True)
         for w in self.splits.values():
             w.close()
         if self._rows_seen == 0:
