@@ -33,6 +33,21 @@ def test_rows_are_overlapping_byte_windows(tmp_path: Path):
     assert got == want
 
 
+def test_a_corpus_is_shuffled_once_at_prepare(tmp_path: Path):
+    src = tmp_path / "corpus.txt"
+    src.write_bytes(b"".join(b"%09d\n" % i for i in range(3000)))  # rows of 10 bytes, each one unique
+
+    def rows(shuffle: bool) -> list[bytes]:
+        dst = tmp_path / f"ds-{shuffle}"
+        m = prepare(str(src), dst, task="lm", context=10, seed=0, shuffle=shuffle)
+        assert m.shuffled is shuffle
+        s = ParquetStream(dst, m, "train", batch_size=64, shuffle=False)  # as stored
+        return [bytes(r.to(torch.uint8).tolist()) for b in iterate(s, 0) for r in b.x]
+
+    shuffled, kept = rows(True), rows(False)
+    assert kept == sorted(kept) and sorted(shuffled) == kept and shuffled != kept
+
+
 def test_batches_are_inputs_and_next_byte_targets(text: Path):
     m = load_manifest(text)
     b = next(iterate(ParquetStream(text, m, "train", batch_size=8, seed=1), 0))

@@ -142,7 +142,9 @@ def prepare(
     if task == "lm":
         from bigmodel.data.text import prepare_text
 
-        return prepare_text(src, dst, context=context, val_fraction=val_fraction, seed=seed, name=name)
+        return prepare_text(
+            src, dst, context=context, val_fraction=val_fraction, seed=seed, name=name, shuffle=shuffle
+        )
     dst = Path(dst)
     if dst.exists():
         raise BigModelError(

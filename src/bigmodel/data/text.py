@@ -40,8 +40,10 @@ def write_text_dataset(
     context: int = 256,
     seed: int = 0,
     val_fraction: float = 0.1,
+    shuffle_bytes: int | None = None,
 ) -> Manifest:
-    """Cut a stream of byte chunks into rows and write a prepared ``lm`` dataset at ``dst``."""
+    """Cut a stream of byte chunks into rows and write a prepared ``lm`` dataset at ``dst``; with
+    ``shuffle_bytes`` (about the size of the text) the rows are shuffled once, by ``seed``."""
     if context < 2:
         raise BigModelError(f"--context must be at least 2, got {context}")
     dst = Path(dst)
@@ -62,6 +64,7 @@ def write_text_dataset(
             val_fraction=val_fraction,
             row_group_rows=max(256, LM_ROW_GROUP_BYTES // (context + 1)),
             context=context,
+            shuffle_bytes=shuffle_bytes,
         )
         for rows in _rows(chunks, context):
             writer.write(rows, None)
@@ -108,9 +111,11 @@ def prepare_text(
     val_fraction: float = 0.1,
     seed: int = 0,
     name: str | None = None,
+    shuffle: bool = True,
 ) -> Manifest:
     """A text file or a folder of them (local path or fsspec URL; every file, in sorted order)
-    -> a prepared byte-level ``lm`` dataset at ``dst``."""
+    -> a prepared byte-level ``lm`` dataset at ``dst``. Its rows are shuffled once, by ``seed``
+    (``shuffle=False``: in the text's order), so that batches mix the files of a corpus."""
     fs, path = open_source(src)
     if fs.isdir(path) and fs.exists(f"{path.rstrip('/')}/{MANIFEST}"):  # its Parquet would be read as bytes
         raise BigModelError(f"{src} is a prepared dataset already; train on it directly (--dataset {src})")
@@ -125,6 +130,7 @@ def prepare_text(
         context=context,
         seed=seed,
         val_fraction=val_fraction,
+        shuffle_bytes=sum(fs.size(p) for p in paths) if shuffle else None,
     )
 
 
