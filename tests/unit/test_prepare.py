@@ -167,3 +167,17 @@ def test_bad_input_after_buckets_were_written_leaves_nothing(tmp_path: Path):
     with pytest.raises(BigModelError, match=r"1\.parquet: feature column 'a' has a NaN"):
         prepare(str(folder), tmp_path / "out", label="y")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]  # no half-written folder, no buckets
+
+
+def test_reading_a_parquet_source_holds_one_batch_not_the_file(tmp_path: Path):
+    from bigmodel.data.prepare import _batches, open_source
+
+    rng = np.random.default_rng(0)
+    t = pa.table({f"c{j}": rng.standard_normal(20 * 65536) for j in range(4)})  # 20 row groups of 2 MB
+    pq.write_table(t, tmp_path / "big.parquet", row_group_size=65536)
+    fs, path = open_source(str(tmp_path / "big.parquet"))
+    base, peak = pa.total_allocated_bytes(), 0
+    for batch in _batches(fs, path):
+        peak = max(peak, pa.total_allocated_bytes() - base)
+        del batch
+    assert peak < 16 << 20  # not the 40 MB file, as pyarrow's pre-buffering held it

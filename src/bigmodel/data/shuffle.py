@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-BUCKET_BYTES = 256 << 20  # pass 2 holds one bucket, and its permuted copy, in memory
+BUCKET_BYTES = 256 << 20  # pass 2 holds one bucket in memory
 MAX_BUCKETS = 256  # open files per split; past 64 GB a split's buckets grow instead
+_TAKE_ROWS = 65536
 
 
 def bucket_count(expected_bytes: int) -> int:
@@ -64,7 +65,10 @@ class BucketShuffle:
         for i, path in enumerate(self.paths):
             table = pa.ipc.open_stream(pa.memory_map(str(path))).read_all()  # zero-copy: mapped
             perm = np.random.default_rng([self.seed, self.salt, 2, i]).permutation(table.num_rows)
-            yield from table.take(pa.array(perm)).to_batches()
+            # Taken a slice at a time: the permuted copy never exists whole (~1.5x the time of one
+            # take, half the memory).
+            for at in range(0, len(perm), _TAKE_ROWS):
+                yield from table.take(pa.array(perm[at : at + _TAKE_ROWS])).to_batches()
             del table
             path.unlink()
         shutil.rmtree(self.folder, ignore_errors=True)
