@@ -8,6 +8,7 @@ import pytest
 
 from bigmodel.data import load_manifest, prepare
 from bigmodel.errors import BigModelError
+from tests.conftest import open_files
 
 
 def _read_split(root: Path, files: list[str]) -> pa.Table:
@@ -159,13 +160,20 @@ def test_a_sorted_source_trains_on_mixed_batches(tmp_path: Path):
     assert single_class_batches(tmp_path / "kept") > 0.8
 
 
-def test_bad_input_after_buckets_were_written_leaves_nothing(tmp_path: Path):
+def test_bad_input_after_buckets_were_written_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import bigmodel.data.shuffle as shuffle
+
+    monkeypatch.setattr(shuffle, "BUCKET_BYTES", 256)  # several buckets per split, all open
     folder = tmp_path / "src"
     folder.mkdir()
     pq.write_table(pa.table({"a": np.arange(100.0), "y": [0, 1] * 50}), folder / "0.parquet")
     pq.write_table(pa.table({"a": [1.0, float("nan")] * 5, "y": [0, 1] * 5}), folder / "1.parquet")
-    with pytest.raises(BigModelError, match=r"1\.parquet: feature column 'a' has a NaN"):
+    try:
         prepare(str(folder), tmp_path / "out", label="y")
+        pytest.fail("a NaN feature was accepted")
+    except BigModelError as err:  # checked while the error (and the frames it holds) is alive
+        assert "1.parquet: feature column 'a' has a NaN" in str(err)
+        assert not [f for f in open_files() if ".arrows" in f]  # closed now, not at garbage collection
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]  # no half-written folder, no buckets
 
 
@@ -181,3 +189,17 @@ def test_reading_a_parquet_source_holds_one_batch_not_the_file(tmp_path: Path):
         peak = max(peak, pa.total_allocated_bytes() - base)
         del batch
     assert peak < 16 << 20  # not the 40 MB file, as pyarrow's pre-buffering held it
+
+
+def test_a_full_disk_is_one_line_and_leaves_nothing(
+    tmp_path: Path, small_parquet: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from bigmodel.data.shuffle import BucketShuffle
+
+    def full(self: BucketShuffle, batch: pa.RecordBatch) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(BucketShuffle, "add", full)
+    with pytest.raises(BigModelError, match=r"cannot write .*out: \[Errno 28\] No space left on device"):
+        prepare(str(small_parquet), tmp_path / "out", label="target")
+    assert not list(tmp_path.glob("*out*"))

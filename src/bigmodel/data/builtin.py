@@ -37,8 +37,9 @@ def _write_sklearn(name: str, dst: Path, seed: int, val_fraction: float) -> None
     features = [str(f).replace(" ", "_") for f in getattr(bunch, "feature_names", [])]
     labels = [str(t) if name == "breast_cancer" else int(t) for t in bunch.target_names]
     task: Task = "binary" if len(labels) == 2 else "multiclass"
-    with atomic_dir(dst, exist_ok=True) as tmp:
-        writer = ShardWriter(
+    with (
+        atomic_dir(dst, exist_ok=True) as tmp,
+        ShardWriter(
             tmp,
             name=name,
             source=f"sklearn:{name}",
@@ -48,7 +49,8 @@ def _write_sklearn(name: str, dst: Path, seed: int, val_fraction: float) -> None
             label_values=labels,
             seed=seed,
             val_fraction=val_fraction,
-        )
+        ) as writer,
+    ):
         # Rows are shuffled before the split so that the sorted-by-class source order cannot leak.
         perm = np.random.default_rng(seed).permutation(len(x))
         writer.write(x[perm], y[perm])

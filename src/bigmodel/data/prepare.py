@@ -67,10 +67,12 @@ def _batches(
     try:
         with _open_file(fs, path) as f:
             if path.lower().endswith(_PARQUET):
-                # pre_buffer=False: pyarrow's default caches every pre-buffered column chunk until
-                # the file is done (pyarrow 26: +16 MB per 64k rows x 64 features, the whole file).
-                pf = pq.ParquetFile(f, pre_buffer=False)
-                yield from pf.iter_batches(batch_size=_BATCH_ROWS, columns=columns)
+                pf = pq.ParquetFile(f)
+                # One row group per call: over a whole file, pyarrow's pre-buffering keeps every
+                # column chunk it fetched until the file is done (the whole file in memory), and
+                # without it a remote file is read one column chunk per request.
+                for i in range(pf.num_row_groups):
+                    yield from pf.iter_batches(batch_size=_BATCH_ROWS, row_groups=[i], columns=columns)
             else:
                 delim = "\t" if path.lower().endswith(".tsv") else ","
                 compression = "gzip" if path.lower().endswith(".gz") else None
@@ -181,43 +183,66 @@ def prepare(
     from bigmodel.console import progress_bar  # local: keeps data free of console at import
 
     source_rows, source_bytes = _source_size(fs, files, len(features))
-    with atomic_dir(dst) as tmp:
-        writer = ShardWriter(
-            tmp,
-            name=name or Path(str(src).rstrip("/")).name,
-            source=str(src),
-            task=task,
-            features=features,
-            label=label,
-            label_values=values,
-            seed=seed,
-            val_fraction=val_fraction,
-            shuffle_bytes=source_bytes if shuffle else None,
-        )
-        value_set = pa.array(values) if values is not None else None
-        row = 0
-        with progress_bar("reading", total=source_rows, enabled=progress) as advance:
-            for path in files:
-                for batch in _batches(fs, path):
-                    if batch.schema.names != schema.names:
-                        raise BigModelError(
-                            f"{path}: columns {batch.schema.names} differ from {files[0]}'s {schema.names}"
-                        )
-                    x = _features(batch, features, path, row)
-                    y = _labels(batch.column(label), value_set, path, label)
-                    writer.write(x, y)
-                    row += batch.num_rows
-                    advance(batch.num_rows)
-        with progress_bar("shuffling", total=row, enabled=progress and shuffle) as advance:
-            manifest = writer.close(advance)
+    try:
+        with (
+            atomic_dir(dst) as tmp,
+            ShardWriter(
+                tmp,
+                name=name or Path(str(src).rstrip("/")).name,
+                source=str(src),
+                task=task,
+                features=features,
+                label=label,
+                label_values=values,
+                seed=seed,
+                val_fraction=val_fraction,
+                shuffle_bytes=source_bytes if shuffle else None,
+            ) as writer,
+        ):
+            rows = _write_source(writer, fs, files, schema.names, label, values, source_rows, progress)
+            with progress_bar("shuffling", total=rows, enabled=progress and shuffle) as advance:
+                manifest = writer.close(advance)
+    except OSError as err:  # e.g. the disk filled up; atomic_dir has removed the half-written folder
+        raise BigModelError(f"cannot write {dst}: {err}") from None
     return manifest
+
+
+def _write_source(
+    writer: ShardWriter,
+    fs: fsspec.AbstractFileSystem,
+    files: list[str],
+    columns: list[str],
+    label: str,
+    values: list[Any] | None,
+    total: int | None,
+    progress: bool,
+) -> int:
+    """Pass every row of the source through its checks into ``writer``; returns the row count."""
+    from bigmodel.console import progress_bar
+
+    features = [c for c in columns if c != label]
+    value_set = pa.array(values) if values is not None else None
+    row = 0
+    with progress_bar("reading", total=total, enabled=progress) as advance:
+        for path in files:
+            for batch in _batches(fs, path):
+                if batch.schema.names != columns:
+                    raise BigModelError(
+                        f"{path}: columns {batch.schema.names} differ from {files[0]}'s {columns}"
+                    )
+                x = _features(batch, features, path, row)
+                y = _labels(batch.column(label), value_set, path, label)
+                writer.write(x, y)
+                row += batch.num_rows
+                advance(batch.num_rows)
+    return row
 
 
 def _source_size(fs: fsspec.AbstractFileSystem, files: list[str], features: int) -> tuple[int | None, int]:
     """(rows, bytes as float32 features and an int64 label) of the source: exact for Parquet, whose
     footers count the rows (None when a file is CSV), and an over-estimate from the file sizes for
     CSV (a number takes at least 2 characters, and gzip shrinks text up to ~10x). Sizes the shuffle's
-    buckets; a wrong guess changes memory use, never the result."""
+    buckets; a bucket that comes out too big is split again, so a wrong guess costs time, not memory."""
     rows: int | None = 0
     size = 0
     row_bytes = 4 * features + 8
@@ -232,7 +257,7 @@ def _source_size(fs: fsspec.AbstractFileSystem, files: list[str], features: int)
             size += n * row_bytes
         else:
             rows = None
-            size += fs.size(path) * (10 if path.lower().endswith(".gz") else 2)
+            size += (fs.size(path) or 0) * (10 if path.lower().endswith(".gz") else 2)  # None: unknown
     return rows, size
 
 

@@ -6,8 +6,8 @@ so there is one place that decides the split, the file layout and the statistics
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +25,7 @@ from bigmodel.fsutil import sha256_file, write_json_atomic
 ROW_GROUP_ROWS = 65536  # the reader's unit of I/O: ~16 MB at 64 float32 features
 TOKENS = "tokens"  # the one column of a language-modelling dataset
 SHARD_ROWS = 1 << 20  # rows per Parquet file
+_SHUFFLE = ".shuffle"  # the bucket files of a shuffle, while the dataset is written
 
 
 @dataclass
@@ -100,6 +101,12 @@ class _SplitWriter:
         )
         self._rows_in_file = 0
 
+    def abort(self) -> None:
+        if self._writer is not None:
+            with contextlib.suppress(Exception):
+                self._writer.close()
+            self._writer = None
+
     def close(self) -> None:
         if self._buf_rows:
             self._flush(self._buf_rows)
@@ -164,7 +171,7 @@ class ShardWriter:
             for salt, (split, share) in enumerate((("train", 1 - val_fraction), ("val", val_fraction))):
                 buckets = bucket_count(int(shuffle_bytes * share))
                 self._shuffles[split] = BucketShuffle(
-                    self.root / ".shuffle" / split, self.schema, buckets, seed, salt
+                    self.root / _SHUFFLE / split, self.schema, buckets, seed, (salt,)
                 )
         self.x_stats = RunningStats()
         self.y_stats = RunningStats()
@@ -203,6 +210,20 @@ class ShardWriter:
             cols = [pa.array(xs[:, j]) for j in range(xs.shape[1])] + [pa.array(ys)]
             self._add(split, pa.RecordBatch.from_arrays(cols, schema=self.schema))
 
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if kind is not None:
+            self.abort()
+
+    def abort(self) -> None:
+        """On failure: close every open file (the caller removes the half-written folder)."""
+        for shuffle in self._shuffles.values():
+            shuffle.abort()
+        for w in self.splits.values():
+            w.abort()
+
     def _add(self, split: str, batch: pa.RecordBatch) -> None:
         sink = self._shuffles.get(split) or self.splits[split]
         sink.add(batch)
@@ -216,7 +237,8 @@ class ShardWriter:
                 if advance is not None:
                     advance(batch.num_rows)
         self._shuffles.clear()
-        shutil.rmtree(self.root / ".shuffle", ignore_errors=True)
+        if (self.root / _SHUFFLE).exists():
+            (self.root / _SHUFFLE).rmdir()  # emptied by each split's drain
         for w in self.splits.values():
             w.close()
         if self._rows_seen == 0:

@@ -5,12 +5,14 @@ sorted by label or time would reach training nearly in that order: every batch o
 source would hold one class. ``BucketShuffle`` is the classic two-pass external shuffle. Pass 1
 sends each row to one of K bucket files picked uniformly at random; pass 2 reads the buckets one at
 a time, permutes each in memory and hands its rows on. A random bucket and then a random place in it
-is a uniformly random permutation of all the rows (Rao 1961, Sandelius 1962), and memory holds one
-bucket: K grows with the data so that a bucket stays near ``BUCKET_BYTES``.
+is a uniformly random permutation of all the rows (Rao 1961, Sandelius 1962). K comes from a guess
+at the data's size; a bucket that still comes out over twice ``BUCKET_BYTES`` is shuffled the same
+way again on its own, so memory holds about one bucket whatever the guess.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import shutil
 from collections.abc import Iterator
@@ -20,26 +22,34 @@ import numpy as np
 import pyarrow as pa
 
 BUCKET_BYTES = 256 << 20  # pass 2 holds one bucket in memory
-MAX_BUCKETS = 256  # open files per split; past 64 GB a split's buckets grow instead
+MAX_BUCKETS = 100  # files open at once per split (2 splits stay under macOS's default of 256)
 _TAKE_ROWS = 65536
 
 
 def bucket_count(expected_bytes: int) -> int:
-    """Buckets for a split of about ``expected_bytes`` (as float32/int64 columns in memory)."""
+    """Buckets for about ``expected_bytes`` of rows (as float32/int64 columns in memory)."""
     return max(1, min(MAX_BUCKETS, math.ceil(expected_bytes / BUCKET_BYTES)))
 
 
 class BucketShuffle:
     """Rows in with ``add`` (pass 1), out with ``drain`` (pass 2) in a random order that depends on
-    ``seed`` and ``salt`` only. The bucket files live in ``folder``, which ``drain`` removes."""
+    the rows, ``seed``, ``salt`` and the number of buckets. The bucket files live in ``folder``,
+    which ``drain`` (or ``abort``, on failure) removes."""
 
-    def __init__(self, folder: Path, schema: pa.Schema, buckets: int, seed: int, salt: int):
-        self.folder = folder
+    def __init__(self, folder: Path, schema: pa.Schema, buckets: int, seed: int, salt: tuple[int, ...]):
+        self.folder, self.schema = folder, schema
         self.seed, self.salt = seed, salt
         folder.mkdir(parents=True)
         self.paths = [folder / f"bucket-{i:04d}.arrows" for i in range(buckets)]
-        self._files = [pa.OSFile(str(p), "wb") for p in self.paths]
-        self._writers = [pa.ipc.new_stream(f, schema) for f in self._files]
+        self._files: list[pa.NativeFile] = []
+        self._writers: list[pa.ipc.RecordBatchStreamWriter] = []
+        try:
+            for p in self.paths:
+                self._files.append(pa.OSFile(str(p), "wb"))
+                self._writers.append(pa.ipc.new_stream(self._files[-1], schema))
+        except BaseException:
+            self.abort()
+            raise
         self._chunk = 0
 
     def add(self, batch: pa.RecordBatch) -> None:
@@ -48,7 +58,7 @@ class BucketShuffle:
         if k == 1:
             self._writers[0].write_batch(batch)
             return
-        rng = np.random.default_rng([self.seed, self.salt, 1, self._chunk])
+        rng = np.random.default_rng([self.seed, *self.salt, 1, self._chunk])
         self._chunk += 1
         bucket = rng.integers(0, k, size=batch.num_rows)  # (n,)
         # Group the rows by bucket in one take, then write each bucket's run as a slice (zero-copy).
@@ -63,20 +73,45 @@ class BucketShuffle:
         """Pass 2: every row, bucket by bucket, each bucket permuted; then remove the bucket files."""
         self.close()
         for i, path in enumerate(self.paths):
+            size = path.stat().st_size
+            if size > 2 * BUCKET_BYTES:  # the size was underestimated: split this bucket again
+                yield from self._reshuffle(i, path, size)
+                continue
             table = pa.ipc.open_stream(pa.memory_map(str(path))).read_all()  # zero-copy: mapped
-            perm = np.random.default_rng([self.seed, self.salt, 2, i]).permutation(table.num_rows)
-            # Taken a slice at a time: the permuted copy never exists whole (~1.5x the time of one
-            # take, half the memory).
+            perm = np.random.default_rng([self.seed, *self.salt, 2, i]).permutation(table.num_rows)
+            # Taken a slice at a time: the permuted copy never exists whole (half the memory).
             for at in range(0, len(perm), _TAKE_ROWS):
                 yield from table.take(pa.array(perm[at : at + _TAKE_ROWS])).to_batches()
             del table
             path.unlink()
-        shutil.rmtree(self.folder, ignore_errors=True)
+        self.folder.rmdir()
+
+    def _reshuffle(self, i: int, path: Path, size: int) -> Iterator[pa.RecordBatch]:
+        sub = BucketShuffle(
+            self.folder / f"bucket-{i:04d}", self.schema, bucket_count(size), self.seed, (*self.salt, i)
+        )
+        try:
+            with pa.OSFile(str(path)) as f:
+                for batch in pa.ipc.open_stream(f):
+                    sub.add(batch)
+            path.unlink()
+            yield from sub.drain()
+        except BaseException:
+            sub.abort()
+            raise
 
     def close(self) -> None:
-        """Close the bucket files (idempotent); ``drain`` calls it, so does a writer that fails."""
-        for w in self._writers:
-            w.close()
-        for f in self._files:
-            f.close()
+        """Close the bucket files (idempotent), every one of them even if one fails."""
+        writers, files = self._writers, self._files
         self._writers, self._files = [], []
+        with contextlib.ExitStack() as stack:  # callbacks run last-in first-out: writers, then files
+            for f in files:
+                stack.callback(f.close)
+            for w in writers:
+                stack.callback(w.close)
+
+    def abort(self) -> None:
+        """On failure: close the files and remove them, whatever state they are in."""
+        with contextlib.suppress(Exception):
+            self.close()
+        shutil.rmtree(self.folder, ignore_errors=True)

@@ -57,8 +57,10 @@ def generate_synthetic(
     labels = list(range(classes)) if task != "regression" else None
     from bigmodel.console import progress_bar  # local: keeps data free of console at import
 
-    with atomic_dir(dst) as tmp, progress_bar("generating", total=rows, enabled=progress) as advance:
-        writer = ShardWriter(
+    with (
+        atomic_dir(dst) as tmp,
+        progress_bar("generating", total=rows, enabled=progress) as advance,
+        ShardWriter(
             tmp,
             name=dst.name,
             source=f"synthetic:{task}:rows={rows}:features={features}:seed={seed}",
@@ -68,7 +70,8 @@ def generate_synthetic(
             label_values=labels,
             seed=seed,
             val_fraction=val_fraction,
-        )
+        ) as writer,
+    ):
         for chunk, start in enumerate(range(0, rows, CHUNK_ROWS)):
             n = min(CHUNK_ROWS, rows - start)
             r = np.random.default_rng([seed, 1, chunk])

@@ -51,8 +51,9 @@ def write_text_dataset(
         raise BigModelError(
             f"destination already exists: {dst} (choose a new folder; nothing was overwritten)"
         )
-    with atomic_dir(dst) as tmp:
-        writer = ShardWriter(
+    with (
+        atomic_dir(dst) as tmp,
+        ShardWriter(
             tmp,
             name=name,
             source=source,
@@ -65,7 +66,8 @@ def write_text_dataset(
             row_group_rows=max(256, LM_ROW_GROUP_BYTES // (context + 1)),
             context=context,
             shuffle_bytes=shuffle_bytes,
-        )
+        ) as writer,
+    ):
         for rows in _rows(chunks, context):
             writer.write(rows, None)
         manifest = writer.close()  # refuses a source too short for one row
@@ -130,7 +132,7 @@ def prepare_text(
         context=context,
         seed=seed,
         val_fraction=val_fraction,
-        shuffle_bytes=sum(fs.size(p) for p in paths) if shuffle else None,
+        shuffle_bytes=sum(fs.size(p) or 0 for p in paths) if shuffle else None,
     )
 
 
