@@ -62,6 +62,13 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+def _umask() -> int:
+    """The process's umask (os has no getter: set it and at once set it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(dst: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``dst``; on success it is fsynced and renamed over ``dst``.
@@ -73,6 +80,7 @@ def atomic_path(dst: str | os.PathLike[str]) -> Iterator[Path]:
     if dst.is_dir():
         raise BigModelError(f"{dst} is a folder; give a file name")
     fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would make every file private to its writer
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -111,6 +119,7 @@ def atomic_dir(dst: str | os.PathLike[str], *, exist_ok: bool = False) -> Iterat
     if dst.exists() and not exist_ok:
         raise FileExistsError(str(dst))
     tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # as mkdir would make it, not mkdtemp's private 0700
     try:
         yield tmp
         try:

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import run_cli
@@ -42,6 +43,28 @@ def test_prepare_train_evaluate(tmp_path: Path, small_parquet: Path):
     # the human view is a table on stdout
     table = run_cli("evaluate", str(run))
     assert table.returncode == 0 and "accuracy" in table.stdout
+
+    # The same features under other labels: code 1 would no longer mean "yes".
+    other = pq.read_table(small_parquet)
+    other = other.set_column(
+        5, "target", pa.array(["yes" if v == "yes" else "zzz" for v in other["target"].to_pylist()])
+    )
+    pq.write_table(other, tmp_path / "other.parquet")
+    _json(
+        run_cli(
+            "data",
+            "prepare",
+            str(tmp_path / "other.parquet"),
+            str(tmp_path / "o"),
+            "--label",
+            "target",
+            "--json",
+        )
+    )
+    bad = run_cli("evaluate", str(run), "--dataset", str(tmp_path / "o"))
+    assert (
+        bad.returncode == 2 and "has labels ['yes', 'zzz'] but the model predicts ['no', 'yes']" in bad.stderr
+    )
 
 
 def test_generate_and_train_with_yaml_and_until_converged(tmp_path: Path):
@@ -283,3 +306,37 @@ def test_torchrun_runs_the_same_entry_point(tmp_path: Path):
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
     res = _json(out)
     assert res["world_size"] == 2 and (run / "model.json").is_file()
+
+
+def test_prepare_stopped_by_sigterm_leaves_nothing(tmp_path: Path):
+    import signal
+    import subprocess
+    import time
+
+    from tests.conftest import BIN
+
+    rng = np.random.default_rng(0)
+    src = tmp_path / "big.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                **{f"f{j}": rng.standard_normal(1_000_000) for j in range(16)},
+                "y": rng.integers(0, 2, 1_000_000),
+            }
+        ),
+        src,
+    )
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [str(BIN / "bigmodel"), "data", "prepare", str(src), str(out), "--label", "y"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(".out.*.tmp/.shuffle/train/*")) and time.monotonic() < deadline:
+        time.sleep(0.02)  # wait until it is writing buckets
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "interrupted by signal 15" in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.parquet"]  # no half-written folder

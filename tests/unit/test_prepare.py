@@ -178,14 +178,14 @@ def test_bad_input_after_buckets_were_written_leaves_nothing(tmp_path: Path, mon
 
 
 def test_reading_a_parquet_source_holds_one_batch_not_the_file(tmp_path: Path):
-    from bigmodel.data.prepare import _batches, open_source
+    from bigmodel.data.source import batches, open_source
 
     rng = np.random.default_rng(0)
     t = pa.table({f"c{j}": rng.standard_normal(20 * 65536) for j in range(4)})  # 20 row groups of 2 MB
     pq.write_table(t, tmp_path / "big.parquet", row_group_size=65536)
     fs, path = open_source(str(tmp_path / "big.parquet"))
     base, peak = pa.total_allocated_bytes(), 0
-    for batch in _batches(fs, path):
+    for batch in batches(fs, path):
         peak = max(peak, pa.total_allocated_bytes() - base)
         del batch
     assert peak < 16 << 20  # not the 40 MB file, as pyarrow's pre-buffering held it
@@ -203,3 +203,87 @@ def test_a_full_disk_is_one_line_and_leaves_nothing(
     with pytest.raises(BigModelError, match=r"cannot write .*out: \[Errno 28\] No space left on device"):
         prepare(str(small_parquet), tmp_path / "out", label="target")
     assert not list(tmp_path.glob("*out*"))
+
+
+def _folder(root: Path, files: dict[str, pa.Table]) -> Path:
+    for name, table in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, root / name)
+    return root
+
+
+def test_a_folder_skips_hidden_and_underscore_paths_and_prepared_datasets(tmp_path: Path):
+    rows = pa.table({"a": np.arange(100.0), "y": [0, 1] * 50})
+    junk = pa.table({"b": [1.0]})  # would fail the column check if read
+    src = _folder(
+        tmp_path / "src",
+        {
+            "part-0.parquet": rows,
+            "_temporary/0.parquet": junk,
+            ".x/1.parquet": junk,
+            "._part-0.parquet": junk,
+        },
+    )
+    first = prepare(str(src), src / "prepared", label="y")  # a dataset inside its own source
+    again = prepare(str(src), tmp_path / "again", label="y")
+    assert first.splits["train"].rows + first.splits["val"].rows == 100
+    assert again.content_hash == first.content_hash  # its shards were not read back in
+    with pytest.raises(BigModelError, match="is a prepared dataset already"):
+        prepare(str(src / "prepared"), tmp_path / "x", label="y")
+
+
+def test_labels_may_be_categorical_and_files_may_start_empty(tmp_path: Path):
+    y = pa.array(["b", "a", "c", "a"] * 25).dictionary_encode()
+    src = _folder(
+        tmp_path / "src",
+        {
+            "0.parquet": pa.table({"x": pa.array([], pa.float64()), "y": pa.array([], y.type)}),
+            "1.parquet": pa.table({"x": np.arange(100.0), "y": y}),
+        },
+    )
+    m = prepare(str(src), tmp_path / "out", label="y")
+    assert m.task == "multiclass" and m.label_values == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize(
+    ("files", "args", "message"),
+    [
+        (
+            {
+                "0.parquet": pa.table({"x": [1.0, 2.0], "y": [0, 1]}),
+                "1.parquet": pa.table({"x": [1.0], "y": ["c"]}),
+            },
+            {},
+            r"1\.parquet: label column 'y' is string, but int64 in .*0\.parquet",
+        ),
+        (
+            {"0.parquet": pa.table({"x": [1.0, 2.0, 3.0], "y": [0.0, 1.0, float("nan")]})},
+            {"task": "multiclass"},
+            "'y' has a NaN value",
+        ),
+        (
+            {"0.parquet": pa.table({"x": [1.0, 2.0], "y": [0, 1]})},
+            {"seed": -1},
+            "--seed must be >= 0, got -1",
+        ),
+        (
+            {
+                "0.parquet": pa.table({"x": np.arange(50.0), "y": [0, 1] * 25}),
+                "1.parquet": pa.table({"x": [1.0] * 10 + [float("nan")], "y": [0] * 11}),
+            },
+            {},
+            r"1\.parquet: feature column 'x' has a NaN or infinite value \(row 10\)",  # its own row
+        ),
+    ],
+)
+def test_more_bad_input_is_one_clear_error(tmp_path: Path, files, args, message):
+    src = _folder(tmp_path / "src", files)
+    with pytest.raises(BigModelError, match=message):
+        prepare(str(src), tmp_path / "out", label="y", **args)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_column_twice_is_named(tmp_path: Path):
+    (tmp_path / "dup.csv").write_text("a,a,y\n1,2,0\n3,4,1\n")
+    with pytest.raises(BigModelError, match=r"dup\.csv: column 'a' appears 2 times"):
+        prepare(str(tmp_path / "dup.csv"), tmp_path / "out", label="y")

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
+import sys
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from bigmodel.cli.common import add_json, emit
@@ -93,6 +97,23 @@ def _manifest_tables(m: Manifest, path: str) -> list[Any]:
     return [kv_table(f"dataset {m.name}", rows)]
 
 
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """SIGTERM (kill, a scheduler's stop) unwinds like Ctrl-C, so the half-written dataset folder and
+    its shuffle buckets are removed, instead of the process dying in place and leaving them."""
+
+    def stop(signum: int, _frame: object) -> None:
+        print(f"interrupted by signal {signum}", file=sys.stderr)
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@_sigterm_unwinds()
 def _prepare(args: argparse.Namespace) -> None:
     from bigmodel.data import prepare
 
@@ -110,6 +131,7 @@ def _prepare(args: argparse.Namespace) -> None:
     emit(args, _summary(m, args.dst), lambda: _manifest_tables(m, args.dst))
 
 
+@_sigterm_unwinds()
 def _generate(args: argparse.Namespace) -> None:
     from bigmodel.data import generate_synthetic, generate_text
 

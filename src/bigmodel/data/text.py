@@ -22,8 +22,8 @@ import fsspec
 import numpy as np
 
 from bigmodel.data.manifest import MANIFEST, Manifest
-from bigmodel.data.prepare import open_source
 from bigmodel.data.shards import TOKENS, ShardWriter
+from bigmodel.data.source import open_source
 from bigmodel.errors import BigModelError
 from bigmodel.fsutil import atomic_dir
 

@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
 from bigmodel.artifacts import LoadedModel, ModelMeta, load_model
-from bigmodel.data.prepare import _features as checked_features
+from bigmodel.data.source import checked_features
 from bigmodel.errors import BigModelError
 
 

@@ -46,7 +46,7 @@ def _open(stream: str | Path | IO[bytes]) -> tuple[IO[bytes] | pa.NativeFile, st
     path = Path(stream)
     if not path.is_file():
         raise BigModelError(f"stream file not found: {path}")
-    # Opened natively, for the reason data.prepare._open_file gives: Arrow's read-ahead thread must
+    # Opened natively, for the reason data.source._open_file gives: Arrow's read-ahead thread must
     # never call back into Python, or bad input stopping the CLI mid-read aborts at exit.
     return pa.OSFile(str(path)), str(path)
 

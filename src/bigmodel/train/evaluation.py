@@ -58,6 +58,11 @@ def evaluate(
     spec = meta.spec
     if manifest.task != spec.task:
         raise BigModelError(f"dataset {dataset} is a {manifest.task} task but the model is {spec.task}")
+    if spec.label_values is not None and manifest.label_values != spec.label_values:
+        # Codes 0..K-1 would be compared as if they meant the same labels.
+        raise BigModelError(
+            f"dataset {dataset} has labels {manifest.label_values} but the model predicts {spec.label_values}"
+        )
     stream = ParquetStream(root, manifest, split, batch_size=batch_size, shuffle=False)
     metrics = evaluate_stream(loaded.module, stream, spec)
     return {
