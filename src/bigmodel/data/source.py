@@ -114,7 +114,8 @@ def batches(
 
 
 def first_schema(fs: fsspec.AbstractFileSystem, files: list[str], src: str) -> tuple[str, pa.Schema]:
-    """(file, schema) of the first file with rows (Spark writes empty part files); labels as values."""
+    """(file, schema) of the first file with rows (Spark writes empty part files), with a categorical
+    (dictionary) column given as its value type."""
     for path in files:
         with contextlib.closing(batches(fs, path)) as stream:
             for batch in stream:
