@@ -16,7 +16,8 @@ from bigmodel.errors import BigModelError
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: an infinite lr or timeout passes gt=0 but is never meant
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class DataConfig(_Strict):
@@ -45,8 +46,14 @@ class ModelConfig(_Strict):
         # defaults rather than "was it set", so a saved config.yaml (which lists every key) loads
         defaults = ModelConfig.model_fields
         unused = ["hidden", "activation"] if self.name == "transformer" else ["size"]
+        if self.init_from:
+            unused = ["hidden", "activation", "size"]
         for key in unused:
             if getattr(self, key) != defaults[key].get_default(call_default_factory=True):
+                if self.init_from:
+                    raise ValueError(
+                        f"model.{key} does not apply with model.init_from (the starting model's shape is kept)"
+                    )
                 shape = "model.size" if self.name == "transformer" else "model.hidden and model.activation"
                 raise ValueError(
                     f"model.{key} does not apply to model {self.name} (its shape is set by {shape})"
@@ -71,6 +78,8 @@ class OptimConfig(_Strict):
     def _nesterov_needs_momentum(self) -> OptimConfig:
         if self.nesterov and self.momentum == 0.0:
             raise ValueError("optim.nesterov needs optim.momentum > 0")
+        if self.name in ("adam", "adamw") and self.momentum:  # torch's Adam has no momentum to set
+            raise ValueError(f"optim.momentum applies to sgd and gd, not {self.name}")
         return self
 
 
@@ -121,7 +130,7 @@ class TrainConfig(_Strict):
     until_converged: bool = False
     tol: float = Field(1e-4, ge=0.0)  # smallest val-loss improvement that counts
     patience: int = Field(10, ge=1)  # epochs without improvement before stopping
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     run_dir: str | None = None
     resume: bool = False
@@ -173,10 +182,25 @@ def validate(data: dict[str, Any]) -> TrainConfig:
         raise BigModelError(_one_line(err, TrainConfig)) from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key '{key}' appears twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     try:
-        data = yaml.safe_load(p.read_text())
+        data = yaml.load(p.read_text(), Loader=_UniqueKeyLoader)
     except FileNotFoundError:
         raise BigModelError(f"config file not found: {p}") from None
     except (OSError, yaml.YAMLError) as err:

@@ -53,3 +53,29 @@ def test_missing_and_malformed_yaml(tmp_path: Path):
     f.write_text("- 1\n- 2\n")
     with pytest.raises(BigModelError, match="must hold a mapping"):
         config.build(f)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"optim.lr": float("inf")}, r"'optim.lr'.*finite"),
+        ({"seed": -1}, r"'seed'.*greater than or equal to 0"),
+        ({"optim.momentum": 0.9}, "optim.momentum applies to sgd and gd, not adam"),
+        (
+            {"model.init_from": "some/model", "model.hidden": [3]},
+            "model.hidden does not apply with model.init_from",
+        ),
+    ],
+)
+def test_values_that_would_be_ignored_or_break_later_are_refused(overrides, message):
+    with pytest.raises(BigModelError, match=message):
+        config.build(overrides=overrides)
+
+
+def test_a_yaml_key_given_twice_is_refused(tmp_path: Path):
+    f = tmp_path / "twice.yaml"
+    f.write_text("epochs: 2\nepochs: 3\n")
+    with pytest.raises(
+        BigModelError, match=r"cannot read config file .*twice.yaml: .*key 'epochs' appears twice"
+    ):
+        config.build(f)

@@ -69,3 +69,81 @@ def test_a_resume_that_changes_the_model_is_refused_before_the_config_is_rewritt
         prepare_run(changed)
     assert (run / CONFIG_FILE).read_text() == before  # a later plain --resume still works
     prepare_run(TrainConfig.model_validate({**base, "resume": True, "max_steps": 6}))
+
+
+def test_a_resume_keeps_batch_size_seed_and_optimizer_settings_and_its_rows(tmp_path: Path) -> None:
+    from bigmodel.data import generate_synthetic
+    from bigmodel.train import train
+
+    data, run = tmp_path / "d", tmp_path / "r"
+    generate_synthetic(data, rows=400, features=4, seed=0)
+    base = {"data": {"dataset": str(data)}, "run_dir": str(run), "max_steps": 3, "progress": False}
+    train(TrainConfig.model_validate(base))
+    before = (run / CONFIG_FILE).read_text()
+    for change, message in (
+        ({"optim": {"lr": 0.5}}, r"optim.lr is 0.5, but .* was trained with 0.001"),
+        ({"batch_size": 64}, r"batch_size is 64, but .* was trained with 32"),
+        ({"seed": 1}, r"seed is 1, but .* was trained with 0"),
+        ({"model": {"dropout": 0.5}}, r"model.dropout is 0.5, but .* was trained with 0.0"),
+    ):
+        with pytest.raises(BigModelError, match=message):
+            prepare_run(TrainConfig.model_validate({**base, **change, "resume": True}))
+    assert (run / CONFIG_FILE).read_text() == before
+    # the same folder, other rows: the checkpoint's data position would point into another dataset
+    import shutil
+
+    shutil.rmtree(data)
+    generate_synthetic(data, rows=400, features=4, seed=1)
+    with pytest.raises(BigModelError, match=r"--resume: the rows of .* changed since .*'s checkpoint"):
+        prepare_run(TrainConfig.model_validate({**base, "resume": True}))
+
+
+def test_a_warmup_longer_than_the_run_is_refused(tmp_path: Path) -> None:
+    cfg = TrainConfig.model_validate(
+        {
+            "data": {"dataset": "breast_cancer"},
+            "run_dir": str(tmp_path / "r"),
+            "epochs": 2,
+            "optim": {"warmup_steps": 500},
+        }
+    )
+    with pytest.raises(
+        BigModelError, match=r"optim.warmup_steps 500 is not below this run's 30 optimizer steps"
+    ):
+        prepare_run(cfg)
+
+
+def test_a_diverging_run_stops_with_one_line_instead_of_saving_nan(tmp_path: Path) -> None:
+    from bigmodel.data import generate_synthetic
+    from bigmodel.train import train
+
+    generate_synthetic(tmp_path / "d", rows=400, features=4, seed=0)
+    cfg = TrainConfig.model_validate(
+        {
+            "data": {"dataset": str(tmp_path / "d")},
+            "run_dir": str(tmp_path / "r"),
+            "optim": {"name": "sgd", "lr": 1e30},
+            "epochs": 3,
+            "progress": False,
+        }
+    )
+    with pytest.raises(
+        BigModelError, match=r"training diverged in epoch 1 \(step 10\): the training loss is nan"
+    ):
+        train(cfg)
+    assert not (tmp_path / "r" / "model.json").exists()
+
+
+def test_a_checkpoint_of_other_shapes_is_one_line(tmp_path: Path) -> None:
+    from bigmodel.train import consolidate, train
+
+    run = tmp_path / "r"
+    train(
+        TrainConfig.model_validate(
+            {"data": {"dataset": "breast_cancer"}, "run_dir": str(run), "max_steps": 3, "progress": False}
+        )
+    )
+    cfg = (run / CONFIG_FILE).read_text()
+    (run / CONFIG_FILE).write_text(cfg.replace("  - 10\n  - 10\n", "  - 12\n  - 10\n", 1))  # edited by hand
+    with pytest.raises(BigModelError, match=r"does not fit this model: Size mismatch between saved"):
+        consolidate(run, tmp_path / "out")

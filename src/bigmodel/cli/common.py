@@ -23,7 +23,7 @@ def emit(args: argparse.Namespace, result: Any, tables: Callable[[], list[Any]])
 def int_list(text: str) -> list[int]:
     """``"64,32"`` -> [64, 32]; argparse turns the ValueError into a usage error (exit 2)."""
     try:
-        values = [int(v) for v in text.split(",") if v.strip()]
+        values = [int(v) for v in text.split(",")]  # "10,,10" is a typo, not [10, 10]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
     if not values or any(v <= 0 for v in values):

@@ -28,7 +28,7 @@ from bigmodel import artifacts
 from bigmodel.compress.measure import profile_all, side_by_side
 from bigmodel.compress.outdir import building, check_layers, derived_meta, destination, open_source
 from bigmodel.compress.quantize import FLOAT_LAYERS
-from bigmodel.config import DistConfig, TrainConfig, validate
+from bigmodel.config import DistConfig, ModelConfig, TrainConfig, validate
 from bigmodel.errors import BigModelError
 from bigmodel.models import MLP, build_model, mlp_architecture
 from bigmodel.models.layers import SparseLinear, compact_state, linear_layers, replace_module
@@ -215,7 +215,8 @@ def _finetune(
     base = dict(src.meta.config or {})
     cfg = validate(base) if base else TrainConfig()
     data = cfg.data.model_copy(update={"dataset": src.meta.dataset["path"]})
-    model = cfg.model.model_copy(update={"init_from": str(start), "keep_sparsity": masks, "compile": False})
+    # The pruned model's own shape comes with it: the source's hidden/activation/size do not apply.
+    model = ModelConfig(name=cfg.model.name, init_from=str(start), keep_sparsity=masks)
     # DDP (the default strategy): a pruned MLP is small, and its masks live on whole tensors
     dist = DistConfig(workers=workers, threads=cfg.dist.threads, timeout_s=cfg.dist.timeout_s)
     tuned = cfg.model_copy(

@@ -206,6 +206,7 @@ def _load_tensors(path: Path, skeleton: Any, targets: Any, prefix: str) -> Any:
     checkpoint in place, and return the saved structure with those tensors in it."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint import HuggingFaceStorageReader
+    from torch.distributed.checkpoint.api import CheckpointException
 
     tensors: dict[str, torch.Tensor] = {}
     flatten(targets, tensors, prefix)
@@ -220,9 +221,11 @@ def _load_tensors(path: Path, skeleton: Any, targets: Any, prefix: str) -> Any:
                 storage_reader=HuggingFaceStorageReader(str(path / SHARDS)),
                 no_dist=not tdist.is_initialized(),
             )
-    except (ValueError, RuntimeError) as err:  # e.g. "Size mismatch between saved ... and current ..."
+    except (ValueError, RuntimeError, CheckpointException) as err:  # e.g. "Size mismatch between ..."
+        # A CheckpointException (a BaseException) wraps each rank's error with its traceback.
+        cause = next(iter(err.failures.values()))[0] if isinstance(err, CheckpointException) else err
         raise BigModelError(
-            f"checkpoint {path} does not fit this model: {str(err).splitlines()[0]}"
+            f"checkpoint {path} does not fit this model: {str(cause).splitlines()[0]}"
         ) from None
     return unflatten(skeleton, tensors)
 

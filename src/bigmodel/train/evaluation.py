@@ -49,7 +49,14 @@ def evaluate(
         if not meta.dataset:
             raise BigModelError(f"{model_dir} records no dataset; pass --dataset")
         dataset = meta.dataset["path"]
-    root, manifest = resolve(dataset)
+    # A built-in is split by seed and val_fraction: score the split this model was trained against.
+    trained = meta.config or {}
+    data = trained.get("data")  # a training config's section; a federated config has none
+    root, manifest = resolve(
+        dataset,
+        seed=trained.get("seed", 0),
+        val_fraction=data.get("val_fraction", 0.2) if isinstance(data, dict) else 0.2,
+    )
     if manifest.features != meta.features:
         raise BigModelError(
             f"dataset {dataset} has features {manifest.features[:5]}... but the model expects "

@@ -23,6 +23,7 @@ from bigmodel.config import TrainConfig, to_dict, validate
 from bigmodel.console import run_progress
 from bigmodel.data.builtin import resolve
 from bigmodel.data.stream import ParquetStream, epochs
+from bigmodel.errors import BigModelError
 from bigmodel.models import build_model, count_params, set_standardization
 from bigmodel.train import checkpoint, dist
 from bigmodel.train.evaluation import evaluate_stream
@@ -146,6 +147,7 @@ def _train(cfg: TrainConfig, env: dist.DistEnv) -> dict[str, Any]:
             "train_seconds": 0.0,
             "train_rows": 0,
             "wait_seconds": 0.0,
+            "data_hash": manifest.content_hash,  # a resume must find the same rows
         }
         if cfg.resume:
             assert found is not None  # checked by prepare_run
@@ -164,6 +166,7 @@ def _train(cfg: TrainConfig, env: dist.DistEnv) -> dict[str, Any]:
                 env,
             )
             st["epoch_loss"], st["epoch_rows"] = float(sums[0]), int(sums[1])
+            _check_finite(st["epoch_loss"] / max(st["epoch_rows"], 1), epoch=st["epoch"] + 1, step=st["step"])
         checkpoint.save(
             run_dir,
             step=st["step"],
@@ -253,6 +256,7 @@ def _train(cfg: TrainConfig, env: dist.DistEnv) -> dict[str, Any]:
                 torch.stack([loss_acc.cpu(), torch.tensor(float(rows_local), dtype=torch.float64)]), env
             )
             train_loss = float(sums[0]) / max(float(sums[1]), 1.0)
+            _check_finite(train_loss, epoch=epoch + 1, step=st["step"])  # the same sum on every rank
             if averager is not None:
                 _average_now(model, env)  # evaluate (and save) the consensus model, not rank 0's local one
             val_metrics = evaluate_stream(net, val_stream, spec, env, max_rows=cfg.eval_rows)
@@ -342,3 +346,13 @@ def _average_now(model: torch.nn.Module, env: dist.DistEnv) -> None:
     for p in model.parameters():
         torch.distributed.all_reduce(p.data)
         p.data /= env.world
+
+
+def _check_finite(loss: float, *, epoch: int, step: int) -> None:
+    """Stop a run whose loss went NaN or infinite, before it saves that model (every rank checks the
+    same all-reduced value, so all of them stop together)."""
+    if not math.isfinite(loss):
+        raise BigModelError(
+            f"training diverged in epoch {epoch} (step {step}): the training loss is {loss}; "
+            "lower --lr or set optim.grad_clip"
+        )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -49,6 +50,15 @@ def prepare_run(cfg: TrainConfig) -> TrainConfig:
             f"--batch-size {cfg.batch_size} is larger than the training split of "
             f"{cfg.data.dataset} ({n_train} rows)"
         )
+    steps = math.ceil(math.ceil(n_train / cfg.batch_size) / cfg.optim.grad_accum) * cfg.epochs
+    if cfg.optim.name == "gd":
+        steps = cfg.epochs  # one step per epoch
+    steps = min(steps, cfg.max_steps or steps)
+    if cfg.optim.warmup_steps >= steps:
+        raise BigModelError(
+            f"optim.warmup_steps {cfg.optim.warmup_steps} is not below this run's {steps} optimizer "
+            "steps: the learning rate would never reach --lr"
+        )
     for role, src in (
         ("model.init_from", cfg.model.init_from),
         ("distill.teacher", cfg.distill and cfg.distill.teacher),
@@ -62,7 +72,7 @@ def prepare_run(cfg: TrainConfig) -> TrainConfig:
                 f"--resume: {checkpoint.none_found(run_dir)}; a run that stopped before its first "
                 "checkpoint starts over without --resume"
             )
-        _check_resume_keeps_model(cfg, run_dir)
+        _check_resume_keeps_run(cfg, run_dir, manifest)
     elif dist.restart_count() == 0 and (
         (run_dir / artifacts.META).exists()
         or any(not p.name.startswith(".") for p in _entries(run_dir / "checkpoints"))
@@ -89,28 +99,69 @@ def prepare_run(cfg: TrainConfig) -> TrainConfig:
     return cfg
 
 
-# What a checkpoint was made for: a resume that changes one of these could not load it.
-FIXED_ON_RESUME = (
-    "data.dataset",
-    "model.name",
-    "model.size",
-    "model.hidden",
-    "model.activation",
-    "optim.name",
+# What a resume may change: how long it runs, where, on how many workers, how it reports. Any other
+# key (model, data and its split, batch size, seed, optimizer and schedule) is what the checkpoint
+# and its data position were made for; changing it would not fit, or would silently train another run.
+CHANGEABLE_ON_RESUME = frozenset(
+    {
+        "epochs",
+        "max_steps",
+        "until_converged",
+        "tol",
+        "patience",
+        "device",
+        "run_dir",
+        "resume",
+        "checkpoint_every",
+        "keep_checkpoints",
+        "eval_batch_size",
+        "eval_rows",
+        "progress",
+        "data.loader_workers",
+        "data.prefetch",
+        "model.compile",
+        "dist.workers",
+        "dist.backend",
+        "dist.threads",
+        "dist.timeout_s",
+        "dist.max_restarts",
+        "dist.activation_checkpointing",
+    }
 )
 
 
-def _check_resume_keeps_model(cfg: TrainConfig, run_dir: Path) -> None:
-    """Refuse, before config.yaml is rewritten, a resume whose model, data or optimizer differ from
-    the run's (the checkpoint would not fit, and the rewritten config would spoil later resumes)."""
-    saved, now = to_dict(validate(load_yaml(run_dir / CONFIG_FILE))), to_dict(cfg)
-    for key in FIXED_ON_RESUME:
-        section, name = key.split(".")
-        if saved[section][name] != now[section][name]:
+def _check_resume_keeps_run(cfg: TrainConfig, run_dir: Path, manifest: Manifest) -> None:
+    """Refuse, before config.yaml is rewritten, a resume that changes what the run was (the
+    checkpoint would not fit, or would continue under other settings than its config records) or
+    whose dataset's rows changed since its checkpoint."""
+    saved, now = _flat(to_dict(validate(load_yaml(run_dir / CONFIG_FILE)))), _flat(to_dict(cfg))
+    for key in sorted(saved.keys() | now.keys()):
+        if key in CHANGEABLE_ON_RESUME:
+            continue
+        if saved.get(key) != now.get(key):
             raise BigModelError(
-                f"--resume: {key} is {now[section][name]!r}, but {run_dir} was trained with "
-                f"{saved[section][name]!r}; a resumed run keeps its model, data and optimizer"
+                f"--resume: {key} is {now.get(key)!r}, but {run_dir} was trained with {saved.get(key)!r}; "
+                "a resumed run keeps its model, data, batch size, seed and optimizer (it may change "
+                "epochs, max_steps, workers, early stopping and checkpointing)"
             )
+    found = checkpoint.latest(run_dir)
+    recorded = found[1]["trainer"].get("data_hash") if found else None
+    if recorded and recorded != manifest.content_hash:
+        raise BigModelError(
+            f"--resume: the rows of {cfg.data.dataset} changed since {run_dir}'s checkpoint (content hash "
+            f"{manifest.content_hash[:12]}..., was {recorded[:12]}...)"
+        )
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"optim": {"lr": 0.1}} -> {"optim.lr": 0.1}"""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def _entries(folder: Path) -> list[Path]:

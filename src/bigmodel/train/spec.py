@@ -17,7 +17,10 @@ from bigmodel.tasks import TaskSpec
 
 
 def architecture(cfg: TrainConfig, manifest: Manifest) -> dict[str, Any]:
-    """The model the config asks for, sized for the dataset (the architecture dict of model.json)."""
+    """The model the config asks for, sized for the dataset (the architecture dict of model.json):
+    with ``model.init_from``, the starting model's."""
+    if cfg.model.init_from:
+        return artifacts.read_meta(cfg.model.init_from).architecture
     if cfg.model.name == "transformer":
         if manifest.task != "lm":
             raise BigModelError(
