@@ -79,7 +79,10 @@ def atomic_path(dst: str | os.PathLike[str]) -> Iterator[Path]:
     make_dir(dst.parent)
     if dst.is_dir():
         raise BigModelError(f"{dst} is a folder; give a file name")
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    except OSError as err:
+        raise BigModelError(f"cannot write {dst}: {err.strerror}") from None
     os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would make every file private to its writer
     os.close(fd)
     tmp_path = Path(tmp)
@@ -118,7 +121,10 @@ def atomic_dir(dst: str | os.PathLike[str], *, exist_ok: bool = False) -> Iterat
     make_dir(dst.parent)
     if dst.exists() and not exist_ok:
         raise FileExistsError(str(dst))
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent))
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent))
+    except OSError as err:  # e.g. a read-only or virtual parent such as /proc
+        raise BigModelError(f"cannot create {dst}: {err.strerror}") from None
     os.chmod(tmp, 0o777 & ~_umask())  # as mkdir would make it, not mkdtemp's private 0700
     try:
         yield tmp

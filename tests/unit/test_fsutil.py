@@ -18,3 +18,13 @@ def test_files_and_folders_get_the_modes_the_umask_gives(tmp_path: Path, umask: 
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o777 & ~umask
     assert stat.S_IMODE((tmp_path / "d" / "manifest.json").stat().st_mode) == 0o666 & ~umask
+
+
+def test_a_destination_that_cannot_be_created_is_one_line() -> None:
+    from bigmodel.errors import BigModelError
+
+    with (
+        pytest.raises(BigModelError, match=r"cannot create /proc/bigmodel-x: "),
+        atomic_dir("/proc/bigmodel-x"),
+    ):
+        pass

@@ -147,3 +147,13 @@ def test_a_checkpoint_of_other_shapes_is_one_line(tmp_path: Path) -> None:
     (run / CONFIG_FILE).write_text(cfg.replace("  - 10\n  - 10\n", "  - 12\n  - 10\n", 1))  # edited by hand
     with pytest.raises(BigModelError, match=r"does not fit this model: Size mismatch between saved"):
         consolidate(run, tmp_path / "out")
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="NCCL may work here")
+def test_nccl_without_gpus_is_refused_before_any_worker_starts(tmp_path: Path) -> None:
+    cfg = TrainConfig.model_validate(
+        {"data": {"dataset": "breast_cancer"}, "run_dir": str(tmp_path / "r"), "dist": {"backend": "nccl"}}
+    )
+    with pytest.raises(BigModelError, match=r"dist\.backend nccl needs CUDA GPUs"):
+        prepare_run(cfg)
+    assert not (tmp_path / "r").exists()

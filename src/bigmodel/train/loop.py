@@ -200,9 +200,9 @@ def _train(cfg: TrainConfig, env: dist.DistEnv) -> dict[str, Any]:
             while True:
                 tw = time.perf_counter()
                 b = next(batches, None)
-                st["wait_seconds"] += time.perf_counter() - tw
-                if b is None:
+                if b is None:  # the epoch's end (and its loader shutting down) is no step's wait
                     break
+                st["wait_seconds"] += time.perf_counter() - tw
                 step_first = b.index // per_step * per_step
                 step_end = min(nb, step_first + per_step)
                 step_rows = min(train_stream.n, step_end * batch) - step_first * batch
@@ -294,7 +294,7 @@ def _train(cfg: TrainConfig, env: dist.DistEnv) -> dict[str, Any]:
         "world_size": env.world,
         "samples_per_s": st["train_rows"] / max(st["train_seconds"], 1e-9),
         "data_wait_fraction": st["wait_seconds"] / max(st["train_seconds"], 1e-9),
-        "epochs": st["epoch"],
+        "epochs": history[-1]["epoch"] if history else st["epoch"],  # a capped epoch counts, as logged
         "steps": st["step"],
         "seconds": st["train_seconds"],
         "params": count_params(model),

@@ -17,6 +17,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import torch
+import torch.distributed as tdist
 import yaml
 
 from bigmodel import artifacts
@@ -42,6 +44,10 @@ def prepare_run(cfg: TrainConfig) -> TrainConfig:
     architecture(cfg, manifest)  # model and dataset must fit each other
     if cfg.device == "cuda":
         dist.pick_device("cuda", 0)  # no GPU: one error here rather than one per worker
+    if cfg.dist.backend == "nccl" and not (torch.cuda.is_available() and tdist.is_nccl_available()):
+        raise BigModelError(
+            "dist.backend nccl needs CUDA GPUs and a torch built with NCCL; use gloo (or auto)"
+        )
     for split in manifest.splits:  # every shard's footer parses (a bad one fails here, not in a worker)
         list_row_groups(root, manifest, split)
     n_train = manifest.split("train").rows
