@@ -157,3 +157,18 @@ def test_nccl_without_gpus_is_refused_before_any_worker_starts(tmp_path: Path) -
     with pytest.raises(BigModelError, match=r"dist\.backend nccl needs CUDA GPUs"):
         prepare_run(cfg)
     assert not (tmp_path / "r").exists()
+
+
+def test_a_run_started_from_a_model_consolidates_with_that_models_shape(tmp_path: Path) -> None:
+    from bigmodel.train import consolidate, train
+
+    base = {"data": {"dataset": "breast_cancer"}, "max_steps": 3, "progress": False}
+    train(TrainConfig.model_validate({**base, "model": {"hidden": [4]}, "run_dir": str(tmp_path / "start")}))
+    run = tmp_path / "r"
+    train(
+        TrainConfig.model_validate(
+            {**base, "model": {"init_from": str(tmp_path / "start")}, "run_dir": str(run)}
+        )
+    )
+    out = consolidate(run, tmp_path / "out")  # rebuilt [10, 10] before: "Size mismatch"
+    assert out["model_dir"] == str(tmp_path / "out")
