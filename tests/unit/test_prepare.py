@@ -287,3 +287,15 @@ def test_a_column_twice_is_named(tmp_path: Path):
     (tmp_path / "dup.csv").write_text("a,a,y\n1,2,0\n3,4,1\n")
     with pytest.raises(BigModelError, match=r"dup\.csv: column 'a' appears 2 times"):
         prepare(str(tmp_path / "dup.csv"), tmp_path / "out", label="y")
+
+
+def test_every_writer_refuses_a_negative_seed_in_one_line(tmp_path: Path):
+    from bigmodel.data import generate_synthetic, generate_text
+
+    for make in (
+        lambda: generate_synthetic(tmp_path / "s", rows=10, features=2, seed=-1),
+        lambda: generate_text(tmp_path / "t", n_bytes=1000, context=16, seed=-1),
+    ):
+        with pytest.raises(BigModelError, match="--seed must be >= 0, got -1"):
+            make()
+    assert not list(tmp_path.iterdir())

@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from bigmodel.data import source
 from bigmodel.data.manifest import Manifest, Task
-from bigmodel.data.shards import ShardWriter
+from bigmodel.data.shards import ShardWriter, check_seed
 from bigmodel.errors import BigModelError
 from bigmodel.fsutil import atomic_dir
 
@@ -48,8 +48,7 @@ def prepare(
         raise BigModelError(
             f"destination already exists: {dst} (choose a new folder; nothing was overwritten)"
         )
-    if seed < 0:
-        raise BigModelError(f"--seed must be >= 0, got {seed}")
+    check_seed(seed)
     fs, files = source.list_files(src)
     first, schema = source.first_schema(fs, files, src)
     if label not in schema.names:

@@ -28,6 +28,12 @@ SHARD_ROWS = 1 << 20  # rows per Parquet file
 _SHUFFLE = ".shuffle"  # the bucket files of a shuffle, while the dataset is written
 
 
+def check_seed(seed: int) -> None:
+    """numpy seeds only with non-negative integers: say so in one line, before any work is done."""
+    if seed < 0:
+        raise BigModelError(f"--seed must be >= 0, got {seed}")
+
+
 @dataclass
 class RunningStats:
     """Per-column mean and variance over a stream (Chan et al.'s parallel update, float64)."""

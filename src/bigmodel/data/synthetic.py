@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from bigmodel.data.manifest import Manifest, Task
-from bigmodel.data.shards import ShardWriter
+from bigmodel.data.shards import ShardWriter, check_seed
 from bigmodel.errors import BigModelError
 from bigmodel.fsutil import atomic_dir
 
@@ -32,6 +32,7 @@ def generate_synthetic(
     progress: bool = False,
 ) -> Manifest:
     """Write a prepared dataset of ``rows`` x ``features`` to ``dst`` (which must not exist)."""
+    check_seed(seed)
     if rows < 2:
         raise BigModelError(f"--rows must be at least 2, got {rows}")
     if features < 1:

@@ -22,7 +22,7 @@ import fsspec
 import numpy as np
 
 from bigmodel.data.manifest import MANIFEST, Manifest
-from bigmodel.data.shards import TOKENS, ShardWriter
+from bigmodel.data.shards import TOKENS, ShardWriter, check_seed
 from bigmodel.data.source import open_source
 from bigmodel.errors import BigModelError
 from bigmodel.fsutil import atomic_dir
@@ -44,6 +44,7 @@ def write_text_dataset(
 ) -> Manifest:
     """Cut a stream of byte chunks into rows and write a prepared ``lm`` dataset at ``dst``; with
     ``shuffle_bytes`` (about the size of the text) the rows are shuffled once, by ``seed``."""
+    check_seed(seed)
     if context < 2:
         raise BigModelError(f"--context must be at least 2, got {context}")
     dst = Path(dst)
