@@ -25,7 +25,12 @@ class DataConfig(_Strict):
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0)  # used when a built-in is prepared
     loader_workers: int = Field(0, ge=0)  # DataLoader worker processes per rank
     shuffle_window: int = Field(65536, ge=1)  # rows shuffled together (rounded up to batches)
-    prefetch: int = Field(2, ge=0)  # windows read ahead in a background thread (0: none)
+    # consecutive stored rows shuffled as one unit; None: 4 when the stored rows are already in a
+    # random order (the manifest's `shuffled`) and the split is more than one window, else 1
+    # (see data/stream.py)
+    shuffle_block: int | None = Field(None, ge=1)
+    prefetch: int = Field(2, ge=0)  # windows loaded ahead, ready (0: no threads at all)
+    load_threads: int = Field(2, ge=1)  # windows loaded at once, each in a thread
 
 
 class ModelConfig(_Strict):

@@ -143,9 +143,11 @@ def test_rows_are_shuffled_once_by_seed_in_bounded_memory(tmp_path: Path, monkey
     assert not list(tmp_path.glob("**/.shuffle"))  # the bucket files are gone
 
 
-def test_a_sorted_source_trains_on_mixed_batches(tmp_path: Path):
+def test_a_sorted_source_trains_on_mixed_batches(tmp_path: Path, monkeypatch):
     """The reader shuffles within windows only; shuffling at prepare is what mixes a sorted source."""
-    from bigmodel.data import ParquetStream, iterate
+    from bigmodel.data import ParquetStream, iterate, shards
+
+    monkeypatch.setattr(shards, "ROW_GROUP_ROWS", 256)  # windows of whole row groups: 256 rows
 
     src = str(_sorted_source(tmp_path))
 
@@ -157,7 +159,7 @@ def test_a_sorted_source_trains_on_mixed_batches(tmp_path: Path):
     prepare(src, tmp_path / "shuffled", label="y")
     prepare(src, tmp_path / "kept", label="y", shuffle=False)
     assert single_class_batches(tmp_path / "shuffled") == 0
-    assert single_class_batches(tmp_path / "kept") > 0.8
+    assert single_class_batches(tmp_path / "kept") > 0.5
 
 
 def test_bad_input_after_buckets_were_written_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

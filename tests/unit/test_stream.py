@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from bigmodel.data import ParquetStream, generate_synthetic, iterate, load_manifest
+from bigmodel.errors import BigModelError
 
 
 @pytest.fixture(scope="module")
@@ -49,12 +50,35 @@ def test_order_depends_on_seed_and_epoch_only(synth: Path):
     assert not torch.equal(a, torch.cat([b.x for b in iterate(_stream(synth, seed=2), 0)]))
 
 
-@pytest.mark.parametrize(("world", "batch"), [(2, 32), (3, 32), (4, 7)])
-def test_ranks_split_each_global_batch_disjointly(synth: Path, world: int, batch: int):
-    single = list(iterate(_stream(synth, seed=5, batch_size=batch), 0))
-    per_rank = [
-        list(iterate(_stream(synth, seed=5, batch_size=batch, rank=r, world=world), 0)) for r in range(world)
-    ]
+@pytest.fixture(scope="module")
+def aligned(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Row groups of 64 rows: most windows are whole blocks of 4 for every rank's share of a batch of 32."""
+    from bigmodel.data import shards
+
+    root = tmp_path_factory.mktemp("a") / "aligned"
+    old, shards.ROW_GROUP_ROWS = shards.ROW_GROUP_ROWS, 64
+    try:
+        generate_synthetic(root, rows=1500, features=3, task="regression", seed=4)
+    finally:
+        shards.ROW_GROUP_ROWS = old
+    return root
+
+
+@pytest.mark.parametrize(
+    ("data", "world", "batch", "window"),
+    [
+        ("synth", 2, 32, 200),
+        ("synth", 3, 32, 200),
+        ("synth", 4, 7, 200),
+        ("aligned", 2, 32, 128),
+        ("aligned", 2, 8, 1),
+    ],
+)
+def test_ranks_split_each_global_batch_disjointly(data: str, world: int, batch: int, window: int, request):
+    root = request.getfixturevalue(data)
+    kw = dict(seed=5, batch_size=batch, window_rows=window)
+    single = list(iterate(_stream(root, **kw), 0))
+    per_rank = [list(iterate(_stream(root, rank=r, world=world, **kw), 0)) for r in range(world)]
     # every rank sees the same number of batches, so no collective can hang on unequal shards
     assert all(len(p) == len(single) for p in per_rank)
     for j, ref in enumerate(single):
@@ -64,11 +88,55 @@ def test_ranks_split_each_global_batch_disjointly(synth: Path, world: int, batch
         assert torch.equal(torch.cat([b.y for b in parts]), ref.y)
 
 
-def test_resume_mid_epoch_skips_exactly(synth: Path):
-    full = list(iterate(_stream(synth, seed=1), 0))
-    tail = list(iterate(_stream(synth, seed=1), 0, start_batch=17))
-    assert [b.index for b in tail] == list(range(17, len(full)))
-    assert all(torch.equal(a.x, b.x) for a, b in zip(full[17:], tail, strict=True))
+@pytest.mark.parametrize("world", [1, 2])
+def test_resume_mid_epoch_skips_exactly(synth: Path, world: int):
+    for rank in range(world):
+        full = list(iterate(_stream(synth, seed=1, rank=rank, world=world), 0))
+        for start in (17, 18, len(full) - 1, len(full)):  # batch 18 starts in the middle of a window
+            tail = list(iterate(_stream(synth, seed=1, rank=rank, world=world), 0, start_batch=start))
+            assert [b.index for b in tail] == list(range(start, len(full)))
+            assert all(torch.equal(a.x, b.x) for a, b in zip(full[start:], tail, strict=True))
+
+
+def _stored_positions(root: Path, xs: torch.Tensor) -> np.ndarray:
+    """Each row of xs -> its place in the split as stored (rows are told apart by their features)."""
+    stored = torch.cat([b.x for b in iterate(_stream(root, shuffle=False), 0)])
+    where = {tuple(r): i for i, r in enumerate(stored.tolist())}
+    return np.array([where[tuple(r)] for r in xs.tolist()])
+
+
+def test_shuffled_rows_stay_in_blocks_of_stored_rows_when_the_stored_order_is_random(
+    synth: Path, aligned: Path
+):
+    assert load_manifest(synth).shuffled  # generated rows are random by construction
+    assert _stream(synth).block == 4
+    assert _stream(synth, window_rows=10**6).block == 1  # one window: row by row costs little
+    for root in (synth, aligned):
+        pos = _stored_positions(root, torch.cat([b.x for b in iterate(_stream(root, seed=3), 0)]))
+        assert sorted(pos.tolist()) == list(range(len(pos)))
+        starts = np.flatnonzero(np.diff(pos) != 1) + 1  # where a run of consecutive stored rows begins
+        runs = np.diff(np.r_[0, starts, len(pos)])
+        # whole blocks of 4; a window's last block may be short, and two blocks may happen to follow
+        assert (runs % 4 == 0).mean() > 0.9 and np.median(runs) == 4
+        # shuffle_block=1: rows on their own
+        one = _stored_positions(
+            root, torch.cat([b.x for b in iterate(_stream(root, seed=3, shuffle_block=1), 0)])
+        )
+        assert (np.diff(one) == 1).mean() < 0.05
+    with pytest.raises(BigModelError, match="shuffle_block must be >= 1"):
+        _stream(synth, shuffle_block=0)
+
+
+def test_rows_kept_in_source_order_are_shuffled_one_by_one(tmp_path: Path):
+    from bigmodel.data import prepare
+
+    src = tmp_path / "src.csv"
+    src.write_text("a,y\n" + "".join(f"{i},{i % 2}\n" for i in range(600)))
+    prepare(str(src), tmp_path / "kept", label="y", shuffle=False)
+    s = _stream(tmp_path / "kept", seed=3)
+    assert s.block == 1
+    a = torch.cat([b.x for b in iterate(s, 0)])[:, 0].numpy()
+    assert (np.diff(a) == 1).mean() < 0.05
 
 
 def test_labels_and_dtypes(synth: Path):
@@ -133,7 +201,7 @@ def test_epochs_starts_its_reader_when_called(synth: Path):
 
     before = set(threading.enumerate())
     each = epochs(_stream(synth), range(2))  # no next() yet: the model would be built now
-    assert any(t.name == "bigmodel-prefetch" for t in set(threading.enumerate()) - before)
+    assert any(t.name.startswith("bigmodel-load") for t in set(threading.enumerate()) - before)
     rows = [sum(len(b.x) for b in batches) for batches in each]
     assert rows == [load_manifest(synth).split("train").rows] * 2
 
@@ -145,6 +213,35 @@ def test_closing_epochs_before_the_first_epoch_stops_its_threads(synth: Path):
 
     before = set(threading.enumerate())
     each = epochs(_stream(synth), range(2))  # as if building the model had failed right after
-    assert [t for t in set(threading.enumerate()) - before if t.name == "bigmodel-prefetch"]
+    assert [t for t in set(threading.enumerate()) - before if t.name.startswith("bigmodel-load")]
     each.close()
     assert not [t for t in set(threading.enumerate()) - before if t.is_alive()]
+
+
+def test_ordered_map_keeps_the_order_runs_side_by_side_and_passes_errors_on():
+    import random
+    import threading
+    import time
+
+    from bigmodel.data.pipeline import ordered_map
+
+    busy, most = set(), 0
+    lock = threading.Lock()
+
+    def work(i: int) -> int:
+        nonlocal most
+        with lock:
+            busy.add(i)
+            most = max(most, len(busy))
+        time.sleep(random.uniform(0, 0.01))
+        with lock:
+            busy.discard(i)
+        if i == 30:
+            raise ValueError("row group 30 is bad")
+        return i * i
+
+    pipe = ordered_map(work, range(30), 3, 2)
+    assert list(pipe) == [i * i for i in range(30)]
+    assert most == 3
+    with pytest.raises(ValueError, match="row group 30"):
+        list(ordered_map(work, range(40), 2, 2))

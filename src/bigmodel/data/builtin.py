@@ -49,6 +49,7 @@ def _write_sklearn(name: str, dst: Path, seed: int, val_fraction: float) -> None
             label_values=labels,
             seed=seed,
             val_fraction=val_fraction,
+            random_order=True,  # permuted below
         ) as writer,
     ):
         # Rows are shuffled before the split so that the sorted-by-class source order cannot leak.

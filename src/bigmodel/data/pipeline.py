@@ -1,7 +1,9 @@
-"""``background(items, depth)``: produce an iterable's items in a thread, ``depth`` ahead.
+"""``background(items, depth)``: produce an iterable's items in a thread, ``depth`` ahead;
+``ordered_map(fn, items, workers, depth)``: the same for ``fn`` of each item, ``workers`` at a time.
 
-The streaming reader chains two of these (read, then assemble) so that Parquet decoding, the
-shuffle gather and the training step overlap: Arrow and numpy release the GIL while they work.
+The streaming reader loads windows (Parquet decoding, then the shuffle gather) with ``ordered_map``,
+so that windows load side by side and overlap the training step: Arrow and numpy release the GIL
+while they work.
 """
 
 from __future__ import annotations
@@ -9,10 +11,13 @@ from __future__ import annotations
 import queue
 import threading
 import weakref
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 _DONE = object()
 
@@ -51,6 +56,55 @@ def background(items: Iterable[T], depth: int) -> Pipeline[T]:
     out: Pipeline[T] = Pipeline(q, stop, thread)
     weakref.finalize(out, stop.set)  # dropped without being closed: the thread still stops
     return out
+
+
+def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int, depth: int) -> OrderedMap[R]:
+    """``fn`` of each item, computed by ``workers`` threads, handed out in the items' order, with up
+    to ``workers + depth`` items taken ahead. It starts now: the first items are being computed when
+    this returns."""
+    return OrderedMap(fn, iter(items), workers, depth)
+
+
+class OrderedMap(Generic[R]):
+    """The consuming end of ``ordered_map``. The consumer itself tops up the work, so no thread sits
+    between the workers and it (a relay thread cost ~25% of the streaming reader's speed on 2 cores).
+    ``close`` cancels what has not started and waits for what has to leave Arrow."""
+
+    def __init__(self, fn: Callable[[T], R], items: Iterator[T], workers: int, depth: int):
+        self.fn, self.items, self.ahead = fn, items, max(workers, 1) + max(depth, 0)
+        self.pool = ThreadPoolExecutor(max(workers, 1), thread_name_prefix="bigmodel-load")
+        self.running: deque[Future[R]] = deque()
+        self.closed = False
+        self._top_up()
+        weakref.finalize(self, self.pool.shutdown, wait=False, cancel_futures=True)
+
+    def _top_up(self) -> None:
+        while not self.closed and len(self.running) < self.ahead:
+            item = next(self.items, _DONE)
+            if item is _DONE:
+                self.closed = True  # nothing more to submit; what runs is still handed out
+                break
+            self.running.append(self.pool.submit(self.fn, item))  # type: ignore[arg-type]
+
+    def __iter__(self) -> OrderedMap[R]:
+        return self
+
+    def __next__(self) -> R:
+        if not self.running:
+            self.close()
+            raise StopIteration
+        try:
+            out = self.running.popleft().result()
+        except BaseException:
+            self.close()
+            raise
+        self._top_up()
+        return out
+
+    def close(self) -> None:
+        self.closed = True
+        self.running.clear()
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 class Pipeline(Generic[T]):

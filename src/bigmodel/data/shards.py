@@ -126,7 +126,9 @@ class ShardWriter:
 
     With ``shuffle_bytes`` (about how many bytes the rows take as float32 columns) the rows of each
     split are written in a random order that depends on the seed only (an external shuffle through
-    bucket files under ``root``, see ``bigmodel.data.shuffle``); without it, in the order they came."""
+    bucket files under ``root``, see ``bigmodel.data.shuffle``); without it, in the order they came.
+    ``random_order``: the rows come in a random order already (drawn independently, or permuted by
+    the caller); the manifest records it, as for a shuffle, and the reader then shuffles in blocks."""
 
     def __init__(
         self,
@@ -140,10 +142,11 @@ class ShardWriter:
         label_values: list[Any] | None,
         seed: int = 0,
         val_fraction: float = 0.2,
-        row_group_rows: int = ROW_GROUP_ROWS,
+        row_group_rows: int | None = None,  # ROW_GROUP_ROWS, read when called (tests lower it)
         shard_rows: int = SHARD_ROWS,
         context: int = 0,
         shuffle_bytes: int | None = None,
+        random_order: bool = False,
     ):
         if not 0.0 < val_fraction < 1.0:
             raise BigModelError(f"--val-fraction must be in (0, 1), got {val_fraction}")
@@ -157,7 +160,7 @@ class ShardWriter:
             label_values=label_values,
             seed=seed,
             val_fraction=val_fraction,
-            shuffled=shuffle_bytes is not None,
+            shuffled=shuffle_bytes is not None or random_order,
         )
         # Required (non-nullable) columns and PLAIN encoding: nothing is ever missing, and without
         # definition levels and dictionary pages a row group decodes ~3x faster.
@@ -170,7 +173,8 @@ class ShardWriter:
             self.meta.update(context=context, vocab=256)
         self._label_dtype = np.float32 if task == "regression" else np.int64
         self.splits = {
-            s: _SplitWriter(self.root, s, self.schema, row_group_rows, shard_rows) for s in ("train", "val")
+            s: _SplitWriter(self.root, s, self.schema, row_group_rows or ROW_GROUP_ROWS, shard_rows)
+            for s in ("train", "val")
         }
         self._shuffles: dict[str, BucketShuffle] = {}
         if shuffle_bytes is not None:

@@ -1,14 +1,18 @@
 """Stream a prepared split in global batches that do not depend on the number of workers.
 
-The order of rows in an epoch is a function of (seed, epoch) only: row groups are permuted, their
-rows laid end to end as a *stream*, and the stream is cut into windows of ``W`` rows (a multiple of
-the global batch ``B``) whose rows are shuffled among themselves. Global batch ``j`` is stream rows
-``[jB, (j+1)B)``; rank ``r`` of ``N`` takes the slice ``[r*b//N, (r+1)*b//N)`` of it. So N workers see,
-step by step, exactly the rows one worker sees, every rank gets the same number of batches (no hang
-on unequal shards), and DataLoader workers take whole windows in turn, which keeps the order.
+The order of rows in an epoch is a function of (seed, epoch) only. Row groups are permuted and laid
+end to end as a *stream*; consecutive row groups are packed into *windows* of at least ``W`` rows,
+whose rows are shuffled among themselves (in blocks of ``shuffle_block`` stored rows, see
+``ParquetStream``). Global batch ``j`` is stream rows ``[jB, (j+1)B)``; rank ``r`` of ``N`` takes the slice
+``[r*b//N, (r+1)*b//N)`` of it. So N workers see, step by step, exactly the rows one worker sees,
+every rank gets the same number of batches (no hang on unequal shards), and DataLoader workers take
+whole windows in turn, which keeps the order.
 
-Memory is bounded by a few windows whatever the dataset size. Each rank decodes every row group of
-the windows it reads and keeps its ``1/N`` share: the price of world-size-independent batches.
+A window is whole row groups, so each row group is decoded once, by one thread, which gathers this
+rank's rows of it while they are still in its cache (``load``); ``epochs`` loads two windows at a
+time, in threads, ahead of the training step, and cuts the windows' rows into batches (a batch may
+span two windows). Memory is bounded by a few windows whatever the dataset size. Each rank decodes
+every row group and keeps its ``1/N`` share: the price of world-size-independent batches.
 """
 
 from __future__ import annotations
@@ -26,14 +30,22 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from bigmodel.data.gather import block_perm, block_rows, gather_blocks, rows_in, whole_blocks
 from bigmodel.data.manifest import Manifest
-from bigmodel.data.pipeline import Pipeline, background
+from bigmodel.data.pipeline import OrderedMap, ordered_map
 from bigmodel.errors import BigModelError
+
+# Stored rows shuffled as one unit when their stored order is already random (see ParquetStream).
+SHUFFLE_BLOCK = 4
+# Arrow's thread pool decodes a row group's columns in parallel. With two cores or fewer the load
+# threads already keep them busy, and handing columns to the pool costs ~40% more CPU per row.
+_CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+READ_THREADS = _CPUS > 2
 
 
 @dataclass(frozen=True, slots=True)
 class Batch:
-    x: torch.Tensor  # (b_r, F) float32 (column-major), this rank's rows of the batch; lm: (b_r, T) int64
+    x: torch.Tensor  # (b_r, F) float32, this rank's rows of the batch; lm: (b_r, T) int64
     y: (
         torch.Tensor
     )  # (b_r,) int64 codes (multiclass) or float32 (binary, regression); lm: (b_r, T) next tokens
@@ -49,8 +61,16 @@ class RowGroup:
     meta: pq.FileMetaData  # its file's footer, parsed once: reopening the file skips the ~1 ms parse
 
 
-Window = tuple[int, torch.Tensor, torch.Tensor]  # (k, x, y): this rank's rows of window k
-Pieces = tuple[int, list[pa.Table], np.ndarray | None]  # (k, Arrow slices, positions to take) of window k
+@dataclass(frozen=True)
+class Window:
+    k: int  # its number within the epoch
+    groups: list[RowGroup]  # consecutive in the epoch's order
+    lo: int  # stream rows [lo, hi)
+    hi: int
+    last: bool  # the epoch's last window
+
+
+Loaded = tuple[int, bool, torch.Tensor, torch.Tensor]  # (k, last, x, y): this rank's rows of window k
 
 
 def rank_slice(b: int, world: int, rank: int) -> tuple[int, int]:
@@ -81,12 +101,15 @@ def shard_errors(path: str) -> Iterator[None]:
 
 
 class ParquetStream(IterableDataset):
-    """Yields ``(window, x, y)``: this rank's rows of one window, in stream order.
+    """This rank's rows of a split, window by window (``windows``, then ``load`` each); as a
+    DataLoader dataset it yields ``Loaded`` windows of the epoch given to ``set_epoch``.
 
-    Reading a window has two stages, ``read`` (Parquet row groups -> Arrow slices: I/O and
-    decoding) and ``assemble`` (Arrow columns -> one (F, n) array of this rank's rows, shuffled);
-    ``iterate`` (one epoch) and ``epochs`` (all of them, in one pipeline) run the two in background
-    threads so that they overlap each other and the training step.
+    ``shuffle_block``: within a window, blocks of this many consecutive stored rows are shuffled as
+    units. The default is 4 when the manifest says the rows were stored in a random order (``data
+    prepare`` shuffles them once; generated data is random by construction) and the split is more
+    than one window, else 1 (every row on its own). Blocks only fix which few rows share a batch: over stored rows that are already a
+    uniform shuffle, every batch is still a uniformly random draw, and its make-up still changes
+    every epoch. In exchange the gather moves 16-byte runs instead of single floats.
     """
 
     def __init__(
@@ -101,14 +124,20 @@ class ParquetStream(IterableDataset):
         seed: int = 0,
         shuffle: bool = True,
         window_rows: int = 65536,
+        shuffle_block: int | None = None,
     ):
+        if shuffle_block is not None and shuffle_block < 1:
+            raise BigModelError(f"data.shuffle_block must be >= 1, got {shuffle_block}")
         self.manifest = manifest
         self.groups: list[RowGroup] = list_row_groups(root, manifest, split)
         self.n = sum(g.rows for g in self.groups)
         self.batch_size = batch_size
         self.rank, self.world = rank, world
         self.seed, self.shuffle = seed, shuffle
-        self.window = math.ceil(window_rows / batch_size) * batch_size  # whole global batches
+        self.window_rows = window_rows
+        # blocks only where they pay: a split that fits in one window costs little to shuffle row by row
+        random_order = manifest.shuffled and self.n > window_rows
+        self.block = shuffle_block or (SHUFFLE_BLOCK if random_order else 1)
         self.tokens = manifest.task == "lm"
         self.columns = [manifest.label] if self.tokens else [*manifest.features, manifest.label]
         self.y_dtype = np.int64 if manifest.task == "multiclass" else np.float32
@@ -125,134 +154,169 @@ class ParquetStream(IterableDataset):
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         self.epoch, self.start_batch = epoch, start_batch
 
-    @property
-    def num_windows(self) -> int:
-        return math.ceil(self.n / self.window)
+    def windows(self, epoch: int, start_batch: int = 0) -> list[Window]:
+        """The epoch's windows, from the one that holds batch ``start_batch``'s first row on."""
+        order = self.groups
+        if self.shuffle:
+            perm = np.random.default_rng([self.seed, epoch]).permutation(len(self.groups))
+            order = [self.groups[i] for i in perm]
+        packed: list[tuple[list[RowGroup], int, int]] = []
+        run: list[RowGroup] = []
+        lo = hi = 0
+        for g in order:
+            run.append(g)
+            hi += g.rows
+            if hi - lo >= self.window_rows:
+                packed.append((run, lo, hi))
+                run, lo = [], hi
+        if run:
+            packed.append((run, lo, hi))
+        first = start_batch * self.batch_size
+        last = len(packed) - 1
+        return [Window(k, gs, a, b, k == last) for k, (gs, a, b) in enumerate(packed) if b > first]
 
-    def _order(self, epoch: int) -> list[RowGroup]:
-        if not self.shuffle:
-            return self.groups
-        perm = np.random.default_rng([self.seed, epoch]).permutation(len(self.groups))
-        return [self.groups[i] for i in perm]
-
-    def __iter__(self) -> Iterator[Window]:  # DataLoader workers: the epoch given to set_epoch
-        for k, pieces, take in self.read(self.epoch, self.start_batch):
-            yield self.assemble(k, pieces, take)
-
-    def read(self, epoch: int, start_batch: int = 0) -> Iterator[Pieces]:
-        """Stage 1: for each window this (DataLoader) worker owns, the Arrow slices that make it and
-        the positions of this rank's rows within it, in shuffled order (None: all rows, in order)."""
+    def __iter__(self) -> Iterator[Loaded]:  # DataLoader workers: windows in turn
         info = get_worker_info()
         wid, nw = (info.id, info.num_workers) if info else (0, 1)
-        order = self._order(epoch)
-        starts = np.cumsum([0] + [g.rows for g in order])
-        last: tuple[int, pa.Table] | None = None  # a row group that straddles two windows is read once
-        first = start_batch * self.batch_size // self.window
-        for k in range(first, self.num_windows):
-            if (k - first) % nw != wid:
-                continue
-            lo, hi = k * self.window, min(self.n, (k + 1) * self.window)
-            g = int(np.searchsorted(starts, lo, side="right")) - 1
-            pieces, pos = [], lo
-            while pos < hi:
-                rg = order[g]
-                if last is None or last[0] != g:
-                    # Memory-mapped: decoding reads the page cache in place (about 2x faster than
-                    # buffered reads here). Opened per row group, so a mapping lives only as long
-                    # as the window that uses it and RSS stays bounded by a few windows.
-                    with (
-                        shard_errors(rg.path),
-                        pq.ParquetFile(rg.path, memory_map=True, metadata=rg.meta) as pf,
-                    ):
-                        last = (g, pf.read_row_group(rg.index, columns=self.columns))
-                a, b = pos - starts[g], min(rg.rows, hi - starts[g])  # rows of this group in the window
-                pieces.append(last[1].slice(a, b - a))
-                pos += b - a
-                g += 1
-            yield k, pieces, self._take(k, hi - lo, epoch)
+        for i, win in enumerate(self.windows(self.epoch, self.start_batch)):
+            if i % nw == wid:
+                yield self.load(win, self.epoch, self.start_batch)
 
-    def _take(self, k: int, w: int, epoch: int) -> np.ndarray | None:
-        """Positions of this rank's rows within window k (w rows), in the order it trains on them.
-        Computed in the read stage: the permutation (~1 ms per 64k rows) would otherwise lengthen the
-        assemble stage, the slower of the two."""
-        take = self._rank_rows(k, w)
-        if self.shuffle:
-            perm = np.random.default_rng([self.seed, epoch, k]).permutation(w)
-            take = perm if take is None else perm[take]
-        return take
-
-    def assemble(self, k: int, pieces: list[pa.Table], take: np.ndarray | None) -> Window:
-        """Stage 2: one window's slices -> this rank's rows in stream order: x (n, F), a view of a
-        contiguous (F, n) array, and y (n,)."""
+    def load(self, win: Window, epoch: int, start_batch: int = 0) -> Loaded:
+        """Decode a window's row groups and gather this rank's rows of it (those of batches from
+        ``start_batch`` on), in the order it trains on them: x (n, F), a view of a contiguous (F, n)
+        array, and y (n,)."""
+        tables = []
+        for g in win.groups:
+            # Memory-mapped: decoding reads the page cache in place (about 2x faster than buffered
+            # reads here); each group's mapping lives only as long as its window.
+            with shard_errors(g.path), pq.ParquetFile(g.path, memory_map=True, metadata=g.meta) as pf:
+                tables.append(pf.read_row_group(g.index, columns=self.columns, use_threads=READ_THREADS))
+        take, unit = self._take(win, epoch, start_batch)
         if self.tokens:
-            tok = np.concatenate([_token_rows(p) for p in pieces])  # (w, T + 1) uint8
-            if take is not None:
-                tok = np.take(tok, take, axis=0)
-            return k, torch.from_numpy(tok), torch.empty(0)
-        # Each feature column is gathered straight from its Arrow buffer into one row of an (F, n)
-        # array: this rank's rows only, shuffled, in one pass. (Copying the window side by side first
-        # and gathering with one index_select is ~15% faster at 64 features but slower at 256, where
-        # the 64 MB copy costs more than it saves; and most of the rows are another rank's at N > 1.)
-        # Batches come out column-major, (b, F) views of (F, n); a model's first layer takes that as is.
+            tok = _column(tables, 0)  # (w, T + 1) uint8, perhaps Arrow's own (read-only) memory
+            tok = tok.copy() if take is None else np.take(tok, block_rows(take, unit, len(tok)), axis=0)
+            return win.k, win.last, torch.from_numpy(tok), torch.empty(len(tok), 0)  # y: (n, 0), unused
+        # Each feature column goes straight from its Arrow buffer into one row of an (F, n) array:
+        # this rank's rows only, shuffled, in one pass. Batches come out column-major, (b, F) views of
+        # (F, n); a model's first layer takes that as it is.
         nf = len(self.manifest.features)
-        w = sum(p.num_rows for p in pieces)
-        n = w if take is None else len(take)
+        w = win.hi - win.lo
+        n = w if take is None else rows_in(take, unit, w)
         x = np.empty((nf, n), np.float32)
-        for i in range(nf):
-            col = _column(pieces, i)
+        y = np.empty(n, self.y_dtype)
+        for i, out in [*((i, x[i]) for i in range(nf)), (nf, y)]:
+            col = _column(tables, i) if i < nf else _column(tables, i).astype(self.y_dtype, copy=False)
             if take is None:
-                x[i] = col
+                out[:] = col
+            elif unit > 1:
+                gather_blocks(col, take, unit, out)
             else:  # mode="clip": the indices are in range, and "raise" would buffer the output
-                np.take(col, take, out=x[i], mode="clip")
-        y = _column(pieces, nf).astype(self.y_dtype, copy=False)
-        y = y.copy() if take is None else y[take]
-        return k, torch.from_numpy(x).t(), torch.from_numpy(y)
+                np.take(col, take, out=out, mode="clip")
+        return win.k, win.last, torch.from_numpy(x).t(), torch.from_numpy(y)
 
-    def _rank_rows(self, k: int, w: int) -> np.ndarray | None:
-        """Positions within window k that belong to this rank, in stream order (None: all)."""
-        if self.world == 1:
+    def _take(self, win: Window, epoch: int, start_batch: int) -> tuple[np.ndarray | None, int]:
+        """This rank's rows of a window in the order it trains on them, as (block numbers, block
+        size) when they are whole blocks, else (row positions within the window, 1); None: all the
+        window's rows, in stored order."""
+        rows = self._rank_positions(win, start_batch)
+        if not self.shuffle:
+            return rows, 1
+        s, w = self.block, win.hi - win.lo
+        perm = block_perm(np.random.default_rng([self.seed, epoch, win.k]), w, s)
+        if s > 1:
+            if rows is None:
+                return perm, s
+            mine = whole_blocks(rows, s) if w % s == 0 else None
+            if mine is not None:
+                return perm[mine], s
+            perm = block_rows(perm, s, w)
+        return (perm if rows is None else perm[rows]), 1
+
+    def _rank_positions(self, win: Window, start_batch: int) -> np.ndarray | None:
+        """Positions within the window (stream order) of this rank's rows of batches from
+        ``start_batch`` on; None: all of its rows."""
+        first = start_batch * self.batch_size
+        if self.world == 1 and first <= win.lo:
             return None
-        parts = []
-        first_batch = k * self.window // self.batch_size
-        for j in range(first_batch, first_batch + math.ceil(w / self.batch_size)):
-            a, b = rank_slice(self.batch_rows(j), self.world, self.rank)
-            off = j * self.batch_size - k * self.window
-            parts.append(np.arange(off + a, off + b))
-        return np.concatenate(parts)
+        b = self.batch_size
+        j = np.arange(max(start_batch, win.lo // b), (win.hi - 1) // b + 1)  # batches in the window
+        rows = np.minimum(b, self.n - j * b)
+        starts = np.clip(j * b + self.rank * rows // self.world, win.lo, win.hi)
+        ends = np.clip(j * b + (self.rank + 1) * rows // self.world, win.lo, win.hi)
+        lens = ends - starts
+        # runs [starts, ends) laid end to end: each position is its run's start plus its place in it
+        offsets = np.repeat(starts - win.lo - (np.cumsum(lens) - lens), lens)
+        return np.arange(int(lens.sum())) + offsets
 
-    def split_window(self, k: int, x: torch.Tensor, y: torch.Tensor, start_batch: int = 0) -> Iterator[Batch]:
-        """Cut one window's rows into this rank's batches, skipping those before start_batch."""
-        at = 0
-        first_batch = k * self.window // self.batch_size
-        last = min(self.num_batches, first_batch + self.window // self.batch_size)
-        for j in range(first_batch, last):
-            rows = self.batch_rows(j)
-            a, b = rank_slice(rows, self.world, self.rank)
-            if j >= start_batch:
-                if self.tokens:  # a row of T + 1 tokens: inputs are the first T, targets the last T
-                    tok = x[at : at + b - a]
-                    yield Batch(tok[:, :-1].long(), tok[:, 1:].long(), rows, j)
-                else:
-                    yield Batch(x[at : at + b - a], y[at : at + b - a], rows, j)
-            at += b - a
+    def shares(self, start_batch: int = 0) -> np.ndarray:
+        """(num_batches - start_batch,) how many rows of each global batch from ``start_batch`` on
+        are this rank's."""
+        j = np.arange(start_batch, self.num_batches)
+        rows = np.minimum(self.batch_size, self.n - j * self.batch_size)
+        return (self.rank + 1) * rows // self.world - self.rank * rows // self.world
+
+    def batches(self, loaded: Iterable[Loaded], start_batch: int = 0) -> Generator[Batch, None, None]:
+        """Cut a run of loaded windows (in order, up to the epoch's last) into this rank's batches,
+        from ``start_batch`` on. A batch that spans windows is joined from them; the others are views
+        of their window, cut by one ``split`` per window (Python work per batch holds the GIL that
+        the loading threads need between their numpy calls)."""
+        shares = self.shares(start_batch)
+        ends = np.cumsum(shares)  # this rank's rows through each batch
+        j = seen = 0  # batches handed out (from start_batch on); rows received
+        carry: list[tuple[torch.Tensor, torch.Tensor]] = []  # rows of batch j from earlier windows
+        for _, last, x, y in loaded:
+            seen += len(x)
+            upto = len(shares) if last else int(np.searchsorted(ends, seen, side="right"))
+            if upto == j:  # batch j goes on into the next window
+                carry.append((x, y))
+                continue
+            at = 0  # rows of this window used
+            if carry:
+                at = int(shares[j]) - sum(len(c[0]) for c in carry)
+                parts = [*carry, (x[:at], y[:at])]
+                yield self._batch(
+                    start_batch + j, torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+                )
+                carry, j = [], j + 1
+            sizes = shares[j:upto].tolist()
+            used = at + sum(sizes)
+            for i, (bx, by) in enumerate(zip(x[at:used].split(sizes), y[at:used].split(sizes), strict=True)):
+                yield self._batch(start_batch + j + i, bx, by)
+            j = upto
+            if used < len(x):
+                carry.append((x[used:], y[used:]))
+            if last:
+                if carry or j < len(shares):
+                    raise AssertionError("the epoch's windows and batches do not match")
+                return
+
+    def _batch(self, j: int, x: torch.Tensor, y: torch.Tensor) -> Batch:
+        if self.tokens:  # a row of T + 1 tokens: inputs are the first T, targets the last T
+            return Batch(x[:, :-1].long(), x[:, 1:].long(), self.batch_rows(j), j)
+        return Batch(x, y, self.batch_rows(j), j)
 
 
-def _column(pieces: list[pa.Table], i: int) -> np.ndarray:
-    """Column ``i`` of a window's slices as one numpy array (zero-copy when it is one chunk)."""
-    parts = [c.to_numpy(zero_copy_only=False) for p in pieces for c in p.column(i).chunks]
-    return parts[0] if len(parts) == 1 else np.concatenate(parts)
-
-
-def _token_rows(table: pa.Table) -> np.ndarray:
-    """A fixed-size-list<uint8> column -> (rows, T + 1) uint8 (zero-copy per chunk)."""
-    col = table.column(0)
-    width = col.type.list_size
-    parts = [c.flatten().to_numpy().reshape(-1, width) for c in col.chunks]
+def _column(tables: list[pa.Table], i: int) -> np.ndarray:
+    """Column ``i`` of a window's row groups as one numpy array (zero-copy when it is one chunk);
+    a fixed-size-list<uint8> column (lm tokens) as (rows, T + 1)."""
+    chunks = [c for t in tables for c in t.column(i).chunks]
+    if pa.types.is_fixed_size_list(chunks[0].type):
+        width = chunks[0].type.list_size
+        parts = [c.flatten().to_numpy().reshape(-1, width) for c in chunks]
+    else:
+        parts = [c.to_numpy(zero_copy_only=False) for c in chunks]
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def iterate(
-    stream: ParquetStream, epoch: int, *, start_batch: int = 0, loader_workers: int = 0, prefetch: int = 2
+    stream: ParquetStream,
+    epoch: int,
+    *,
+    start_batch: int = 0,
+    loader_workers: int = 0,
+    prefetch: int = 2,
+    threads: int = 2,
 ) -> Generator[Batch, None, None]:
     """This rank's batches of one epoch, from ``start_batch`` on (resuming mid-epoch)."""
     each = epochs(
@@ -261,6 +325,7 @@ def iterate(
         start_batch=start_batch,
         loader_workers=loader_workers,
         prefetch=prefetch,
+        threads=threads,
     )
     with contextlib.closing(each):
         yield from next(each)
@@ -273,29 +338,30 @@ def epochs(
     start_batch: int = 0,
     loader_workers: int = 0,
     prefetch: int = 2,
+    threads: int = 2,
 ) -> _Epochs | Generator[Generator[Batch, None, None], None, None]:
     """For each epoch of ``epoch_range``, an iterator over this rank's batches (the first from
     ``start_batch``). One background pipeline runs through all of them, and it starts reading when
     ``epochs`` is called: the first windows load while the caller builds its model, and the next
-    epoch's first windows while this one ends and validation runs. Each epoch's iterator must be used
-    up before the next is taken (leaving early is fine). Close the result when done, or on failure
-    before the first epoch: that stops the pipeline's threads."""
+    epoch's first windows while this one ends and validation runs. ``threads`` windows load at once,
+    ``prefetch`` more wait ready. Each epoch's iterator must be used up before the next is taken
+    (leaving early is fine). Close the result when done, or on failure before the first epoch: that
+    stops the pipeline's threads."""
     use_system_allocator()
     if loader_workers > 0 or prefetch <= 0:  # DataLoader worker processes, or no threads at all
         return _epochs_in_turn(stream, epoch_range, start_batch, loader_workers, prefetch)
 
-    def read_all() -> Iterator[tuple[int, int, Pieces]]:
+    def windows() -> Iterator[tuple[int, int, Window]]:
         for i, epoch in enumerate(epoch_range):
             sb = start_batch if i == 0 else 0
-            for pieces in stream.read(epoch, sb):
-                yield epoch, sb, pieces
+            for win in stream.windows(epoch, sb):
+                yield epoch, sb, win
 
-    def assemble_all() -> Iterator[tuple[int, int, Window]]:
-        with contextlib.closing(background(read_all(), prefetch)) as read_stage:
-            for epoch, sb, pieces in read_stage:
-                yield epoch, sb, stream.assemble(*pieces)
+    def load(item: tuple[int, int, Window]) -> tuple[int, Loaded]:
+        epoch, sb, win = item
+        return epoch, stream.load(win, epoch, sb)
 
-    return _Epochs(stream, epoch_range, background(assemble_all(), prefetch))
+    return _Epochs(stream, epoch_range, start_batch, ordered_map(load, windows(), threads, prefetch))
 
 
 class _Epochs:
@@ -303,9 +369,16 @@ class _Epochs:
     whether or not an epoch was taken yet (a generator's ``finally`` would not run before its
     first ``next``, and a caller that fails while building its model has taken none)."""
 
-    def __init__(self, stream: ParquetStream, epoch_range: range, pipe: Pipeline[tuple[int, int, Window]]):
+    def __init__(
+        self,
+        stream: ParquetStream,
+        epoch_range: range,
+        start_batch: int,
+        pipe: OrderedMap[tuple[int, Loaded]],
+    ):
         self.stream, self.pipe = stream, pipe
         self.todo = iter(epoch_range)
+        self.start_batch = start_batch
 
     def __iter__(self) -> _Epochs:
         return self
@@ -315,14 +388,17 @@ class _Epochs:
         if epoch is None:
             self.close()
             raise StopIteration
-        return self._one(epoch)
+        sb, self.start_batch = self.start_batch, 0
+        return self.stream.batches(self._windows(epoch, sb), sb)
 
-    def _one(self, epoch: int) -> Generator[Batch, None, None]:
-        for e, sb, (k, x, y) in self.pipe:
+    def _windows(self, epoch: int, start_batch: int) -> Iterator[Loaded]:
+        if start_batch >= self.stream.num_batches:  # nothing left of it: no window was loaded
+            return
+        for e, loaded in self.pipe:
             if e < epoch:  # the rest of an epoch its caller stopped early
                 continue
-            yield from self.stream.split_window(k, x, y, sb)
-            if k == self.stream.num_windows - 1:  # the epoch's last window: do not wait for the next one
+            yield loaded
+            if loaded[1]:  # the epoch's last window: do not wait for the next one
                 return
 
     def close(self) -> None:
@@ -335,12 +411,12 @@ def _epochs_in_turn(
     for i, epoch in enumerate(epoch_range):
         sb = start_batch if i == 0 else 0
         stream.set_epoch(epoch, sb)
-        windows: Iterable[Window] = stream
+        windows: Iterable[Loaded] = stream
         if loader_workers > 0:
             windows = DataLoader(
                 stream, batch_size=None, num_workers=loader_workers, prefetch_factor=max(prefetch, 1)
             )
-        yield _split(stream, windows, sb)
+        yield stream.batches(windows, sb)
 
 
 def use_system_allocator() -> None:
@@ -351,10 +427,3 @@ def use_system_allocator() -> None:
     the first (cold) epoch's reading by half."""
     if "ARROW_DEFAULT_MEMORY_POOL" not in os.environ and pa.default_memory_pool().backend_name != "system":
         pa.set_memory_pool(pa.system_memory_pool())
-
-
-def _split(
-    stream: ParquetStream, windows: Iterable[Window], start_batch: int
-) -> Generator[Batch, None, None]:
-    for k, x, y in windows:
-        yield from stream.split_window(k, x, y, start_batch)

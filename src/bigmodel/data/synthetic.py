@@ -71,6 +71,7 @@ def generate_synthetic(
             label_values=labels,
             seed=seed,
             val_fraction=val_fraction,
+            random_order=True,  # rows are drawn independently
         ) as writer,
     ):
         for chunk, start in enumerate(range(0, rows, CHUNK_ROWS)):

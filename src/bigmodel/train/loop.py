@@ -87,6 +87,7 @@ def _train(cfg: TrainConfig, env: dist.DistEnv) -> dict[str, Any]:
         seed=cfg.seed,
         shuffle=True,
         window_rows=cfg.data.shuffle_window,
+        shuffle_block=cfg.data.shuffle_block,
     )
     val_stream = ParquetStream(
         root,
@@ -108,6 +109,7 @@ def _train(cfg: TrainConfig, env: dist.DistEnv) -> dict[str, Any]:
         start_batch=position["batch"],
         loader_workers=cfg.data.loader_workers,
         prefetch=cfg.data.prefetch,
+        threads=cfg.data.load_threads,
     )
     try:  # a bad --init-from, teacher or checkpoint fails here: stop the reader's threads first
         # DDP/FSDP machinery costs ~1 s to import; only workers need it, not every CLI verb.

@@ -125,6 +125,7 @@ CHANGEABLE_ON_RESUME = frozenset(
         "progress",
         "data.loader_workers",
         "data.prefetch",
+        "data.load_threads",
         "model.compile",
         "dist.workers",
         "dist.backend",
