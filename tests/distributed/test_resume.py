@@ -94,3 +94,7 @@ def test_half_written_checkpoint_is_not_trusted(data: Path, tmp_path: Path):
 
     found = checkpoint.latest(run)
     assert found is not None and found[0] != newest
+    res = run_cli(*_args(data, run, 1)[:-1], "--epochs", "2", "--no-progress", "--resume")
+    assert res.returncode == 0, res.stderr
+    assert f"warning: {newest.name} failed the hash check" in res.stderr
+    assert f"resuming from {found[0].name}" in res.stderr

@@ -162,36 +162,30 @@ def test_streaming_switches_pyarrow_to_the_system_allocator_unless_the_user_chos
         pa.set_memory_pool(before)
 
 
-def test_background_starts_reading_before_the_first_next_and_stops_when_dropped():
+def test_ordered_map_starts_at_once_and_stops_when_dropped():
     import gc
     import itertools
     import threading
 
-    from bigmodel.data.pipeline import background
+    from bigmodel.data.pipeline import ordered_map
 
     started = threading.Event()
 
-    def items():
+    def work(i: int) -> int:
         started.set()
-        yield from itertools.count()  # never ends: only stopping the pipeline ends the thread
+        return i
 
     before = set(threading.enumerate())
-    pipe = background(items(), 2)
-    assert started.wait(5), "the producer thread should start reading at once"
-    (thread,) = set(threading.enumerate()) - before
-    assert next(pipe) == 0
+    pipe = ordered_map(work, itertools.count(), 2, 2)  # never ends: only stopping it ends the threads
+    assert started.wait(5), "the first items should be computed before the first next()"
+    threads = set(threading.enumerate()) - before
+    assert threads and all(t.name.startswith("bigmodel-load") for t in threads)
+    assert [next(pipe), next(pipe)] == [0, 1]
     del pipe
     gc.collect()
-    thread.join(5)
-    assert not thread.is_alive(), "a dropped pipeline must stop its thread"
-
-    before = set(threading.enumerate())
-    never_read = background(items(), 2)  # dropped without a single next()
-    (thread,) = set(threading.enumerate()) - before
-    del never_read
-    gc.collect()
-    thread.join(5)
-    assert not thread.is_alive()
+    for t in threads:
+        t.join(5)
+        assert not t.is_alive(), "a dropped map must stop its threads"
 
 
 def test_epochs_starts_its_reader_when_called(synth: Path):

@@ -38,7 +38,7 @@ from bigmodel.errors import BigModelError
 # Stored rows shuffled as one unit when their stored order is already random (see ParquetStream).
 SHUFFLE_BLOCK = 4
 # Arrow's thread pool decodes a row group's columns in parallel. With two cores or fewer the load
-# threads already keep them busy, and handing columns to the pool costs ~40% more CPU per row.
+# threads already keep them busy, and handing columns to the pool cost 20-40% more CPU per row here.
 _CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 READ_THREADS = _CPUS > 2
 
@@ -107,9 +107,10 @@ class ParquetStream(IterableDataset):
     ``shuffle_block``: within a window, blocks of this many consecutive stored rows are shuffled as
     units. The default is 4 when the manifest says the rows were stored in a random order (``data
     prepare`` shuffles them once; generated data is random by construction) and the split is more
-    than one window, else 1 (every row on its own). Blocks only fix which few rows share a batch: over stored rows that are already a
-    uniform shuffle, every batch is still a uniformly random draw, and its make-up still changes
-    every epoch. In exchange the gather moves 16-byte runs instead of single floats.
+    than one window, else 1 (every row on its own). Blocks only fix which few rows share a batch:
+    over stored rows that are already a uniform shuffle, every batch is still a uniformly random
+    draw, and its make-up still changes every epoch. In exchange the gather moves 16-byte runs
+    instead of single floats.
     """
 
     def __init__(

@@ -168,6 +168,11 @@ def latest(run_dir: Path) -> tuple[Path, dict[str, Any]] | None:
     return None
 
 
+def failed_newer(run_dir: Path, found: Path) -> list[str]:
+    """The checkpoints newer than ``found`` (which ``latest`` skipped: they failed the hash check)."""
+    return [p.name for p in sorted((run_dir / "checkpoints").glob("step-*")) if p.name > found.name]
+
+
 def _refs(skeleton: Any) -> list[str]:
     """The tensor names a skeleton refers to."""
     if isinstance(skeleton, dict):

@@ -20,7 +20,7 @@ import torch
 
 from bigmodel import artifacts, tasks
 from bigmodel.config import TrainConfig, to_dict, validate
-from bigmodel.console import run_progress
+from bigmodel.console import err, run_progress
 from bigmodel.data.builtin import resolve
 from bigmodel.data.stream import ParquetStream, epochs
 from bigmodel.errors import BigModelError
@@ -101,6 +101,12 @@ def _train(cfg: TrainConfig, env: dist.DistEnv) -> dict[str, Any]:
     # The position to start from (a resumed run's), then the reader: it starts now, so its first
     # windows are read while the model is built, wrapped and its checkpoint restored.
     found = checkpoint.latest(run_dir) if cfg.resume else None
+    skipped = checkpoint.failed_newer(run_dir, found[0]) if found and main else []
+    if skipped:  # a resume from further back than the user expects should not be silent
+        err.print(
+            f"warning: {', '.join(skipped)} failed the hash check (changed since it was written); "
+            f"resuming from {found[0].name if found else ''}"
+        )
     position = found[1]["trainer"] if found else {"epoch": 0, "batch": 0}
     epoch_range = range(position["epoch"], cfg.epochs)
     batch_epochs = epochs(
