@@ -247,6 +247,16 @@ def test_labels_may_be_categorical_and_files_may_start_empty(tmp_path: Path):
     assert m.task == "multiclass" and m.label_values == ["a", "b", "c"]
 
 
+def test_a_uint64_label_beyond_int64_is_a_class_like_any_other(tmp_path: Path):
+    big = 2**64 - 1
+    src = tmp_path / "u.parquet"
+    pq.write_table(pa.table({"x": np.arange(20.0), "y": pa.array([0, big] * 10, pa.uint64())}), src)
+    m = prepare(str(src), tmp_path / "out", label="y")
+    assert m.task == "binary" and m.label_values == [0, big]
+    codes = pq.read_table(tmp_path / "out" / m.split("train").files[0]).column("y").to_pylist()
+    assert set(codes) == {0, 1}  # stored as class codes
+
+
 @pytest.mark.parametrize(
     ("files", "args", "message"),
     [
