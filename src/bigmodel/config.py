@@ -24,7 +24,7 @@ class DataConfig(_Strict):
     dataset: str = "breast_cancer"  # a built-in name or a prepared dataset directory
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0)  # used when a built-in is prepared
     loader_workers: int = Field(0, ge=0)  # DataLoader worker processes per rank
-    shuffle_window: int = Field(65536, ge=1)  # rows shuffled together (rounded up to batches)
+    shuffle_window: int = Field(65536, ge=1)  # rows shuffled together (at least: whole row groups)
     # consecutive stored rows shuffled as one unit; None: 4 when the stored rows are already in a
     # random order (the manifest's `shuffled`) and the split is more than one window, else 1
     # (see data/stream.py)

@@ -71,7 +71,9 @@ def test_a_resume_that_changes_the_model_is_refused_before_the_config_is_rewritt
     prepare_run(TrainConfig.model_validate({**base, "resume": True, "max_steps": 6}))
 
 
-def test_a_resume_keeps_batch_size_seed_and_optimizer_settings_and_its_rows(tmp_path: Path) -> None:
+def test_a_resume_keeps_batch_size_seed_and_optimizer_settings_and_its_rows(
+    tmp_path: Path, monkeypatch
+) -> None:
     from bigmodel.data import generate_synthetic
     from bigmodel.train import train
 
@@ -95,6 +97,14 @@ def test_a_resume_keeps_batch_size_seed_and_optimizer_settings_and_its_rows(tmp_
     shutil.rmtree(data)
     generate_synthetic(data, rows=400, features=4, seed=1)
     with pytest.raises(BigModelError, match=r"--resume: the rows of .* changed since .*'s checkpoint"):
+        prepare_run(TrainConfig.model_validate({**base, "resume": True}))
+    # the same rows, read in another order (a bigmodel that shuffles differently): its mid-epoch
+    # position (batch 3 of epoch 0) would point at other rows
+    shutil.rmtree(data)
+    generate_synthetic(data, rows=400, features=4, seed=0)
+    prepare_run(TrainConfig.model_validate({**base, "resume": True}))  # the same order: fine
+    monkeypatch.setattr("bigmodel.data.stream.ORDER_VERSION", 3)
+    with pytest.raises(BigModelError, match=r"stopped in the middle of epoch 0 with rows in another order"):
         prepare_run(TrainConfig.model_validate({**base, "resume": True}))
 
 

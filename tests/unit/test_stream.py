@@ -239,3 +239,26 @@ def test_ordered_map_keeps_the_order_runs_side_by_side_and_passes_errors_on():
     assert most == 3
     with pytest.raises(ValueError, match="row group 30"):
         list(ordered_map(work, range(40), 2, 2))
+
+
+def test_an_epoch_whose_windows_stop_early_is_an_error_not_a_short_epoch(synth: Path):
+    s = _stream(synth, seed=1)
+    first = s.load(s.windows(0)[0], 0)  # as if the second window's load had failed and been caught
+    with pytest.raises(BigModelError, match=r"this epoch's data ended after \d+ of \d+ batches"):
+        list(s.batches(iter([first])))
+
+
+def test_ordered_map_stops_its_threads_when_its_items_fail():
+    import threading
+
+    from bigmodel.data.pipeline import ordered_map
+
+    def items():
+        yield from (1, 2)
+        raise OSError("listing the shards failed")
+
+    before = set(threading.enumerate())
+    pipe = ordered_map(lambda i: i, items(), 1, 0)
+    with pytest.raises(OSError, match="listing the shards"):
+        list(pipe)
+    assert not [t for t in set(threading.enumerate()) - before if t.is_alive()]

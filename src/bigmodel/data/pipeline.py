@@ -57,10 +57,10 @@ class OrderedMap(Generic[R]):
             raise StopIteration
         try:
             out = self.running.popleft().result()
+            self._top_up()
         except BaseException:
             self.close()
             raise
-        self._top_up()
         return out
 
     def close(self) -> None:

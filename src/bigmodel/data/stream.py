@@ -37,6 +37,9 @@ from bigmodel.errors import BigModelError
 
 # Stored rows shuffled as one unit when their stored order is already random (see ParquetStream).
 SHUFFLE_BLOCK = 4
+# Bumped whenever the order of an epoch's rows changes for the same (data, seed, epoch, settings):
+# a checkpoint taken mid-epoch can only be resumed under the order it was taken in.
+ORDER_VERSION = 2
 # Arrow's thread pool decodes a row group's columns in parallel. With two cores or fewer the load
 # threads already keep them busy, and handing columns to the pool cost 20-40% more CPU per row here.
 _CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -100,6 +103,18 @@ def shard_errors(path: str) -> Iterator[None]:
         ) from None
 
 
+def shuffle_unit(manifest: Manifest, rows: int, window_rows: int, shuffle_block: int | None) -> int:
+    """The rows shuffled as one unit (see ``ParquetStream``): ``shuffle_block`` if given, else 4 for
+    rows stored in a random order, but 1 where blocks would not pay (a split of one window)."""
+    random_order = manifest.shuffled and rows > window_rows
+    return shuffle_block or (SHUFFLE_BLOCK if random_order else 1)
+
+
+def order_tag(block: int) -> str:
+    """What fixes an epoch's order besides the data, seed and batch size: recorded in checkpoints."""
+    return f"v{ORDER_VERSION}/block{block}"
+
+
 class ParquetStream(IterableDataset):
     """This rank's rows of a split, window by window (``windows``, then ``load`` each); as a
     DataLoader dataset it yields ``Loaded`` windows of the epoch given to ``set_epoch``.
@@ -136,9 +151,7 @@ class ParquetStream(IterableDataset):
         self.rank, self.world = rank, world
         self.seed, self.shuffle = seed, shuffle
         self.window_rows = window_rows
-        # blocks only where they pay: a split that fits in one window costs little to shuffle row by row
-        random_order = manifest.shuffled and self.n > window_rows
-        self.block = shuffle_block or (SHUFFLE_BLOCK if random_order else 1)
+        self.block = shuffle_unit(manifest, self.n, window_rows, shuffle_block)
         self.tokens = manifest.task == "lm"
         self.columns = [manifest.label] if self.tokens else [*manifest.features, manifest.label]
         self.y_dtype = np.int64 if manifest.task == "multiclass" else np.float32
@@ -269,8 +282,12 @@ class ParquetStream(IterableDataset):
         for _, last, x, y in loaded:
             seen += len(x)
             upto = len(shares) if last else int(np.searchsorted(ends, seen, side="right"))
-            if upto == j:  # batch j goes on into the next window
-                carry.append((x, y))
+            if upto == j:
+                if last:  # every batch was handed out already: no row may be left
+                    if carry or len(x):
+                        raise AssertionError("the epoch's windows and batches do not match")
+                    return
+                carry.append((x, y))  # batch j goes on into the next window
                 continue
             at = 0  # rows of this window used
             if carry:
@@ -291,6 +308,10 @@ class ParquetStream(IterableDataset):
                 if carry or j < len(shares):
                     raise AssertionError("the epoch's windows and batches do not match")
                 return
+        if j < len(shares):  # the windows stopped early: a load failed, and its error was caught
+            raise BigModelError(
+                f"this epoch's data ended after {start_batch + j} of {self.num_batches} batches"
+            )
 
     def _batch(self, j: int, x: torch.Tensor, y: torch.Tensor) -> Batch:
         if self.tokens:  # a row of T + 1 tokens: inputs are the first T, targets the last T

@@ -22,7 +22,7 @@ from bigmodel import artifacts, tasks
 from bigmodel.config import TrainConfig, to_dict, validate
 from bigmodel.console import err, run_progress
 from bigmodel.data.builtin import resolve
-from bigmodel.data.stream import ParquetStream, epochs
+from bigmodel.data.stream import ParquetStream, epochs, order_tag
 from bigmodel.errors import BigModelError
 from bigmodel.models import build_model, count_params, set_standardization
 from bigmodel.train import checkpoint, dist
@@ -156,6 +156,7 @@ def _train(cfg: TrainConfig, env: dist.DistEnv) -> dict[str, Any]:
             "train_rows": 0,
             "wait_seconds": 0.0,
             "data_hash": manifest.content_hash,  # a resume must find the same rows
+            "order": order_tag(train_stream.block),  # ... in the same order
         }
         if cfg.resume:
             assert found is not None  # checked by prepare_run

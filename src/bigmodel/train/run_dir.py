@@ -25,7 +25,7 @@ from bigmodel import artifacts
 from bigmodel.config import TrainConfig, load_yaml, to_dict, validate
 from bigmodel.data.builtin import resolve
 from bigmodel.data.manifest import Manifest
-from bigmodel.data.stream import list_row_groups
+from bigmodel.data.stream import list_row_groups, order_tag, shuffle_unit
 from bigmodel.errors import BigModelError
 from bigmodel.fsutil import fresh_dir, make_dir, write_text_atomic
 from bigmodel.train import checkpoint, dist
@@ -152,11 +152,25 @@ def _check_resume_keeps_run(cfg: TrainConfig, run_dir: Path, manifest: Manifest)
                 "epochs, max_steps, workers, early stopping and checkpointing)"
             )
     found = checkpoint.latest(run_dir)
-    recorded = found[1]["trainer"].get("data_hash") if found else None
+    trainer = found[1]["trainer"] if found else {}
+    recorded = trainer.get("data_hash")
     if recorded and recorded != manifest.content_hash:
         raise BigModelError(
             f"--resume: the rows of {cfg.data.dataset} changed since {run_dir}'s checkpoint (content hash "
             f"{manifest.content_hash[:12]}..., was {recorded[:12]}...)"
+        )
+    # Mid-epoch, the position counts batches of that epoch's order: under another order the rest of
+    # the epoch would repeat some rows and skip others. At an epoch's end any order will do.
+    block = shuffle_unit(
+        manifest, manifest.split("train").rows, cfg.data.shuffle_window, cfg.data.shuffle_block
+    )
+    was = trainer.get("order", "v1")
+    if found and trainer.get("batch", 0) > 0 and was != order_tag(block):
+        raise BigModelError(
+            f"--resume: {found[0].name} stopped in the middle of epoch {trainer['epoch']} with rows in "
+            f"another order ({was}; this version reads {order_tag(block)}: bigmodel changed how it "
+            "shuffles); resuming there would repeat some rows of the epoch and skip others. Resume "
+            "with the bigmodel that wrote it, or train again"
         )
 
 
