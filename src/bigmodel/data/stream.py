@@ -76,8 +76,8 @@ class Window:
 Loaded = tuple[int, bool, torch.Tensor, torch.Tensor]  # (k, last, x, y): this rank's rows of window k
 
 
-def rank_slice(b: int, world: int, rank: int) -> tuple[int, int]:
-    """Rank ``rank``'s half-open share of a global batch of ``b`` rows."""
+def rank_slice(b: np.ndarray, world: int, rank: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rank ``rank``'s half-open share of global batches of ``b`` rows each (an array: one per batch)."""
     return rank * b // world, (rank + 1) * b // world
 
 
@@ -255,9 +255,8 @@ class ParquetStream(IterableDataset):
             return None
         b = self.batch_size
         j = np.arange(max(start_batch, win.lo // b), (win.hi - 1) // b + 1)  # batches in the window
-        rows = np.minimum(b, self.n - j * b)
-        starts = np.clip(j * b + self.rank * rows // self.world, win.lo, win.hi)
-        ends = np.clip(j * b + (self.rank + 1) * rows // self.world, win.lo, win.hi)
+        a, e = rank_slice(np.minimum(b, self.n - j * b), self.world, self.rank)
+        starts, ends = np.clip(j * b + a, win.lo, win.hi), np.clip(j * b + e, win.lo, win.hi)
         lens = ends - starts
         # runs [starts, ends) laid end to end: each position is its run's start plus its place in it
         offsets = np.repeat(starts - win.lo - (np.cumsum(lens) - lens), lens)
@@ -267,8 +266,8 @@ class ParquetStream(IterableDataset):
         """(num_batches - start_batch,) how many rows of each global batch from ``start_batch`` on
         are this rank's."""
         j = np.arange(start_batch, self.num_batches)
-        rows = np.minimum(self.batch_size, self.n - j * self.batch_size)
-        return (self.rank + 1) * rows // self.world - self.rank * rows // self.world
+        a, e = rank_slice(np.minimum(self.batch_size, self.n - j * self.batch_size), self.world, self.rank)
+        return e - a
 
     def batches(self, loaded: Iterable[Loaded], start_batch: int = 0) -> Generator[Batch, None, None]:
         """Cut a run of loaded windows (in order, up to the epoch's last) into this rank's batches,
