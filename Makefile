@@ -3,23 +3,38 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+LOCK   := requirements.lock
+TORCH  := 2.13.0
 SHELL  := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
 # pip prints a harmless "Location ... is ignored" line per local index; keep the log readable.
 QUIET  := 2>&1 | { grep -v "is ignored" || true; }
 
-.PHONY: install demo test bench lint clean
+.PHONY: install demo test bench lint lock gpu-check clean
 
 install: $(STAMP)
 
-# Idempotent: re-runs only when pyproject.toml changes. torch is installed first and pinned
-# exactly so that pip takes the CPU build on local disk instead of a multi-GB CUDA build.
-$(STAMP): pyproject.toml
+# Idempotent: re-runs only when pyproject.toml or the lock changes. torch is installed first and
+# pinned exactly so that pip takes the CPU build on local disk instead of a multi-GB CUDA build;
+# every other package comes at the version CI tested ($(LOCK), refreshed on purpose by `make lock`).
+# pyproject.toml itself takes ranges, so `pip install bigmodel` fits a user's own (CUDA) torch.
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q 'torch==2.13.0' $(QUIET)
-	$(PY) -m pip install -q -e '.[dev,transformers]' $(QUIET)
-	$(PY) -c "import bigmodel, torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
+	$(PY) -m pip install -q 'torch==$(TORCH)' $(QUIET)
+	$(PY) -m pip install -q -c $(LOCK) -e '.[dev,transformers]' $(QUIET)
+	$(PY) -c "import bigmodel, torch; assert torch.__version__.startswith('$(TORCH)'), torch.__version__"
 	touch $(STAMP)
+
+# The newest versions pyproject.toml allows, beside the pinned torch, installed into a throwaway
+# venv and frozen into $(LOCK). Run it on purpose, then `make test`, and commit the lock with the result.
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install -q 'torch==$(TORCH)' $(QUIET)
+	.lock-venv/bin/python -m pip install -q '.[dev,transformers]' $(QUIET)
+	{ echo "# make lock, $$(date -u +%F), Python $$(.lock-venv/bin/python -c 'import platform; print(platform.python_version())'): the versions CI tests. Refresh with make lock."; \
+	  .lock-venv/bin/python -m pip freeze | grep -v '^bigmodel' | sed 's/^torch==$(TORCH)+cpu$$/torch==$(TORCH)/'; } > $(LOCK).tmp
+	mv $(LOCK).tmp $(LOCK)
+	rm -rf .lock-venv build
 
 demo: install
 	$(VENV)/bin/bigmodel demo
@@ -33,6 +48,13 @@ test: install
 
 bench: install
 	$(PY) benchmarks/run.py
+
+# The GPU paths (CUDA training, NCCL, bf16, --compile, FSDP) in under 5 minutes on a GPU machine;
+# GPU_PYTHON: a Python with a CUDA build of torch and bigmodel's dependencies.
+GPU_PYTHON ?= $(PY)
+gpu-check:
+	$(GPU_PYTHON) benchmarks/gpu_check.py --json benchmarks/results/gpu/check.json
+	$(GPU_PYTHON) benchmarks/run.py --render
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -39,9 +39,19 @@ def machine() -> str:
         pass
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return (
-        f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB, {platform.system()} {platform.machine()}, "
+        f"{cpu} ({isa()}), {os.cpu_count()} cores, {mem:.0f} GiB, {platform.system()} {platform.machine()}, "
         f"Python {platform.python_version()}, torch {torch.__version__}"
     )
+
+
+def isa() -> str:
+    """The vector and int8 instructions that decide which kernels run (int8 figures depend on it)."""
+    import torch
+
+    caps = torch.cpu.get_capabilities()
+    vec = "AVX-512" if caps.get("avx512_f") else "AVX2" if caps.get("avx2") else "no AVX2"
+    vnni = [n for n, k in (("AVX-512 VNNI", "avx512_vnni"), ("AVX-VNNI", "avx_vnni")) if caps.get(k)]
+    return f"{vec}, {' + '.join(vnni) if vnni else 'no VNNI'}"
 
 
 def _load(path: Path):
@@ -99,8 +109,29 @@ def render() -> None:
         "# Benchmarks\n\nLatest figures from `make bench` (each section says when and where it ran). "
         "Timing on a shared 2-core machine is noisy, so every figure that matters is a ratio of two "
         "things measured side by side in the same run.\n\n"
+        "Which CPU: each section's line names it and, since 2026-12-06, its vector and int8 instructions; "
+        "sections whose line names none ran on an Intel Xeon with AVX-512 VNNI. int8 speed-ups depend on "
+        "them: without VNNI (AVX2-only CPUs) ONNX Runtime runs our int8 models on its uint8-weight "
+        "kernels, which do not saturate there (bigmodel/onnxrt.py); their answers are the same as with "
+        "VNNI, their speed is not measured here.\n\n"
     )
-    DOC.write_text(head + "\n".join(render_section(r) for r in results))
+    DOC.write_text(head + render_gpu() + "\n".join(render_section(r) for r in results))
+
+
+def render_gpu() -> str:
+    """The latest `make gpu-check` (benchmarks/results/gpu/check.json), or that none has run."""
+    path = RESULTS / "gpu" / "check.json"
+    if not path.exists():
+        return (
+            "## GPU paths (`make gpu-check`)\n\nNot run yet: no machine with a GPU was at hand "
+            "(CUDA training, NCCL, FSDP, bf16 and `--compile` are untested on GPUs).\n\n"
+        )
+    r = json.loads(path.read_text())
+    rows = [f"| {x['check']} | {x['status']} | {x['seconds']} | {x['detail']} |" for x in r["results"]]
+    return (
+        f"## GPU paths (`make gpu-check`)\n\n{r.get('date', '')} · {r['device']}\n\n"
+        "| check | result | s | detail |\n|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
+    )
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bigmodel import artifacts
+from bigmodel import artifacts, onnxrt
 from bigmodel.errors import BigModelError
 from bigmodel.fsutil import atomic_path
 from bigmodel.models import example_input
@@ -77,9 +77,7 @@ def _export(module: torch.nn.Module, sample: torch.Tensor, dst: Path, opset: int
 
 def max_abs_diff(module: torch.nn.Module, onnx_path: Path, inputs: list[torch.Tensor]) -> float:
     """Largest |ONNX Runtime - PyTorch| over the given input batches."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    session = onnxrt.session(onnx_path, 0)  # 0: ONNX Runtime picks the thread count
     worst = 0.0
     with torch.no_grad():
         for x in inputs:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bigmodel import artifacts, tasks
+from bigmodel import artifacts, onnxrt, tasks
 from bigmodel.data.builtin import resolve
 from bigmodel.data.stream import ParquetStream, iterate
 from bigmodel.errors import BigModelError
@@ -55,16 +55,9 @@ def torch_threads(n: int) -> Iterator[None]:
 
 
 def ort_session(path: str | Path, threads: int, disabled_optimizers: list[str] | None = None) -> Any:
-    """An ONNX Runtime CPU session; ``disabled_optimizers`` as recorded in model.json's ``onnx``."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    return ort.InferenceSession(
-        str(path), opts, providers=["CPUExecutionProvider"], disabled_optimizers=disabled_optimizers or []
-    )
+    """An ONNX Runtime CPU session; ``disabled_optimizers`` as recorded in model.json's ``onnx``.
+    Made the way the server makes it (int8 weights safe for this CPU, see bigmodel.onnxrt)."""
+    return onnxrt.session(path, threads, disabled_optimizers)
 
 
 def open_runner(path: str | Path, threads: int = 1) -> Runner:

@@ -12,7 +12,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from bigmodel import artifacts, tasks
+from bigmodel import artifacts, onnxrt, tasks
 from bigmodel.errors import BigModelError
 from bigmodel.serve.protocol import TensorSpec
 
@@ -31,20 +31,9 @@ def _torch_forward(path: Path) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def _onnx_forward(path: Path, info: dict[str, Any], threads: int) -> Callable[[np.ndarray], np.ndarray]:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     try:
         # Graphs quantized with SmoothQuant record the ORT fusions that break them (see compress.int8).
-        session = ort.InferenceSession(
-            str(path / info["file"]),
-            opts,
-            providers=["CPUExecutionProvider"],
-            disabled_optimizers=info.get("disabled_optimizers") or [],
-        )
+        session = onnxrt.session(path / info["file"], threads, info.get("disabled_optimizers"))
     except Exception as err:  # ORT raises its own exception types for a malformed graph
         raise BigModelError(f"cannot load {path / info['file']} in ONNX Runtime: {err}") from None
     run = session.run
