@@ -141,6 +141,8 @@ def add_files(path: str | Path, names: list[str], **updates: Any) -> ModelMeta:
     path = Path(path)
     meta = read_meta(path)
     kept = meta.model_copy(update={"files": {n: f for n, f in meta.files.items() if n not in names}})
+    if "onnx" in updates:  # the entry being replaced may name the files being replaced
+        kept = kept.model_copy(update={"onnx": None})
     verify(path, kept)
     for name in names:
         meta.files[name] = FileInfo(sha256=sha256_file(path / name), bytes=(path / name).stat().st_size)
@@ -171,6 +173,8 @@ def verify(path: str | Path, meta: ModelMeta) -> None:
         raise BigModelError(f"{path / META} records no hash for {WEIGHTS}")
     for name, info in meta.files.items():
         f = path / name
+        if f.is_symlink():  # it could point anywhere, and what it points at can change
+            raise BigModelError(f"{f}: artifact {name} is a symbolic link; artifacts are plain files")
         if not f.is_file():
             raise BigModelError(f"{path}: artifact {name} is missing")
         got = sha256_file(f)
@@ -178,6 +182,37 @@ def verify(path: str | Path, meta: ModelMeta) -> None:
             raise BigModelError(
                 f"{f}: sha256 mismatch (model.json says {info.sha256[:12]}..., file is "
                 f"{got[:12]}...): the file changed after it was written; refusing to load it"
+            )
+
+
+    onnx = getattr(meta, "onnx", None)
+    if onnx is not None:
+        _check_onnx_files(path, meta, onnx)
+
+
+def _check_onnx_files(path: Path, meta: ModelMeta, onnx: Any) -> None:
+    """Every file ONNX Runtime would open (the graph named in ``onnx.file``, its external data)
+    must be a hashed artifact of this directory: otherwise swapping an outside file would change
+    the answers of a registered version without any check noticing."""
+    if not isinstance(onnx, dict) or not isinstance(onnx.get("file"), str):
+        raise BigModelError(f"{path / META}: 'onnx' must be an object with a 'file' name")
+    used = {onnx["file"]}
+    if isinstance(onnx.get("external_data"), str):
+        used.add(onnx["external_data"])
+    if onnx["file"] in meta.files:
+        import onnx as onnx_lib
+
+        try:
+            graph = onnx_lib.load(str(path / onnx["file"]), load_external_data=False).graph
+        except Exception as err:  # protobuf raises its own DecodeError
+            raise BigModelError(f"{path / onnx['file']}: not a readable ONNX file ({err})") from None
+        for init in graph.initializer:
+            used.update(e.value for e in init.external_data if e.key == "location")
+    for name in sorted(used):
+        if name not in meta.files:
+            raise BigModelError(
+                f"{path / META}: the ONNX model uses {name!r}, which is not a hashed artifact of "
+                "this directory; refusing to load it"
             )
 
 

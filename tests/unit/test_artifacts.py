@@ -68,3 +68,63 @@ def test_an_artifact_name_that_leaves_the_folder_is_refused(tmp_path: Path, name
     (tmp_path / "m" / artifacts.META).write_text(json.dumps(meta))
     with pytest.raises(BigModelError, match="is not a plain file name"):
         artifacts.read_meta(tmp_path / "m")
+
+
+def _with_meta(path: Path, **changes: object) -> None:
+    meta = json.loads((path / artifacts.META).read_text())
+    meta.update(changes)
+    (path / artifacts.META).write_text(json.dumps(meta))
+
+
+def test_an_onnx_file_outside_the_directory_or_unhashed_is_refused(tmp_path: Path):
+    """Every file ONNX Runtime opens must be hashed and inside the model directory (issue 22, high)."""
+    from tests.models import make_model_dir
+
+    src = make_model_dir(tmp_path / "m", onnx=True)
+    outside = tmp_path / "outside.onnx"
+    outside.write_bytes((src / "model.onnx").read_bytes())
+    info = artifacts.read_meta(src).onnx  # type: ignore[attr-defined]
+    for name in (str(outside), "../outside.onnx"):
+        _with_meta(src, onnx={**info, "file": name})
+        with pytest.raises(BigModelError, match=r"ONNX model uses .*not a hashed artifact"):
+            artifacts.verify(src, artifacts.read_meta(src))
+    # inside the directory but not vouched for by model.json: swapping it would go unnoticed
+    (src / "extra.onnx").write_bytes(outside.read_bytes())
+    _with_meta(src, onnx={**info, "file": "extra.onnx"})
+    with pytest.raises(BigModelError, match="'extra.onnx', which is not a hashed artifact"):
+        artifacts.verify(src, artifacts.read_meta(src))
+
+
+def test_onnx_external_data_must_be_a_hashed_artifact(tmp_path: Path):
+    import hashlib
+
+    import onnx
+
+    from tests.models import make_model_dir
+
+    src = make_model_dir(tmp_path / "m", onnx=True)
+    (tmp_path / "weights.bin").write_bytes(b"\0" * 1024)
+    model = onnx.load(str(src / "model.onnx"))
+    init = onnx.TensorProto(name="big", data_type=onnx.TensorProto.FLOAT, dims=[256])
+    init.data_location = onnx.TensorProto.EXTERNAL
+    entry = init.external_data.add()
+    entry.key, entry.value = "location", "../weights.bin"  # read from outside the directory
+    model.graph.initializer.append(init)
+    data = model.SerializeToString()
+    (src / "model.onnx").write_bytes(data)
+    meta = artifacts.read_meta(src)
+    meta.files["model.onnx"] = artifacts.FileInfo(sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
+    (src / artifacts.META).write_text(meta.model_dump_json())
+    with pytest.raises(BigModelError, match=r"uses '\.\./weights\.bin', which is not a hashed artifact"):
+        artifacts.verify(src, artifacts.read_meta(src))
+
+
+def test_a_symlinked_artifact_is_refused(tmp_path: Path):
+    from tests.models import make_model_dir
+
+    src = make_model_dir(tmp_path / "m")
+    real = tmp_path / "real.safetensors"
+    (src / artifacts.WEIGHTS).rename(real)
+    (src / artifacts.WEIGHTS).symlink_to(real)  # same bytes, same hash: still refused
+    with pytest.raises(BigModelError, match="is a symbolic link; artifacts are plain files"):
+        artifacts.verify(src, artifacts.read_meta(src))

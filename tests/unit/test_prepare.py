@@ -311,3 +311,18 @@ def test_every_writer_refuses_a_negative_seed_in_one_line(tmp_path: Path):
         with pytest.raises(BigModelError, match="--seed must be >= 0, got -1"):
             make()
     assert not list(tmp_path.iterdir())
+
+
+def test_an_integer_quantity_is_regression_and_integer_classes_stay_classes(tmp_path: Path):
+    """diabetes.csv's `progression` (an integer score, 214 values in 442 rows) once became 214 classes."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((442, 3))
+    score = (150 + 60 * x[:, 0] + 20 * rng.standard_normal(442)).round().astype(np.int64)
+    assert len(np.unique(score)) > 100
+    src = tmp_path / "diabetes.csv"
+    pcsv.write_csv(pa.table({"a": x[:, 0], "b": x[:, 1], "c": x[:, 2], "progression": score}), src)
+    assert prepare(str(src), tmp_path / "d", label="progression").task == "regression"
+    assert prepare(str(src), tmp_path / "dm", label="progression", task="multiclass").task == "multiclass"
+    digits = rng.integers(0, 10, 1797)  # ten classes in many rows: still classes
+    pq.write_table(pa.table({"a": rng.standard_normal(1797), "y": digits}), tmp_path / "g.parquet")
+    assert prepare(str(tmp_path / "g.parquet"), tmp_path / "g", label="y").task == "multiclass"

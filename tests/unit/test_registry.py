@@ -170,3 +170,72 @@ def test_concurrent_processes_never_lose_or_duplicate_a_version(tmp_path: Path):
     for r in records:
         by_digest[r["digest"]] += 1
     assert set(by_digest.values()) == {4}
+
+
+def test_names_and_aliases_refuse_a_trailing_newline():
+    for text in ("m\n", "m@production\n", "m\n@production"):
+        with pytest.raises(BigModelError, match="bad"):
+            parse_ref(text)
+
+
+def test_a_name_whose_last_version_was_deleted_is_not_listed(tmp_path: Path, reg: Registry):
+    a = make_model_dir(tmp_path / "a")
+    reg.register(a, "gone")
+    reg.register(a, "kept")
+    reg.delete("gone:1")
+    assert reg.models() == ["kept"]  # what `serve` with no --models serves
+    assert reg.register(a, "gone")["version"] == 2  # its numbers are still never reused
+
+
+def test_a_damaged_database_is_refused_and_not_written(tmp_path: Path, reg: Registry):
+    a = make_model_dir(tmp_path / "a")
+    reg.register(a, "m")
+    reg.engine.dispose()
+    db = tmp_path / "reg" / "registry.db"
+    for side in db.parent.glob("registry.db-*"):  # WAL files: fold them in first
+        side.unlink()
+    raw = bytearray(db.read_bytes())
+    for i in range(4096, min(len(raw), 8192), 7):  # one page scribbled over
+        raw[i] ^= 0x5A
+    db.write_bytes(bytes(raw))
+    for create in (False, True):  # serve and list open it; register would create
+        with pytest.raises(BigModelError, match=r"registry database .*registry\.db is damaged"):
+            Registry(tmp_path / "reg", create=create).register(a, "m")
+    assert db.read_bytes() == bytes(raw)
+    db.write_bytes(b"not a database at all" * 100)
+    with pytest.raises(BigModelError, match="is damaged: file is not a database"):
+        Registry(tmp_path / "reg", create=False)
+
+
+def test_register_replaces_a_damaged_blob_instead_of_reusing_it(tmp_path: Path, reg: Registry):
+    a = make_model_dir(tmp_path / "a")
+    rec = reg.register(a, "m")
+    sha = rec["files"]["model.safetensors"]["sha256"]
+    blob = Path(reg.blobs.path(sha))
+    blob.write_bytes(blob.read_bytes()[:-1] + b"\x01")
+    reg.register(a, "m")  # the same bytes again: the store must not trust what it holds
+    assert reg.blobs.digest(sha) == sha
+    reg.resolve("m:1")  # version 1 reads the repaired blob too
+
+
+def test_gc_removes_what_killed_processes_left(tmp_path: Path, reg: Registry):
+    import os
+
+    rec = reg.register(make_model_dir(tmp_path / "a"), "m")
+    sha = rec["files"]["model.safetensors"]["sha256"]
+    stale = Path(reg.blobs.path(sha) + ".dead.tmp")
+    young = Path(reg.blobs.path(sha) + ".live.tmp")
+    stale.write_bytes(b"x" * 100)
+    young.write_bytes(b"y")
+    reg.resolve("m:1")
+    half = reg.cache / ".abc.123.tmp"
+    half.mkdir()
+    old = reg.cache / ("0" * 64)  # a checkout of a version no longer registered
+    old.mkdir()
+    for p in (stale, half, old):
+        os.utime(p, (time.time() - 7200, time.time() - 7200))
+    out = reg.gc(older_than_s=3600)
+    assert out["temporary_blobs"] == [str(stale)]
+    assert sorted(out["checkouts"]) == sorted([half.name, old.name])
+    assert young.exists() and not stale.exists() and not half.exists() and not old.exists()
+    reg.resolve("m:1")  # the live checkout is untouched

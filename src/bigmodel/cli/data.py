@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--task",
         choices=["binary", "multiclass", "regression", "lm"],
         default=None,
-        help="default: regression for a float label, else classification; lm: SRC is text for a language model",
+        help="default: regression for a float label or an integer one with many distinct values (over 20 and 5%% of the rows), else classification; lm: SRC is text",
     )
     q.add_argument("--context", type=int, default=256, help="lm: bytes a model reads per row")
     q.add_argument(

@@ -1,4 +1,4 @@
-"""``bigmodel registry register|alias|list|show|compare|delete``."""
+"""``bigmodel registry register|alias|list|show|compare|delete|gc``."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def add_registry(p: argparse.ArgumentParser) -> None:
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
-        "registry", help="versioned model registry: register, alias, list, show, compare, delete"
+        "registry", help="versioned model registry: register, alias, list, show, compare, delete, gc"
     )
     rsub = p.add_subparsers(dest="registry_verb", required=True, metavar="ACTION")
 
@@ -57,6 +57,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     q.add_argument("--force", action="store_true", help="also delete a version an alias points at")
     q.set_defaults(func=_delete)
 
+    q = action("gc", "remove what killed processes left (temporary blobs, stale checkouts)")
+    q.add_argument(
+        "--older-than", type=float, default=3600.0, metavar="S", help="only what is older (seconds)"
+    )
+    q.set_defaults(func=_gc)
+
 
 def _reg(args: argparse.Namespace, *, create: bool = False) -> Any:
     from bigmodel.registry import Registry
@@ -69,15 +75,19 @@ def _primary(rec: dict[str, Any]) -> Any:
     return m.get("accuracy", m.get("r2", "-"))
 
 
+def _parent(rec: dict[str, Any]) -> str:
+    """Registered parent versions, else the path the parent was compressed or trained from."""
+    return ", ".join(rec["parent_refs"]) or ((rec["parent"] or {}).get("path") or "-")
+
+
 def _summary(rec: dict[str, Any]) -> dict[str, Any]:
-    parent = ", ".join(rec["parent_refs"]) or ((rec["parent"] or {}).get("path") or "-")
     return {
         "model": rec["ref"],
         "aliases": ", ".join(rec["aliases"]) or "-",
         "task": rec["task"],
         "architecture": _arch(rec),
         "method": rec["method"],
-        "parent": parent,
+        "parent": _parent(rec),
         **{k: v for k, v in rec["metrics"].items()},
         "bytes": rec["bytes"],
         "runtimes": "pytorch, onnxruntime" if rec["onnx"] else "pytorch",
@@ -157,7 +167,7 @@ def _compare(args: argparse.Namespace) -> None:
             r["ref"],
             ", ".join(r["aliases"]) or "-",
             r["method"],
-            ", ".join(r["parent_refs"]) or "-",
+            _parent(r),
             *[r["metrics"].get(k, "-") for k in keys],
             r["bytes"],
             "yes" if r["onnx"] else "no",
@@ -171,3 +181,17 @@ def _compare(args: argparse.Namespace) -> None:
 def _delete(args: argparse.Namespace) -> None:
     out = _reg(args).delete(args.ref, force=args.force)
     emit(args, out, lambda: [kv_table(f"deleted {out['name']}:{out['version']}", out)])
+
+
+def _gc(args: argparse.Namespace) -> None:
+    if args.older_than < 0:
+        from bigmodel.errors import BigModelError
+
+        raise BigModelError(f"--older-than {args.older_than}: must be >= 0 seconds")
+    reg = _reg(args)
+    out = reg.gc(older_than_s=args.older_than)
+    summary = {
+        "temporary blobs removed": len(out["temporary_blobs"]),
+        "checkouts removed": len(out["checkouts"]),
+    }
+    emit(args, {"registry": reg.location, **out}, lambda: [kv_table(f"gc {reg.location}", summary)])

@@ -60,14 +60,20 @@ def prepare(
     if not features:
         raise BigModelError(f"{first} has no feature columns besides the label '{label}'")
     label_type = schema.field(label).type
-    if task is None:
-        task = "regression" if pa.types.is_floating(label_type) else "multiclass"
     values: list[Any] | None = None
+    if task is None and pa.types.is_floating(label_type):
+        task = "regression"
     if task == "regression":
         if not source.is_numeric(label_type):
             raise BigModelError(f"--task regression needs a numeric label column; '{label}' is {label_type}")
     else:
-        values = source.label_values(fs, files, label, (first, label_type))
+        values, label_rows = source.label_values(fs, files, label, (first, label_type))
+        if task is None:
+            task = infer_task(label_type, values, label_rows)
+            if task == "regression":
+                values = None
+    assert task is not None
+    if values is not None:
         if len(values) < 2:
             raise BigModelError(f"label column '{label}' has a single value {values}: nothing to learn")
         if task == "binary" and len(values) != 2:
@@ -100,6 +106,24 @@ def prepare(
     except OSError as err:  # e.g. the disk filled up; atomic_dir has removed the half-written folder
         raise BigModelError(f"cannot write {dst}: {err}") from None
     return manifest
+
+
+# An integer label with more distinct values than this, that are also more than this share of the
+# rows, is a count or a score (diabetes progression: 214 values in 442 rows), not a class.
+MAX_CLASSES_GUESSED = 20
+MAX_CLASS_SHARE = 0.05
+
+
+def infer_task(label_type: pa.DataType, values: list[Any], rows: int) -> Task:
+    """The task a label column means when ``--task`` is not given: floats are regression; strings
+    and booleans are classes; integers are classes unless they look like a quantity (many
+    distinct values, each seen a few times), as AutoML tools (AutoGluon, H2O) guess it too."""
+    if pa.types.is_floating(label_type):
+        return "regression"
+    if pa.types.is_integer(label_type) and len(values) > MAX_CLASSES_GUESSED:
+        if len(values) > MAX_CLASS_SHARE * rows:
+            return "regression"
+    return "binary" if len(values) == 2 else "multiclass"
 
 
 def _write_source(

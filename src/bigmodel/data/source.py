@@ -156,12 +156,14 @@ def is_numeric(t: pa.DataType) -> bool:
 
 def label_values(
     fs: fsspec.AbstractFileSystem, files: list[str], label: str, first: tuple[str, pa.DataType]
-) -> list[Any]:
-    """First pass, label column only: the sorted distinct labels. ``first`` is the (file, type) the
-    label's type comes from; every file's labels must be of its kind."""
+) -> tuple[list[Any], int]:
+    """First pass, label column only: the sorted distinct labels and the number of rows. ``first``
+    is the (file, type) the label's type comes from; every file's labels must be of its kind."""
     seen: set[Any] = set()
+    rows = 0
     for path in files:
         for batch in batches(fs, path, columns=[label]):
+            rows += batch.num_rows
             col = _decoded(batch.column(0))
             if _kind(col.type) != _kind(first[1]):
                 raise BigModelError(
@@ -176,7 +178,7 @@ def label_values(
                 raise BigModelError(
                     f"label column '{label}' has over 10000 distinct values; use --task regression"
                 )
-    return sorted(seen, key=lambda v: (str(type(v)), v))
+    return sorted(seen, key=lambda v: (str(type(v)), v)), rows
 
 
 def value_set(values: list[Any], label_type: pa.DataType, label: str) -> pa.Array:

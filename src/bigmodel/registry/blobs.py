@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -32,14 +33,39 @@ class BlobStore:
         return bool(self.fs.exists(self.path(sha256)))
 
     def put(self, src: str | os.PathLike[str], sha256: str) -> None:
-        """Store a local file under its (already checked) sha256; a blob already there is kept."""
+        """Store a local file under its (already checked) sha256. A blob already there is kept only
+        if its bytes still hash to its address; a damaged one is replaced by these good bytes."""
         dst = self.path(sha256)
-        if self.fs.exists(dst):
+        if self.fs.exists(dst) and self.digest(sha256) == sha256:
             return
         self.fs.makedirs(dst.rsplit("/", 1)[0], exist_ok=True)
         tmp = f"{dst}.{uuid.uuid4().hex}.tmp"
         self.fs.put_file(str(src), tmp)
         self.fs.mv(tmp, dst)
+
+    def digest(self, sha256: str) -> str | None:
+        """The sha256 of the blob stored at ``sha256``'s address now (None if it is gone)."""
+        h = hashlib.sha256()
+        try:
+            with self.fs.open(self.path(sha256), "rb") as f:
+                while block := f.read(1 << 20):
+                    h.update(block)
+        except FileNotFoundError:
+            return None
+        return h.hexdigest()
+
+    def stale_temporaries(self, older_than_s: float) -> list[str]:
+        """Half-written ``*.tmp`` blobs (a killed upload) last modified over ``older_than_s`` ago."""
+        found = []
+        now = time.time()
+        for path in self.fs.glob(f"{self.root}/blobs/sha256/*/*.tmp"):
+            try:
+                mtime = self.fs.modified(path).timestamp()
+            except (NotImplementedError, FileNotFoundError, AttributeError):
+                continue
+            if now - mtime > older_than_s:
+                found.append(str(path))
+        return found
 
     def get(self, sha256: str, dst: Path, *, what: str) -> None:
         """Copy a blob to a local file, checking its sha256 on the way; ``what`` names it in errors."""

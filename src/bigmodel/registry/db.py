@@ -28,7 +28,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError, SQLAlchemyError
 
 from bigmodel.errors import BigModelError
 
@@ -103,15 +103,33 @@ def connect(url: str) -> Engine:
 
     for attempt in range(5):  # two processes creating a new registry at once: one wins, the other retries
         try:
+            if sqlite:
+                _check_sqlite(engine, url)
             metadata.create_all(engine)
             with engine.begin() as conn:
                 if conn.execute(select(lock.c.id)).first() is None:
                     conn.execute(insert(lock).values(id=1, counter=0))
             break
-        except (OperationalError, IntegrityError):
+        except (OperationalError, IntegrityError) as err:
             if attempt == 4:
-                raise
+                raise BigModelError(f"cannot open registry database {url}: {_first_line(err)}") from None
+        except DatabaseError as err:  # "file is not a database", "disk image is malformed"
+            raise BigModelError(f"registry database {url} is damaged: {_first_line(err)}") from None
     return engine
+
+
+def _first_line(err: Exception) -> str:
+    orig = getattr(err, "orig", None) or err
+    return str(orig).splitlines()[0] if str(orig) else type(orig).__name__
+
+
+def _check_sqlite(engine: Engine, url: str) -> None:
+    """Refuse a damaged SQLite file before anything reads or writes it (a registry's database is
+    small: quick_check reads it once, milliseconds)."""
+    with engine.connect() as conn:
+        problems = [str(r[0]) for r in conn.exec_driver_sql("PRAGMA quick_check")]
+    if problems != ["ok"]:
+        raise BigModelError(f"registry database {url} is damaged: {problems[0]}; nothing was written")
 
 
 @contextlib.contextmanager

@@ -31,7 +31,7 @@ class Ref:
 
 def check_name(name: str) -> str:
     """Model names go into URLs and paths: letters, digits, ``_ . -``, starting with a letter or digit."""
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):  # fullmatch: "$" would accept a trailing newline
         raise BigModelError(
             f"bad model name {name!r}: use letters, digits, '_', '.', '-' (starting with a letter or digit)"
         )
@@ -39,7 +39,7 @@ def check_name(name: str) -> str:
 
 
 def check_alias(alias: str) -> str:
-    if not _ALIAS.match(alias):
+    if not _ALIAS.fullmatch(alias):
         raise BigModelError(
             f"bad alias {alias!r}: use letters, digits, '_', '-' (starting with a letter), e.g. production"
         )

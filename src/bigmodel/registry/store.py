@@ -13,6 +13,8 @@ import datetime as dt
 import hashlib
 import json
 import os
+import shutil
+import time
 from pathlib import Path
 from typing import Any, cast
 
@@ -130,6 +132,8 @@ class Registry:
                     for f, (s, b) in entries.items()
                 ],
             )
+        if _is_local(self.location):  # cheap on a folder; on object stores `registry gc` does it
+            self.gc()
         return self.show(Ref(name, version=version))
 
     def alias(self, name: str, version: int, alias: str) -> dict[str, Any]:
@@ -199,6 +203,27 @@ class Registry:
                 self.blobs.delete(sha)
         return {"name": ref.name, "version": version, "deleted": True, "aliases_removed": names}
 
+    def gc(self, *, older_than_s: float = 3600.0) -> dict[str, Any]:
+        """Remove what killed processes left, ``*.tmp`` blobs and half-written checkout folders, and
+        checkouts of versions no longer registered; only those last changed over ``older_than_s``
+        ago (a younger one may belong to a register or checkout running now). Return what went."""
+        temporaries = self.blobs.stale_temporaries(older_than_s)
+        for path in temporaries:
+            self.blobs.fs.rm(path)
+        removed: list[str] = []
+        if self.cache.is_dir():
+            with self.engine.connect() as conn:
+                live = {str(r[0]) for r in conn.execute(select(db.versions.c.digest))}
+            now = time.time()
+            for entry in self.cache.iterdir():
+                half_written = entry.name.startswith(".") and entry.name.endswith(".tmp")
+                if now - entry.stat().st_mtime <= older_than_s:
+                    continue
+                if half_written or (entry.is_dir() and entry.name not in live):
+                    shutil.rmtree(entry, ignore_errors=True)
+                    removed.append(entry.name)
+        return {"temporary_blobs": temporaries, "checkouts": removed}
+
     # ---- reading -------------------------------------------------------------------------------
 
     def version_of(self, ref: str | Ref) -> int:
@@ -242,8 +267,11 @@ class Registry:
             return [self._record(conn, r) for r in rows]
 
     def models(self) -> list[str]:
+        """Names with at least one version. A name whose last version was deleted keeps its row
+        in ``models`` (version numbers are never reused) but is no longer a model to list or serve."""
+        q = select(db.versions.c.name).distinct().order_by(db.versions.c.name)
         with self.engine.connect() as conn:
-            return [r[0] for r in conn.execute(select(db.models.c.name).order_by(db.models.c.name))]
+            return [r[0] for r in conn.execute(q)]
 
     def aliases(self, name: str) -> dict[str, int]:
         """``{alias: version}`` for one model."""
