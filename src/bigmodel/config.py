@@ -66,9 +66,14 @@ class ModelConfig(_Strict):
         return self
 
 
+# Learning rates that train our tabular and text models well when none is given. Full-batch GD takes
+# few, averaged steps and needs a large one (wine trained to 0.56 accuracy at 1e-3, 0.97 at 0.1).
+DEFAULT_LR = {"gd": 0.1, "sgd": 0.01, "adam": 1e-3, "adamw": 1e-3}
+
+
 class OptimConfig(_Strict):
     name: Literal["gd", "sgd", "adam", "adamw"] = "adam"
-    lr: float = Field(1e-3, gt=0.0)
+    lr: float = Field(1e-3, gt=0.0)  # default per optimizer: DEFAULT_LR
     momentum: float = Field(0.0, ge=0.0, lt=1.0)
     nesterov: bool = False
     weight_decay: float = Field(0.0, ge=0.0)
@@ -78,6 +83,14 @@ class OptimConfig(_Strict):
     gamma: float = Field(0.1, gt=0.0, le=1.0)
     grad_clip: float | None = Field(None, gt=0.0)  # max global L2 norm
     grad_accum: int = Field(1, ge=1)  # batches per optimizer step
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_lr(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("lr") is None:
+            name = data.get("name", "adam")
+            data = {**data, "lr": DEFAULT_LR.get(name, 1e-3) if isinstance(name, str) else 1e-3}
+        return data
 
     @model_validator(mode="after")
     def _nesterov_needs_momentum(self) -> OptimConfig:

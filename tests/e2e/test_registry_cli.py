@@ -55,6 +55,6 @@ def test_reading_a_folder_that_holds_no_registry_is_one_line_and_creates_nothing
     for args in (["registry", "list"], ["registry", "show", "iris:1"], ["serve", "--port", "0"]):
         out = run_cli(*args, "--registry", str(typo))
         assert out.returncode == 2 and out.stderr.strip().splitlines() == [
-            f"error: no registry at {typo} (`bigmodel registry register MODEL_DIR NAME` creates one)"
+            f"error: no registry at {typo} (`bigmodel registry register MODEL_DIR --name NAME` creates one)"
         ], args
     assert not typo.exists()

@@ -79,3 +79,11 @@ def test_a_yaml_key_given_twice_is_refused(tmp_path: Path):
         BigModelError, match=r"cannot read config file .*twice.yaml: .*key 'epochs' appears twice"
     ):
         config.build(f)
+
+
+def test_the_default_learning_rate_follows_the_optimizer():
+    # full-batch GD at Adam's 1e-3 trained wine to 0.56 accuracy without a word
+    assert config.build(None, {"optim.name": "gd", "optim.lr": None}, []).optim.lr == 0.1
+    assert config.build(None, {}, ["optim.name=sgd"]).optim.lr == 0.01
+    assert config.build(None, {}, []).optim.lr == 0.001
+    assert config.build(None, {"optim.name": "gd", "optim.lr": 0.5}, []).optim.lr == 0.5

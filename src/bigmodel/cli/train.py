@@ -46,7 +46,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--size", help="transformer size: tiny | mini | small | base (86M) | large (152M)")
     p.add_argument("--hidden", type=int_list, help="hidden layer sizes, e.g. 10,10")
     p.add_argument("--optimizer", help="gd | sgd | adam | adamw")
-    p.add_argument("--lr", type=float)
+    p.add_argument("--lr", type=float, help="default per optimizer: gd 0.1, sgd 0.01, adam and adamw 0.001")
     p.add_argument("--momentum", type=float)
     p.add_argument("--batch-size", type=int, help="global batch; each of N workers takes 1/N of it")
     p.add_argument("--epochs", type=int)

@@ -22,6 +22,7 @@ from torch import nn
 
 from bigmodel import artifacts, tasks
 from bigmodel.artifacts import LoadedModel, ModelMeta
+from bigmodel.errors import BigModelError
 from bigmodel.online.detect import ADWIN, Detector, PageHinkley
 from bigmodel.online.policy import OnlineConfig, decide
 from bigmodel.tasks import TaskSpec
@@ -121,6 +122,13 @@ class OnlineLearner:
         self.serving = _frozen(module)
         self.version = version
         self.learner = copy.deepcopy(self.serving).requires_grad_(True)
+        if not any(p.is_floating_point() for p in self.learner.parameters()):
+            # an int8 model keeps its weights as integer buffers: SGD has nothing to update
+            where = f"version {version}" if version is not None else "this model"
+            raise BigModelError(
+                f"{where} has no float weights to learn from feedback (method "
+                f"{self.meta.lineage.method}); start online learning from a float version, e.g. its parent"
+            )
         self.opt = torch.optim.SGD(self.learner.parameters(), lr=self.cfg.lr, momentum=self.cfg.momentum)
         self.previous: nn.Module | None = None
         self.previous_version: int | None = None

@@ -67,7 +67,7 @@ class Registry:
             in_the_way = any(p.is_file() for p in (root, *root.parents))  # make_dir names it
             if not create and not db_url and not in_the_way and not (root / "registry.db").is_file():
                 raise BigModelError(
-                    f"no registry at {root} (`bigmodel registry register MODEL_DIR NAME` creates one)"
+                    f"no registry at {root} (`bigmodel registry register MODEL_DIR --name NAME` creates one)"
                 )
             make_dir(root, "registry")
             self.location = str(root)
