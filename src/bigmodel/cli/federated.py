@@ -80,7 +80,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def _federated(args: argparse.Namespace) -> None:
     from bigmodel.federated import federated
-    from bigmodel.federated.config import validate
+    from bigmodel.federated.config import clients_per_round, validate
 
     flags = (
         "dataset",
@@ -118,7 +118,8 @@ def _federated(args: argparse.Namespace) -> None:
             "model": f"{cfg.model} {cfg.hidden} ({result['params']:,} params)",
             "strategy": cfg.strategy + (f" mu={cfg.mu:g}" if cfg.strategy == "fedprox" else ""),
             "mode": f"{result['mode']} ({result['world_size']} processes)",
-            "clients": f"{cfg.clients} ({cfg.fraction:g} sampled per round), partition {cfg.partition}",
+            "clients": f"{cfg.clients} ({clients_per_round(cfg.clients, cfg.fraction)} sampled per round, C={cfg.fraction:g}), "
+            f"partition {cfg.partition}",
             "rounds": result["rounds"],
             **({"rounds to target": result["rounds_to_target"]} if cfg.target_accuracy else {}),
             **({"stopped early": result["stopped"]} if result["stopped"] else {}),

@@ -79,7 +79,6 @@ def _online(args: argparse.Namespace) -> None:
         shown = [
             [e["row"], e["event"], e.get("version") or "-", e.get("serving", "-"), e.get("learner", "-")]
             for e in result["events"]
-            if e["event"] != "confirm"
         ]
         out: list[Any] = [kv_table(f"online {result['model']}@{result['alias']}", summary)]
         if shown:

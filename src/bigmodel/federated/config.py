@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -100,3 +101,8 @@ def validate(data: dict[str, Any]) -> FederatedConfig:
         return FederatedConfig.model_validate(data)
     except ValidationError as err:
         raise BigModelError(_one_line(err, FederatedConfig)) from None
+
+
+def clients_per_round(clients: int, fraction: float) -> int:
+    """How many of ``clients`` a round samples at ``fraction`` (C): ceil(C * K), at least 1."""
+    return max(1, math.ceil(fraction * clients - 1e-9))  # 1e-9: 0.3 * 10 is 3.0000000000000004

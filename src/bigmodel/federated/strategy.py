@@ -7,7 +7,6 @@ a client that fails or disconnects shows up in ``failures`` and the round goes o
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -28,7 +27,7 @@ from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import Strategy
 
 from bigmodel.federated.aggregate import Update, aggregate, screen
-from bigmodel.federated.config import FederatedConfig
+from bigmodel.federated.config import FederatedConfig, clients_per_round
 
 FUTILE_ROUNDS = 3  # stop after this many rounds in a row with nothing to average
 
@@ -74,7 +73,7 @@ class Coordinator(Strategy):
         available = sorted(client_manager.all().items())  # sorted: the seeded draw is reproducible
         if not available:
             return []
-        m = min(len(available), max(1, math.ceil(self.cfg.fraction * self.cfg.clients - 1e-9)))
+        m = min(len(available), clients_per_round(self.cfg.clients, self.cfg.fraction))
         chosen = sorted(self.rng.choice(len(available), size=m, replace=False).tolist())
         ins = FitIns(parameters, {"round": server_round})
         self.pending = {"available": len(available), "sampled": m, "t": time.perf_counter()}
