@@ -239,7 +239,8 @@ def run() -> dict[str, Any]:
         0,
         "1 thread (torch.set_num_threads(1), ONNX Runtime intra_op_num_threads=1); latency = median of "
         f"{RUNS} runs at batch 1 and {RUNS // 4} at batch 64, original and compressed interleaved; "
-        "file bytes = every artifact of the model directory incl. model.json",
+        "file bytes = what the serving runtime reads: model.json and every artifact of the model "
+        "directory, less the PyTorch weights of an exported model that runs on ONNX Runtime",
     )
     notes.append(
         "fp32 = the original model directory as the server runs it (PyTorch); int8 runs on ONNX Runtime from "

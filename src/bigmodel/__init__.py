@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 # explain, federated, online and train are each a function and a subpackage. Importing a
 # subpackage sets its name on `bigmodel`, so each is imported here, first, and the name then rebound
 # to its function for good. Their __init__ modules are light: torch loads when the function runs.
+from bigmodel._version import __version__ as __version__
 from bigmodel.config import TrainConfig
 from bigmodel.errors import BigModelError
 from bigmodel.explain import explain
@@ -81,4 +82,3 @@ __all__ = [
     "resolve",
     "train",
 ]
-__version__ = "0.1.0"

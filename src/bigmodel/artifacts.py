@@ -184,7 +184,6 @@ def verify(path: str | Path, meta: ModelMeta) -> None:
                 f"{got[:12]}...): the file changed after it was written; refusing to load it"
             )
 
-
     onnx = getattr(meta, "onnx", None)
     if onnx is not None:
         _check_onnx_files(path, meta, onnx)

@@ -429,12 +429,12 @@ EXTENSION = """
 import json, sys
 from starlette.routing import Route
 from bigmodel.serve import ServeConfig, serve
-from bigmodel.serve.routes import json_response
+from bigmodel.serve.extension import json_response
 
-def feedback(state):  # how a later stage adds its routes: a module with routes(state)
+def feedback(server):  # how a later stage adds its routes: a module with routes(server)
     async def handler(request):
-        served = state.repo.get(request.path_params["name"], None)
-        body = await request.json()
+        served = server.models.get(request.path_params["name"])
+        body = await server.read_json(request)
         return json_response({"model": served.name, "version": served.version_str, "rows": len(body["rows"])})
     return [Route("/v2/models/{name}/feedback", handler, methods=["POST"])]
 

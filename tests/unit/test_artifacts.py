@@ -91,7 +91,7 @@ def test_an_onnx_file_outside_the_directory_or_unhashed_is_refused(tmp_path: Pat
     # inside the directory but not vouched for by model.json: swapping it would go unnoticed
     (src / "extra.onnx").write_bytes(outside.read_bytes())
     _with_meta(src, onnx={**info, "file": "extra.onnx"})
-    with pytest.raises(BigModelError, match="'extra.onnx', which is not a hashed artifact"):
+    with pytest.raises(BigModelError, match=r"'extra\.onnx', which is not a hashed artifact"):
         artifacts.verify(src, artifacts.read_meta(src))
 
 

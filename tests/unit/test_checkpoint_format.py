@@ -1,6 +1,7 @@
 """Checkpoints hold no pickle, restore exactly in one process, and refuse a changed file."""
 
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -27,7 +28,7 @@ def test_save_restore_roundtrip_without_pickle(tmp_path: Path):
         opt.step()
         sched.step()
         opt.zero_grad()
-    trainer = {"epoch": 1, "batch": 7, "step": 3}
+    trainer = checkpoint.TrainerState(epoch=1, batch=7, step=3, data_hash="abc", epoch_loss=2.5, epoch_rows=9)
     path = checkpoint.save(
         tmp_path, step=3, module=model, optimizer=opt, scheduler=sched, trainer=trainer, env=SINGLE
     )
@@ -43,6 +44,7 @@ def test_save_restore_roundtrip_without_pickle(tmp_path: Path):
     m2, o2, s2 = _setup(1)  # different weights, fresh optimizer state
     st = checkpoint.restore(*found, module=m2, optimizer=o2, scheduler=s2, env=SINGLE)
     assert st == trainer
+    assert json.loads((path / "state.json").read_text())["trainer"] == trainer.to_json()
     assert all(
         torch.equal(a, b) for a, b in zip(model.state_dict().values(), m2.state_dict().values(), strict=True)
     )
@@ -55,7 +57,13 @@ def test_save_restore_roundtrip_without_pickle(tmp_path: Path):
 def test_a_changed_shard_is_not_trusted(tmp_path: Path):
     model, opt, sched = _setup(0)
     path = checkpoint.save(
-        tmp_path, step=1, module=model, optimizer=opt, scheduler=sched, trainer={"epoch": 0}, env=SINGLE
+        tmp_path,
+        step=1,
+        module=model,
+        optimizer=opt,
+        scheduler=sched,
+        trainer=checkpoint.TrainerState(),
+        env=SINGLE,
     )
     assert path is not None and checkpoint.latest(tmp_path) is not None
     state = json.loads((path / "state.json").read_text())
@@ -64,3 +72,25 @@ def test_a_changed_shard_is_not_trusted(tmp_path: Path):
     data[-1] ^= 1
     (path / shard).write_bytes(bytes(data))
     assert checkpoint.latest(tmp_path) is None
+
+
+def test_trainer_state_reads_what_older_checkpoints_saved():
+    # state.json's "trainer" object as the loop wrote it before it was typed (a mid-epoch checkpoint
+    # that banked its epoch's loss), and as a version before the shuffle order was recorded wrote it
+    saved = json.loads(
+        '{"epoch": 1, "batch": 36, "step": 300, "best_val": Infinity, "bad_epochs": 0,'
+        ' "train_seconds": 4.5, "train_rows": 19200, "wait_seconds": 0.25, "data_hash": "ab12",'
+        ' "order": "v2-b64", "epoch_loss": 31.5, "epoch_rows": 3200}'
+    )
+    st = checkpoint.TrainerState.from_json(saved)
+    assert (st.epoch, st.batch, st.step, st.best_val, st.epoch_loss, st.epoch_rows) == (
+        1,
+        36,
+        300,
+        math.inf,
+        31.5,
+        3200,
+    )
+    assert st.to_json() == saved and list(st.to_json()) == list(saved)  # written back the same
+    old = checkpoint.TrainerState.from_json({"epoch": 2, "batch": 0, "step": 500})
+    assert old.order == "v1" and old.data_hash == "" and "epoch_loss" not in old.to_json()

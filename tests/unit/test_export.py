@@ -77,3 +77,86 @@ def test_bad_settings_keep_nothing(tmp_path: Path, kwargs: dict, message: str):
         export_onnx(tmp_path / "m", **kwargs)
     assert not (tmp_path / "m" / "model.onnx").exists()
     artifacts.load_model(tmp_path / "m")
+
+
+def _compressed_dir(path: Path, kind: str) -> Path:
+    """The model directories ``compress quantize --method bf16`` and ``--backend torch`` write."""
+    from bigmodel.compress import int8
+    from bigmodel.models.layers import compact_state, linear_layers
+
+    model = _model_dir(path)
+    meta = artifacts.read_meta(path)
+    meta.lineage = artifacts.Lineage(method="quantize", parent={"path": "runs/m", "digest": "ab" * 32})
+    if kind == "bf16":
+        model = model.to(torch.bfloat16)
+        meta.architecture = {**meta.architecture, "dtype": "bfloat16"}
+    else:
+        layers = int8.to_int8(model, list(linear_layers(model)))
+        meta.architecture = {**meta.architecture, "compact": layers}
+    artifacts.write_model_dir(path, model, meta, state=compact_state(model))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("kind", "says"),
+    [
+        ("bf16", "its weights are bfloat16, which ONNX Runtime on CPU does not run"),
+        ("int8", "its int8 layers (net.0, net.2, net.4) run on PyTorch's int8 kernels"),
+    ],
+)
+def test_a_model_onnx_runtime_cannot_run_is_refused_in_one_clean_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str, says: str
+):
+    from bigmodel.cli import main
+
+    m = _compressed_dir(tmp_path / "m", kind)
+    before = (m / "model.json").read_bytes()
+    assert main(["export", str(m)]) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: cannot export") and says in err[0], captured.err
+    assert "\x1b" not in captured.err and "Traceback" not in captured.err
+    assert "(runs/m)" in err[0]  # the float32 model to export (or quantize) instead
+    assert not (m / "model.onnx").exists() and (m / "model.json").read_bytes() == before
+    artifacts.load_model(m)
+
+
+def test_onnx_runtime_refusing_the_exported_graph_is_one_line(tmp_path: Path):
+    """Whatever ONNX Runtime cannot load (here bfloat16 arithmetic) is a BigModelError, not its traceback."""
+    from bigmodel.compress.export import _export, max_abs_diff
+
+    model = _model_dir(tmp_path / "m").to(torch.bfloat16)
+    x = torch.randn(2, 6) * 3 + 10
+    _export(model, x, tmp_path / "bf16.onnx", None)
+    with pytest.raises(
+        BigModelError, match=r"^ONNX Runtime cannot run the exported model: \[ONNXRuntimeError\]"
+    ):
+        max_abs_diff(model, tmp_path / "bf16.onnx", [x])
+
+
+def test_exporter_errors_become_one_plain_line():
+    from bigmodel.compress.export import exporter_error
+
+    err = RuntimeError(  # the shape of torch.onnx's (dynamo) failure message
+        "Failed to convert the exported program to an ONNX model. \x1b[96mThis is step 3/3\x1b[0m of "
+        "exporting the model to ONNX. Next steps:\n- If there is a missing ONNX function, implement it\n\n"
+        "## Exception summary\n\n<class 'torch.onnx._internal.exporter._errors.DispatchError'>: No ONNX "
+        "function found for <OpOverload(op='aten._int_mm', overload='default')>.\n⬆️\n"
+        "<class 'torch.onnx._internal.exporter._errors.ConversionError'>: Error when translating node\n"
+    )
+    assert exporter_error(err) == (
+        "DispatchError: No ONNX function found for <OpOverload(op='aten._int_mm', overload='default')>."
+    )
+    assert exporter_error(RuntimeError("\x1b[1mplain\x1b[0m failure\nmore")) == "plain failure"
+    assert exporter_error(RuntimeError("")) == "RuntimeError"
+
+
+def test_the_export_carries_no_exporter_provenance(tmp_path: Path):
+    """Stack traces with local paths are more bytes than a small model's weights; none are kept."""
+    import onnx
+
+    _model_dir(tmp_path / "m")
+    out = export_onnx(tmp_path / "m")
+    graph = onnx.load(str(tmp_path / "m" / "model.onnx")).graph
+    assert not any(n.metadata_props or n.doc_string for n in graph.node) and not graph.value_info
+    assert out["bytes"] < 2 * (tmp_path / "m" / "model.safetensors").stat().st_size

@@ -7,7 +7,7 @@ import pytest
 
 from bigmodel import artifacts
 from bigmodel.cli import main
-from bigmodel.compress import compression_report, prune
+from bigmodel.compress import compression_report, export_onnx, prune, quantize
 from bigmodel.errors import BigModelError
 from tests.compress_helpers import trained, tree_digest
 
@@ -57,6 +57,26 @@ def test_report_command_plots(model: Path, tmp_path: Path, capsys: pytest.Captur
     assert res["plots"] == {}
     with pytest.raises(BigModelError, match=r"size\.png already exists"):  # a rerun never overwrites
         compression_report([model], plots=tmp_path / "plots", runs=5)
+
+
+def test_file_bytes_do_not_depend_on_whether_the_original_was_exported(model: Path, tmp_path: Path):
+    """File bytes are what the serving runtime reads: an exported model runs on ONNX Runtime from
+    model.onnx alone, so its PyTorch weights are not counted twice and an int8 model's ratio holds."""
+    import shutil
+
+    exported = tmp_path / "exported"
+    shutil.copytree(model, exported)
+    export_onnx(exported)
+    quantize(model, method="dynamic", max_drop=None, out=tmp_path / "q", runs=3)
+    plain, onnx, q = compression_report([model, exported, tmp_path / "q"], runs=3)["models"]
+    assert (plain["runtime"], onnx["runtime"], q["runtime"]) == ("torch", "onnxruntime", "onnxruntime")
+    meta = artifacts.read_meta(exported)
+    assert onnx["file_bytes"] == meta.files["model.onnx"].bytes + (exported / "model.json").stat().st_size
+    # int8 reads its weights from model.safetensors (ONNX external data): both files count, once
+    assert q["file_bytes"] == artifacts.dir_bytes(tmp_path / "q")
+    assert plain["file_bytes"] / q["file_bytes"] == pytest.approx(
+        onnx["file_bytes"] / q["file_bytes"], rel=0.1
+    )
 
 
 @pytest.mark.parametrize(

@@ -31,7 +31,7 @@ def test_make_dir_names_the_file_in_the_way(tmp_path: Path) -> None:
 
 def test_a_run_that_stopped_before_its_first_checkpoint_is_replaced(tmp_path: Path) -> None:
     cfg = TrainConfig.model_validate({"data": {"dataset": "breast_cancer"}, "run_dir": str(tmp_path / "r")})
-    run = Path(str(prepare_run(cfg).run_dir))
+    run = Path(str(prepare_run(cfg).cfg.run_dir))
     # what a run killed in its first epoch leaves: config, metrics, a half-written checkpoint
     (run / "metrics.jsonl").write_text("{}\n")
     (run / "checkpoints" / ".step-000000010-00000.tmp").mkdir(parents=True)

@@ -6,6 +6,7 @@ import argparse
 import math
 import os
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bigmodel import console
@@ -40,8 +41,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--timeout-s", type=float, default=30.0, help="per-request timeout, queueing included")
     p.add_argument(
-        "--api-key", default=None, help="require 'Authorization: Bearer KEY' (default: $BIGMODEL_API_KEY)"
+        "--api-key",
+        default=None,
+        help="require 'Authorization: Bearer KEY' (better: $BIGMODEL_API_KEY or --api-key-file, "
+        "which `ps` does not show)",
     )
+    p.add_argument("--api-key-file", default=None, metavar="FILE", help="read the API key from FILE")
     p.add_argument(
         "--runtime",
         choices=["auto", "torch", "onnxruntime"],
@@ -49,6 +54,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="auto: ONNX Runtime when a version has an ONNX export, else PyTorch",
     )
     p.add_argument("--max-body-mb", type=float, default=16.0, help="request body size limit")
+    p.add_argument(
+        "--max-header-bytes", type=int, default=64 * 1024, help="request line + headers limit (431 past it)"
+    )
+    p.add_argument(
+        "--header-timeout-s", type=float, default=10.0, help="time a client has to send its headers (408)"
+    )
+    p.add_argument("--body-timeout-s", type=float, default=30.0, help="time a client has to send its body")
+    p.add_argument(
+        "--max-buffered-mb",
+        type=float,
+        default=256.0,
+        help="request bodies held in memory by all requests at once (503 + Retry-After past it)",
+    )
     p.add_argument("--threads", type=int, default=1, help="intra-op threads per forward pass")
     p.add_argument(
         "--poll-interval-s", type=float, default=1.0, help="how often aliases are re-read from the registry"
@@ -84,9 +102,13 @@ def _serve(args: argparse.Namespace) -> None:
         max_queue_delay_ms=args.max_queue_delay_ms,
         max_queue=args.max_queue,
         timeout_s=args.timeout_s,
-        api_key=args.api_key or os.environ.get("BIGMODEL_API_KEY") or None,
+        api_key=_api_key(args),
         runtime=args.runtime,
         max_body_mb=args.max_body_mb,
+        max_header_bytes=args.max_header_bytes,
+        header_timeout_s=args.header_timeout_s,
+        body_timeout_s=args.body_timeout_s,
+        max_buffered_bytes=int(args.max_buffered_mb * 2**20) if math.isfinite(args.max_buffered_mb) else -1,
         threads=args.threads,
         poll_interval_s=args.poll_interval_s,
         access_log=args.access_log,
@@ -108,6 +130,23 @@ def _serve(args: argparse.Namespace) -> None:
     serve(cfg, extensions=_extensions(args, cfg), on_ready=ready)
 
 
+def _api_key(args: argparse.Namespace) -> str | None:
+    """--api-key, else --api-key-file, else $BIGMODEL_API_KEY; None: no key."""
+    from bigmodel.errors import BigModelError
+
+    if args.api_key and args.api_key_file:
+        raise BigModelError("--api-key and --api-key-file: give one")
+    if args.api_key_file:
+        try:
+            key = Path(args.api_key_file).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as err:
+            raise BigModelError(f"--api-key-file {args.api_key_file}: cannot read it ({err})") from None
+        if not key or any(c.isspace() for c in key):
+            raise BigModelError(f"--api-key-file {args.api_key_file}: expected one key without spaces")
+        return key
+    return args.api_key or os.environ.get("BIGMODEL_API_KEY") or None
+
+
 def _config(*, max_body_mb: float, **fields: Any) -> ServeConfig:
     """A ``ServeConfig`` from the flags, or a one-line error naming the bad flag (and its value as
     given), checked before the server binds its port or loads a model."""
@@ -125,7 +164,8 @@ def _config(*, max_body_mb: float, **fields: Any) -> ServeConfig:
     except ValidationError as err:
         e = err.errors()[0]
         key = str(e["loc"][0]) if e["loc"] else "config"
-        raise BigModelError(f"--{key.replace('_', '-')}: {e['msg']} (got {e.get('input')!r})") from None
+        flag = {"max_buffered_bytes": "max_buffered_mb"}.get(key, key).replace("_", "-")
+        raise BigModelError(f"--{flag}: {e['msg']} (got {e.get('input')!r})") from None
     for ref in cfg.models:
         parse_ref(ref)  # a bad reference fails here, in one line
     return cfg

@@ -18,6 +18,7 @@ from bigmodel.compress.measure import profile_all, side_by_side
 from bigmodel.compress.outdir import building, derived_meta, destination, open_source
 from bigmodel.config import DistConfig, TrainConfig, validate
 from bigmodel.errors import BigModelError
+from bigmodel.models import parse_architecture
 from bigmodel.train import train
 
 
@@ -93,11 +94,9 @@ def distill(
     src = open_source(teacher)
     if not src.meta.dataset:
         raise BigModelError(f"{teacher} records no dataset to distil on")
-    if src.meta.architecture.get("name") != "mlp":
-        raise BigModelError(
-            f"{teacher} is a {src.meta.architecture.get('name')} model; distill trains MLP students of "
-            "MLP teachers"
-        )
+    arch = parse_architecture(src.meta.architecture)
+    if not arch.supports.distill:
+        raise BigModelError(f"{teacher} is a {arch.name} model; distill trains MLP students of MLP teachers")
     dst = destination(teacher, out, "student" + "-".join(map(str, hidden)))
     with tempfile.TemporaryDirectory(prefix="bigmodel-distill-") as work:
         cfg = student_config(

@@ -12,6 +12,7 @@ import contextlib
 import io
 import logging
 import math
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -22,10 +23,21 @@ import torch
 from bigmodel import artifacts, onnxrt
 from bigmodel.errors import BigModelError
 from bigmodel.fsutil import atomic_path
-from bigmodel.models import example_input
+from bigmodel.models import parse_architecture
+from bigmodel.models.layers import Int8Linear
 
 ONNX_FILE = "model.onnx"
 INPUT, OUTPUT = "input", "logits"
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def exporter_error(err: BaseException) -> str:
+    """One plain line from an exporter (or ONNX Runtime) failure: the underlying cause where the
+    message gives one (the dynamo exporter's is paragraphs of next steps in terminal colours)."""
+    lines = [line.strip() for line in _ANSI.sub("", str(err)).splitlines() if line.strip()]
+    causes = [line for line in lines if line.startswith("<class ")]
+    line = causes[0] if causes else lines[0] if lines else type(err).__name__
+    return re.sub(r"^<class '(?:[\w.]+\.)?(\w+)'>: ", r"\1: ", line)
 
 
 def export_module(
@@ -73,15 +85,33 @@ def _export(module: torch.nn.Module, sample: torch.Tensor, dst: Path, opset: int
         dynamic_shapes=({0: torch.export.Dim("batch")},),
         opset=opset,
     )
+    _drop_provenance(dst)
+
+
+def _drop_provenance(path: Path) -> None:
+    """Drop the exporter's per-node provenance (stack traces with local file paths) and shape
+    annotations (ONNX Runtime infers them): kilobytes that nobody serves, more than the weights of
+    a small model, which would make the exported model look several times its size."""
+    import onnx
+
+    model = onnx.load(str(path))
+    for node in model.graph.node:
+        del node.metadata_props[:]
+        node.doc_string = ""
+    del model.graph.value_info[:]
+    onnx.save(model, str(path))
 
 
 def max_abs_diff(module: torch.nn.Module, onnx_path: Path, inputs: list[torch.Tensor]) -> float:
     """Largest |ONNX Runtime - PyTorch| over the given input batches."""
-    session = onnxrt.session(onnx_path, 0)  # 0: ONNX Runtime picks the thread count
+    try:
+        session = onnxrt.session(onnx_path, 0)  # 0: ONNX Runtime picks the thread count
+    except Exception as err:  # ORT raises its own exception types (NotImplemented, Fail, ...)
+        raise BigModelError(f"ONNX Runtime cannot run the exported model: {exporter_error(err)}") from None
     worst = 0.0
     with torch.no_grad():
         for x in inputs:
-            ref = module(x).numpy()
+            ref = module(x).float().numpy()
             got = session.run([OUTPUT], {INPUT: x.numpy()})[0]
             if got.shape != ref.shape:
                 raise BigModelError(f"ONNX output shape {got.shape} differs from PyTorch's {ref.shape}")
@@ -111,14 +141,20 @@ def export_onnx(model_dir: str | Path, *, opset: int | None = None, atol: float 
         raise BigModelError(
             f"{path} holds a quantized ONNX model (bigmodel compress quantize); export its source instead"
         )
+    arch = parse_architecture(meta.architecture)
+    if not arch.supports.onnx_export:
+        raise BigModelError(
+            f"cannot export {path} to ONNX: bigmodel export handles single-input models, not a {arch.name}"
+        )
+    _check_exportable(path, meta, loaded.module)
     mean, std = meta.preprocessing.get("mean"), meta.preprocessing.get("std")
-    sample = example_input(meta.architecture, 2, mean=mean, std=std)
-    checks = [example_input(meta.architecture, b, mean=mean, std=std) for b in (1, 3, 64)]
+    sample = arch.example_inputs(2, mean=mean, std=std)[0]
+    checks = [arch.example_inputs(b, mean=mean, std=std)[0] for b in (1, 3, 64)]
     with atomic_path(path / ONNX_FILE) as tmp:
         try:
             _export(loaded.module, sample, tmp, opset)
         except (RuntimeError, ValueError, TypeError) as err:  # torch.export's failures for unsupported code
-            raise BigModelError(f"cannot export {path} to ONNX: {str(err).splitlines()[0]}") from None
+            raise BigModelError(f"cannot export {path} to ONNX: {exporter_error(err)}") from None
         opset_used = next(
             o.version
             for o in onnx.load(str(tmp), load_external_data=False).opset_import
@@ -142,3 +178,27 @@ def export_onnx(model_dir: str | Path, *, opset: int | None = None, atol: float 
     }
     artifacts.add_files(path, [ONNX_FILE], onnx=info)
     return {"model_dir": str(path), **info, "bytes": (path / ONNX_FILE).stat().st_size}
+
+
+def _check_exportable(path: Path, meta: artifacts.ModelMeta, module: torch.nn.Module) -> None:
+    """Refuse, in one line, the compressed forms that ONNX Runtime cannot run as PyTorch runs them.
+
+    bfloat16: ONNX Runtime's CPU kernels have no bfloat16 arithmetic, and a float32 export would be
+    another model (float32 activations, twice the weight bytes) served in this one's name.
+    Int8Linear (``quantize --backend torch``): ATen's int8 GEMM has no ONNX operator, and ONNX
+    Runtime's own int8 MatMul quantizes activations differently, so the outputs could not match;
+    ``quantize --backend onnxruntime`` makes the int8 ONNX model (the same int8 weights) instead."""
+    parent = (meta.lineage.parent or {}).get("path")
+    source = f" ({parent})" if parent else ""
+    if any(t.dtype == torch.bfloat16 for t in [*module.parameters(), *module.buffers()]):
+        raise BigModelError(
+            f"cannot export {path} to ONNX: its weights are bfloat16, which ONNX Runtime on CPU does not "
+            f"run; serve it with PyTorch, or export the float32 model it came from{source}"
+        )
+    int8 = [name for name, m in module.named_modules() if isinstance(m, Int8Linear)]
+    if int8:
+        raise BigModelError(
+            f"cannot export {path} to ONNX: its int8 layers ({', '.join(int8)}) run on PyTorch's int8 "
+            "kernels (quantize --backend torch), which ONNX has no operator for; quantize the float32 "
+            f"model{source} with --backend onnxruntime for an int8 ONNX model"
+        )

@@ -30,8 +30,8 @@ import torch
 from torch import nn
 
 from bigmodel import artifacts
-from bigmodel.compress.export import export_module
-from bigmodel.compress.measure import latencies, ort_session
+from bigmodel.compress.export import export_module, exporter_error
+from bigmodel.compress.timing import latencies, ort_session
 from bigmodel.errors import BigModelError
 from bigmodel.models.layers import Int8Linear, MatMulLinear, replace_module
 
@@ -181,7 +181,7 @@ def export_twin(
             twin, args, dst, input_names=input_names, output_name=output_name, dynamic_shapes=dynamic_shapes
         )
     except (RuntimeError, ValueError, TypeError) as err:
-        raise BigModelError(f"cannot export the model to ONNX: {str(err).splitlines()[0]}") from None
+        raise BigModelError(f"cannot export the model to ONNX: {exporter_error(err)}") from None
 
 
 def matmul_nodes(onnx_path: Path) -> dict[str, str]:

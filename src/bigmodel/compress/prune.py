@@ -30,7 +30,7 @@ from bigmodel.compress.outdir import building, check_layers, derived_meta, desti
 from bigmodel.compress.quantize import FLOAT_LAYERS
 from bigmodel.config import DistConfig, ModelConfig, TrainConfig, validate
 from bigmodel.errors import BigModelError
-from bigmodel.models import MLP, build_model, mlp_architecture
+from bigmodel.models import MLP, MLPArch, build_model, mlp_architecture, parse_architecture
 from bigmodel.models.layers import SparseLinear, compact_state, linear_layers, replace_module
 from bigmodel.train import train
 
@@ -93,12 +93,10 @@ def prune_structured(model: MLP, arch: dict[str, Any], fraction: float) -> tuple
         importance = w_in.norm(dim=1) * w_out.norm(dim=0)  # (h,)
         k = max(1, round((1 - fraction) * w_in.shape[0]))
         keep_idx.append(torch.topk(importance, k).indices.sort().values)
+    spec = parse_architecture(arch)
+    assert isinstance(spec, MLPArch)
     new_arch = mlp_architecture(
-        arch["in_features"],
-        arch["out_features"],
-        [len(k) for k in keep_idx],
-        arch.get("activation", "relu"),
-        arch.get("dropout", 0.0),
+        spec.in_features, spec.out_features, [len(k) for k in keep_idx], spec.activation, spec.dropout
     )
     small = build_model(new_arch)
     assert isinstance(small, MLP)
@@ -134,7 +132,7 @@ def prune(
     if scoring not in ("lamp", "magnitude"):
         raise BigModelError(f"unknown --scoring {scoring!r} (known: lamp, magnitude)")
     src = open_source(source)
-    if src.meta.architecture.get("name") != "mlp":
+    if not parse_architecture(src.meta.architecture).supports.prune:
         raise BigModelError(f"{source}: pruning handles mlp model directories")
     check_layers(src.module, "pruning", FLOAT_LAYERS)
     if finetune_epochs and not src.meta.dataset:

@@ -21,22 +21,16 @@ import torch
 from torch import nn
 
 from bigmodel import artifacts
-from bigmodel.compress import int8
+from bigmodel.compress import int8, minilm
 from bigmodel.compress.export import INPUT, OUTPUT
-from bigmodel.compress.measure import (
-    ort_session,
-    profile_all,
-    score,
-    side_by_side,
-    split_arrays,
-    torch_threads,
-)
+from bigmodel.compress.measure import profile_all, score, side_by_side, split_arrays
 from bigmodel.compress.outdir import building, check_layers, derived_meta, destination, open_source
-from bigmodel.console import progress_bar
+from bigmodel.compress.sensitivity import search
+from bigmodel.compress.timing import ort_session, torch_threads
 from bigmodel.data.builtin import resolve
 from bigmodel.data.stream import ParquetStream, iterate
 from bigmodel.errors import BigModelError
-from bigmodel.models import Standardize
+from bigmodel.models import Standardize, parse_architecture
 from bigmodel.models.layers import compact_state, linear_layers
 from bigmodel.models.mlp import ACTIVATIONS
 
@@ -85,20 +79,19 @@ def quantize(
         raise BigModelError(f"--calibration-batches must be at least 1, got {calibration_batches}")
     if smooth is not None and not 0.0 < smooth < 1.0:
         raise BigModelError(f"--smooth (SmoothQuant alpha) must be in (0, 1), got {smooth}")
-    if str(source) == "minilm":
-        from bigmodel.compress.minilm import quantize_minilm
-
-        return quantize_minilm(
+    if str(source) == minilm.SOURCE:  # a pretrained encoder named on the command line, not a directory
+        return minilm.quantize_minilm(
             method=method,
             backend=backend,
             max_drop=max_drop,
             smooth=smooth,
             out=out,
+            suffix=SUFFIX[method],
             threads=threads,
             runs=runs,
         )
     src = open_source(source)
-    if src.meta.architecture.get("name") != "mlp":
+    if not parse_architecture(src.meta.architecture).supports.int8:
         raise BigModelError(f"{source}: quantize handles mlp model directories and 'minilm'")
     check_layers(src.module, f"quantize --method {method}", FLOAT_LAYERS)
     dst = destination(source, out, SUFFIX[method])
@@ -217,39 +210,6 @@ def _plan_int8(
     )
     arch = {**meta.architecture, "compact": layers}
     return Int8Plan(module, arch, quantized, kept, chosen_metric, sensitivity, chosen_onnx)
-
-
-def search(
-    paths: list[str], measure: Any, *, base: float, max_drop: float | None
-) -> tuple[list[str], dict[str, float]]:
-    """Layers to keep in float so that the relative metric drop stays within ``max_drop``.
-
-    ``measure(keep) -> (metric, ...)``. Sensitivity of a layer = the metric gained by keeping only
-    it in float; the most sensitive go back to float first. Raises if even that cannot meet the
-    bound without keeping every layer in float."""
-
-    def drop(m: float) -> float:
-        return (base - m) / max(abs(base), 1e-12)
-
-    full = measure([])[0]
-    if max_drop is None or drop(full) <= max_drop:
-        return [], {}
-    sensitivity = {}
-    with progress_bar("per-layer sensitivity", len(paths)) as advance:
-        for p in paths:
-            sensitivity[p] = measure([p])[0] - full
-            advance()
-    kept: list[str] = []
-    for p in sorted(paths, key=lambda p: -sensitivity[p]):
-        kept.append(p)
-        if len(kept) == len(paths):
-            break
-        if drop(measure(kept)[0]) <= max_drop:
-            return kept, sensitivity
-    raise BigModelError(
-        f"int8 drops the metric by {100 * drop(full):.2f}% and no choice of float layers short of all "
-        f"meets --max-drop {max_drop:g}; nothing written"
-    )
 
 
 def _float_metric(src: artifacts.LoadedModel, x: np.ndarray, y: torch.Tensor) -> float:

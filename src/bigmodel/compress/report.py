@@ -1,7 +1,9 @@
 """The side-by-side report: what compression saved and what it cost, as a table and as plots.
 
 ``bigmodel compress report DIR...`` measures several model directories together (latencies
-interleaved, same thread count) and draws metric-vs-size and metric-vs-latency plots.
+interleaved, same thread count) and draws metric-vs-size and metric-vs-latency plots. File bytes
+are what the runtime that serves a model reads (``measure.served_bytes``), so exporting a model to
+ONNX does not change its size in the report.
 """
 
 from __future__ import annotations

@@ -120,9 +120,9 @@ def infer_task(label_type: pa.DataType, values: list[Any], rows: int) -> Task:
     distinct values, each seen a few times), as AutoML tools (AutoGluon, H2O) guess it too."""
     if pa.types.is_floating(label_type):
         return "regression"
-    if pa.types.is_integer(label_type) and len(values) > MAX_CLASSES_GUESSED:
-        if len(values) > MAX_CLASS_SHARE * rows:
-            return "regression"
+    many = len(values) > MAX_CLASSES_GUESSED and len(values) > MAX_CLASS_SHARE * rows
+    if pa.types.is_integer(label_type) and many:
+        return "regression"
     return "binary" if len(values) == 2 else "multiclass"
 
 

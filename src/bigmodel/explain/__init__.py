@@ -14,7 +14,8 @@ from bigmodel.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from bigmodel.explain.core import METHODS, explain_batch
-    from bigmodel.explain.inputs import features_from_table, labels_from_column, resolve_model
+    from bigmodel.explain.inputs import resolve_model
+    from bigmodel.rows import features_from_table, labels_from_column
 
 # torch and Captum load on first use: `bigmodel.explain` is also the function `bigmodel` exports.
 if not TYPE_CHECKING:
@@ -23,8 +24,8 @@ if not TYPE_CHECKING:
         {
             "METHODS": "bigmodel.explain.core",
             "explain_batch": "bigmodel.explain.core",
-            "features_from_table": "bigmodel.explain.inputs",
-            "labels_from_column": "bigmodel.explain.inputs",
+            "features_from_table": "bigmodel.rows",
+            "labels_from_column": "bigmodel.rows",
             "resolve_model": "bigmodel.explain.inputs",
         },
     )

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -24,12 +24,8 @@ from starlette.routing import BaseRoute, Route
 from bigmodel.artifacts import LoadedModel, load_model
 from bigmodel.errors import BigModelError
 from bigmodel.explain.core import METHODS, explain_batch
-from bigmodel.explain.inputs import features_from_table, table_from_rows
-from bigmodel.serve.protocol import HTTPError
-from bigmodel.serve.routes import json_response, read_json_object
-
-if TYPE_CHECKING:
-    from bigmodel.serve.app import RouteGroup, ServerState
+from bigmodel.rows import features_from_table, table_from_rows
+from bigmodel.serve.extension import HTTPError, RouteGroup, Server, json_response
 
 FIELDS = {"rows", "method", "target", "n_steps"}
 
@@ -37,7 +33,7 @@ FIELDS = {"rows", "method", "target", "n_steps"}
 def explain_routes(*, max_rows: int = 64, max_steps: int = 256, max_pending: int = 8) -> RouteGroup:
     """The explain route group for ``create_app(..., extensions=[...])``."""
 
-    def group(state: ServerState) -> list[BaseRoute]:
+    def group(server: Server) -> list[BaseRoute]:
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="explain")
         models: dict[tuple[str, int], LoadedModel] = {}  # PyTorch copies of the served versions
         pending = [0]
@@ -45,10 +41,10 @@ def explain_routes(*, max_rows: int = 64, max_steps: int = 256, max_pending: int
         async def close() -> None:
             await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
 
-        state.on_shutdown.append(close)
+        server.on_shutdown(close)
 
         def work(key: tuple[str, int], path: Any, body: dict[str, Any]) -> dict[str, Any]:
-            for k in [k for k in models if k not in state.repo.loaded]:  # released versions
+            for k in [k for k in models if not server.models.is_loaded(*k)]:  # released versions
                 models.pop(k, None)
             loaded = models.get(key)
             if loaded is None:
@@ -61,8 +57,8 @@ def explain_routes(*, max_rows: int = 64, max_steps: int = 256, max_pending: int
 
         async def explain(request: Request) -> Response:
             name, version = request.path_params["name"], request.path_params.get("version")
-            served = state.repo.get(name, version)  # 404 for a model or version not served here
-            body = await read_json_object(request, state.cfg.max_body_bytes)
+            served = server.models.get(name, version)  # 404 for a model or version not served here
+            body = await server.read_json(request)
             unknown = sorted(set(body) - FIELDS)
             if unknown:
                 raise HTTPError(

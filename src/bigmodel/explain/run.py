@@ -31,8 +31,9 @@ def explain(
     """
     # Imported here: torch and Captum load only when something is explained, not with `bigmodel`.
     from bigmodel.explain.core import METHODS, explain_batch
-    from bigmodel.explain.inputs import features_from_table, read_table, resolve_model
+    from bigmodel.explain.inputs import read_table, resolve_model
     from bigmodel.explain.plot import bar_chart
+    from bigmodel.rows import features_from_table
 
     if method not in METHODS:
         raise BigModelError(f"unknown --method {method!r} (known: {', '.join(METHODS)})")

@@ -27,8 +27,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from bigmodel.errors import BigModelError
 from bigmodel.federated.config import FederatedConfig, validate
+from bigmodel.federated.run import CONFIG_FILE, SUMMARY_FILE, client_rows, context, make_client, serve
 from bigmodel.fsutil import write_json_atomic
 
 PROCESSES_FILE = "processes.json"
@@ -42,8 +45,6 @@ def free_port() -> int:
 
 def launch(cfg: FederatedConfig) -> dict[str, Any]:
     """Start the server and client processes for a prepared run; return the server's summary."""
-    from bigmodel.federated.run import SUMMARY_FILE
-
     run_dir = Path(str(cfg.out))
     logs = run_dir / "logs"
     logs.mkdir(exist_ok=True)
@@ -95,18 +96,13 @@ def launch(cfg: FederatedConfig) -> dict[str, Any]:
 
 
 def _server(run_dir: Path, address: str) -> int:
-    from bigmodel.federated.run import CONFIG_FILE, serve
-
     cfg = validate(json.loads((run_dir / CONFIG_FILE).read_text()))
     serve(cfg, address)
     return 0
 
 
 def _client(run_dir: Path, address: str, cid: int) -> int:
-    import torch
     from flwr.compat.client.app import start_client
-
-    from bigmodel.federated.run import CONFIG_FILE, client_rows, context, make_client
 
     torch.set_num_threads(1)
     cfg = validate(json.loads((run_dir / CONFIG_FILE).read_text()))

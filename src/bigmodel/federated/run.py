@@ -1,9 +1,10 @@
-"""``federated(cfg)``: one federated run, top to bottom.
+"""One federated run, top to bottom: ``prepare_run``, then ``serve``, then ``finish``.
 
 The parent checks everything a user can get wrong (dataset, partition, destination) and writes
-the run directory's ``federated.json``; then either runs the server and all clients in this process
-(``simulate``) or starts a server process and one process per client that talk gRPC over
-127.0.0.1 (``processes``, see ``processes.py``). Either way the server side ends the same: a normal
+the run directory's ``federated.json`` (``prepare_run``); then ``bigmodel.federated.federated``
+either runs the server and all clients in this process (``serve`` with ``simulate``) or starts a
+server process and one process per client that talk gRPC over 127.0.0.1 (``processes.py``, which
+calls ``serve`` and ``make_client`` from here). Either way the server side ends the same: a normal
 model directory (lineage ``federated``), ``metrics.jsonl`` (one record per round) and a plot.
 """
 
@@ -25,7 +26,7 @@ from bigmodel.data.manifest import Manifest
 from bigmodel.data.stream import ParquetStream, iterate
 from bigmodel.errors import BigModelError
 from bigmodel.federated.client import Client, LocalPlan, get_weights, set_weights
-from bigmodel.federated.config import FederatedConfig, parse_partition, validate
+from bigmodel.federated.config import FederatedConfig, parse_partition
 from bigmodel.federated.partition import partition
 from bigmodel.federated.plots import round_plot
 from bigmodel.federated.strategy import Coordinator
@@ -36,22 +37,6 @@ from bigmodel.tasks import TaskSpec
 CONFIG_FILE = "federated.json"
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
-
-
-def federated(cfg: FederatedConfig | None = None, **fields: Any) -> dict[str, Any]:
-    """Train a model across ``cfg.clients`` clients that never share their rows; return the summary.
-
-    ``bigmodel.federated(dataset="digits", clients=10, rounds=20, partition="dirichlet:0.5")`` is
-    the same as passing ``FederatedConfig(...)``. Returns ``{"metrics", "rounds", "clients",
-    "world_size", "mode", "run_dir", ...}``; the run directory is a loadable model directory.
-    """
-    cfg = cfg if cfg is not None else validate(fields)
-    cfg = prepare_run(cfg)
-    if cfg.mode == "processes":
-        from bigmodel.federated.processes import launch
-
-        return launch(cfg)
-    return serve(cfg)
 
 
 @dataclass(frozen=True)

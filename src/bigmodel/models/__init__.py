@@ -1,26 +1,47 @@
-"""Model builders: an architecture dict (as stored in model.json) -> a plain nn.Module."""
+"""Model builders: an architecture (as stored in model.json) -> a plain nn.Module.
+
+The families themselves (MLP, transformer LM, sentence encoder), with what each supports, are in
+``bigmodel.models.arch``."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
 from bigmodel.errors import BigModelError
-from bigmodel.models.layers import Int8Linear, apply_layers, set_dtype
+from bigmodel.models.arch import (
+    Arch,
+    MLPArch,
+    SentenceEncoderArch,
+    Supports,
+    TransformerArch,
+    build_module,
+    parse_architecture,
+    to_dict,
+)
+from bigmodel.models.layers import Int8Linear
 from bigmodel.models.mlp import MLP, Standardize
 from bigmodel.models.transformer import SIZES, VOCAB, Transformer
 
 __all__ = [
     "MLP",
     "SIZES",
+    "Arch",
+    "MLPArch",
+    "SentenceEncoderArch",
     "Standardize",
+    "Supports",
     "Transformer",
+    "TransformerArch",
     "build_model",
     "count_params",
     "example_input",
     "mlp_architecture",
+    "parse_architecture",
+    "sentence_architecture",
     "transformer_architecture",
 ]
 
@@ -28,7 +49,8 @@ __all__ = [
 def mlp_architecture(
     in_features: int, out_features: int, hidden: list[int], activation: str = "relu", dropout: float = 0.0
 ) -> dict[str, Any]:
-    return {
+    """The model.json architecture dict of an MLP (validated)."""
+    arch = {
         "name": "mlp",
         "in_features": in_features,
         "out_features": out_features,
@@ -36,11 +58,13 @@ def mlp_architecture(
         "activation": activation,
         "dropout": dropout,
     }
+    return to_dict(parse_architecture(arch))
 
 
 def transformer_architecture(size: str, context: int, dropout: float = 0.0) -> dict[str, Any]:
+    """The model.json architecture dict of a transformer LM of a named size (validated)."""
     layers, width, heads = SIZES[size]
-    return {
+    arch = {
         "name": "transformer",
         "size": size,
         "layers": layers,
@@ -50,57 +74,42 @@ def transformer_architecture(size: str, context: int, dropout: float = 0.0) -> d
         "vocab": VOCAB,
         "dropout": dropout,
     }
+    return to_dict(parse_architecture(arch))
 
 
-def build_model(arch: dict[str, Any]) -> nn.Module:
-    """Rebuild the module an architecture dict describes (weights are loaded separately).
+def sentence_architecture(bert_config: dict[str, Any], max_length: int = 256) -> dict[str, Any]:
+    """The model.json architecture dict of a sentence encoder around a BERT config (validated)."""
+    keep = {k: v for k, v in bert_config.items() if not k.startswith("_") and k != "transformers_version"}
+    arch = {
+        "name": "sentence_encoder",
+        "bert": keep,
+        "pooling": "mean",
+        "normalize": True,
+        "max_length": max_length,
+    }
+    return to_dict(parse_architecture(arch))
 
-    Compression may add ``compact`` (module path -> compact kind: sparse, int8) and ``dtype``
-    (float16, bfloat16); see ``bigmodel.models.layers``."""
-    name = arch.get("name")
-    model: nn.Module
-    if name == "mlp":
-        model = MLP(
-            arch["in_features"],
-            arch["out_features"],
-            arch["hidden"],
-            arch.get("activation", "relu"),
-            arch.get("dropout", 0.0),
-        )
-    elif name == "transformer":
-        model = Transformer(
-            arch["layers"],
-            arch["width"],
-            arch["heads"],
-            arch["context"],
-            arch.get("vocab", VOCAB),
-            arch.get("dropout", 0.0),
-        )
-    elif name == "sentence_encoder":
-        from bigmodel.models.sentence import SentenceEncoder
 
-        model = SentenceEncoder(arch["bert"])
-    else:
-        raise BigModelError(f"unknown model '{name}' (known: mlp, transformer, sentence_encoder)")
-    apply_layers(model, arch.get("compact") or {})
-    if arch.get("dtype"):
-        set_dtype(model, arch["dtype"])
-    return model
+def build_model(arch: Mapping[str, Any] | Arch) -> nn.Module:
+    """Rebuild the module an architecture (a model.json dict, or a typed family) describes, with
+    compression's compact layers and dtype applied; weights are loaded separately."""
+    return build_module(parse_architecture(arch))
 
 
 def example_input(
-    arch: dict[str, Any], batch: int, *, mean: list[float] | None = None, std: list[float] | None = None
+    arch: Mapping[str, Any] | Arch,
+    batch: int,
+    *,
+    mean: list[float] | None = None,
+    std: list[float] | None = None,
 ) -> torch.Tensor:
-    """A batch of plausible raw inputs for a family (for export and benchmarks): (B, F) float32
-    for an MLP, (B, context) int64 byte tokens for a transformer."""
-    if arch.get("name") == "transformer":
-        return torch.randint(0, arch.get("vocab", VOCAB), (batch, arch["context"]))
-    if arch.get("name") == "mlp":
-        x = torch.randn(batch, arch["in_features"])
-        if mean is not None and std is not None:
-            x = x * torch.tensor(std) + torch.tensor(mean)
-        return x
-    raise BigModelError(f"no example input for model '{arch.get('name')}'")
+    """A batch of plausible raw inputs of a single-input family (for export and benchmarks): (B, F)
+    float32 for an MLP, (B, context) int64 byte tokens for a transformer."""
+    family = parse_architecture(arch)
+    xs = family.example_inputs(batch, mean=mean, std=std)
+    if len(xs) != 1:
+        raise BigModelError(f"no single example input for model '{family.name}' (it takes {len(xs)})")
+    return xs[0]
 
 
 def set_standardization(model: nn.Module, mean: list[float], std: list[float]) -> None:

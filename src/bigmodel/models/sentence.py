@@ -40,14 +40,3 @@ class SentenceEncoder(nn.Module):
         m = attention_mask.unsqueeze(-1).to(h.dtype)  # (B, T, 1): padding does not count
         e = (h * m).sum(dim=1) / m.sum(dim=1).clamp(min=1e-9)  # (B, H)
         return torch.nn.functional.normalize(e, dim=-1)
-
-
-def sentence_architecture(bert_config: dict[str, Any], max_length: int = 256) -> dict[str, Any]:
-    keep = {k: v for k, v in bert_config.items() if not k.startswith("_") and k != "transformers_version"}
-    return {
-        "name": "sentence_encoder",
-        "bert": keep,
-        "pooling": "mean",
-        "normalize": True,
-        "max_length": max_length,
-    }

@@ -3,7 +3,7 @@
 One shape everywhere: a row is an object of the model's feature columns and its label column
 (``model.json`` ``label``, e.g. ``{"f0": 1.2, ..., "target": "setosa"}``), the same as a line of a
 JSON-lines stream or a CSV row. Checks name the field: a missing feature, a non-number, NaN, an
-unknown class (``bigmodel.explain.inputs``).
+unknown class (``bigmodel.rows``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import pyarrow.csv as pcsv
 
 from bigmodel.artifacts import ModelMeta
 from bigmodel.errors import BigModelError
-from bigmodel.explain.inputs import features_from_table, label_name, labels_from_column, table_from_rows
+from bigmodel.rows import features_from_table, label_name, labels_from_column, table_from_rows
 
 CHUNK_ROWS = 1024  # rows read, checked and learned at a time: memory stays bounded on any stream
 

@@ -19,7 +19,7 @@ import multiprocessing
 import queue
 import threading
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -28,16 +28,11 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from bigmodel.errors import BigModelError
-from bigmodel.explain.inputs import table_from_rows
 from bigmodel.online.learner import OnlineLearner, Publisher, describe
 from bigmodel.online.policy import OnlineConfig
 from bigmodel.online.rows import labelled
-from bigmodel.registry import DEFAULT_ALIAS
-from bigmodel.serve.protocol import HTTPError
-from bigmodel.serve.routes import json_response, read_json_object
-
-if TYPE_CHECKING:
-    from bigmodel.serve.app import RouteGroup, ServerState
+from bigmodel.rows import table_from_rows
+from bigmodel.serve.extension import HTTPError, RouteGroup, Server, json_response
 
 log = logging.getLogger("bigmodel.online")
 
@@ -218,36 +213,35 @@ def feedback_routes(
     """The feedback route group for ``create_app(..., extensions=[...])``; ``cfg=None``: the route
     exists but answers 404 saying online learning is off."""
 
-    def group(state: ServerState) -> list[BaseRoute]:
+    def group(server: Server) -> list[BaseRoute]:
         hubs: dict[str, Feedback] = {}
         if cfg is not None:
-            state.metrics.registry.register(Collector(hubs))
+            server.add_collector(Collector(hubs))
 
             async def stop_all() -> None:
                 await asyncio.gather(*(h.stop() for h in hubs.values()))
 
-            state.on_shutdown.append(stop_all)
+            server.on_shutdown(stop_all)
 
         def hub_for(name: str) -> Feedback:
             if name not in hubs:
-                tracking = [t for t in state.repo.targets if t.ref.name == name and t.tracks]
-                if not tracking:
+                alias = server.models.followed_alias(name)
+                if alias is None:
                     raise HTTPError(
                         409,
                         f"model '{name}' is pinned to a version on this server; online learning needs "
                         f"a server that follows an alias (--models {name} or {name}@ALIAS)",
                     )
-                alias = tracking[0].ref.alias or DEFAULT_ALIAS
                 assert cfg is not None
-                hubs[name] = Feedback(name, alias, state.repo.registry, cfg, max_queue_rows)
+                hubs[name] = Feedback(name, alias, server.models.registry, cfg, max_queue_rows)
             return hubs[name]
 
         async def post(request: Request) -> Response:
             name = request.path_params["name"]
             if cfg is None:
                 raise HTTPError(404, "online learning is off on this server: start it with --online")
-            served = state.repo.get(name, None)  # 404 for a model not served here
-            body = await read_json_object(request, state.cfg.max_body_bytes)
+            served = server.models.get(name)  # 404 for a model not served here
+            body = await server.read_json(request)
             unknown = sorted(set(body) - {"rows"})
             if unknown:
                 raise HTTPError(
@@ -284,7 +278,7 @@ def feedback_routes(
             name = request.path_params["name"]
             if cfg is None:
                 raise HTTPError(404, "online learning is off on this server: start it with --online")
-            state.repo.get(name, None)
+            server.models.get(name)  # 404 for a model not served here
             if name in hubs:
                 return json_response(hubs[name].status())
             return json_response({"model": name, "accepted_rows": 0, "learned_rows": 0, "learner": {}})

@@ -8,12 +8,18 @@ from bigmodel.lazy import lazy_exports
 from bigmodel.serve.config import ServeConfig
 
 if TYPE_CHECKING:
-    from bigmodel.serve.app import ServerState, create_app, serve
+    from bigmodel.serve.app import create_app, serve
+    from bigmodel.serve.state import ServerState
 
 # The server (torch, FastAPI) loads on first use: `bigmodel predict` only needs the client.
 if not TYPE_CHECKING:
     __getattr__, __dir__ = lazy_exports(
-        __name__, {name: "bigmodel.serve.app" for name in ("ServerState", "create_app", "serve")}
+        __name__,
+        {
+            "ServerState": "bigmodel.serve.state",
+            "create_app": "bigmodel.serve.app",
+            "serve": "bigmodel.serve.app",
+        },
     )
 
 __all__ = ["ServeConfig", "ServerState", "create_app", "serve"]

@@ -1,52 +1,39 @@
 """The ASGI app: Open Inference Protocol routes over the models a ``Repository`` holds.
 
 ``create_app(cfg, extensions=...)`` builds it; ``serve(cfg)`` runs it on uvicorn. The outer ASGI
-callable does what every request needs, cheaply: the API key check (health stays open), the
-infer fast path, and an access-log line for every other route, which Starlette routes. The
-lifespan loads the models before the port answers ready and drains every queue on shutdown.
+callable does what every request needs, cheaply: the API key middleware (health stays open), the
+infer fast path, and an access-log line for every other route, which Starlette routes. Extensions
+(``bigmodel.serve.extension``) are route groups given a narrow view of the server. The lifespan
+loads the models before the port answers ready and drains every queue on shutdown.
 """
 
 from __future__ import annotations
 
 import gc
-import hmac
 import logging
 import signal
 import socket
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute
 
 from bigmodel.errors import BigModelError
+from bigmodel.serve.auth import APIKeyMiddleware
 from bigmodel.serve.config import ServeConfig
-from bigmodel.serve.infer import handle_infer, send_error
+from bigmodel.serve.extension import RouteGroup, Server
+from bigmodel.serve.http import BUDGET, BodyBudget, ClientGone, HTTPError, json_response
+from bigmodel.serve.infer import handle_infer
 from bigmodel.serve.metrics import AccessLog, Metrics
-from bigmodel.serve.protocol import HTTPError
-from bigmodel.serve.repository import Repository
-from bigmodel.serve.routes import CORE, json_response
+from bigmodel.serve.repository import ModelNotFound, Repository
+from bigmodel.serve.routes import CORE
+from bigmodel.serve.state import ServerState
 
 log = logging.getLogger("bigmodel.serve")
-RouteGroup = Callable[["ServerState"], list[BaseRoute]]
-
-
-@dataclass
-class ServerState:
-    """What route handlers share: settings, the served models, metrics and the access log."""
-
-    cfg: ServeConfig
-    repo: Repository
-    metrics: Metrics
-    access: AccessLog
-    on_ready: list[Callable[[ServerState], None]] = field(default_factory=list)
-    # extensions' own clean-up (e.g. a learner thread), before the models are released
-    on_shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -57,6 +44,15 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         headers=exc.headers,
         media_type="application/json",
     )
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ModelNotFound)
+    return json_response({"error": str(exc)}, 404)
+
+
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    return Response(status_code=499)  # nobody reads it: the status is for the access log
 
 
 async def _starlette_error(request: Request, exc: Exception) -> Response:
@@ -78,35 +74,43 @@ class App:
         metrics = Metrics()
         access = AccessLog.open(cfg.access_log)  # a bad path fails before any model loads
         self.state = ServerState(cfg, Repository(cfg, metrics), metrics, access)
-        routes = [r for group in (*CORE, *extensions) for r in group(self.state)]
+        # extensions get the public view only, so what they rely on stays small and stable
+        server = Server(
+            self.state.repo,
+            metrics.registry,
+            max_body_bytes=cfg.max_body_bytes,
+            shutdown_hooks=self.state.on_shutdown,
+        )
+        routes = [r for group in CORE for r in group(self.state)]
+        routes += [r for group in extensions for r in group(server)]
         self.router = Starlette(
             routes=routes,
-            exception_handlers={HTTPError: _http_error, HTTPException: _starlette_error, Exception: _bug},
+            exception_handlers={
+                HTTPError: _http_error,
+                ModelNotFound: _not_found,
+                ClientGone: _client_gone,
+                HTTPException: _starlette_error,
+                Exception: _bug,
+            },
         )
-        self._auth = b"Bearer " + cfg.api_key.encode() if cfg.api_key else None
+        self._http: Callable[..., Any] = self._dispatch
+        if cfg.api_key:
+            self._http = APIKeyMiddleware(self._dispatch, cfg.api_key, on_refused=access.write)
+        self.budget = BodyBudget(cfg.max_buffered_bytes)
         self.startup_error: BigModelError | None = None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
             return await self._lifespan(receive, send)
-        if scope["type"] != "http":
-            return
+        if scope["type"] == "http":
+            scope[BUDGET] = self.budget
+            try:
+                await self._http(scope, receive, send)
+            finally:
+                self.budget.release(scope)
+
+    async def _dispatch(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         path: str = scope["path"]
-        if self._auth is not None and not path.startswith("/v2/health/"):
-            given = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
-            if not hmac.compare_digest(given, self._auth):
-                await send_error(
-                    send,
-                    HTTPError(
-                        401,
-                        "missing or wrong API key: send 'Authorization: Bearer KEY'",
-                        {"WWW-Authenticate": "Bearer"},
-                    ),
-                )
-                self.state.access.write(
-                    {"method": scope["method"], "path": path, "status": 401, "error": "unauthorized"}
-                )
-                return
         if scope["method"] == "POST" and path.endswith("/infer"):
             parts = path.split("/")  # ['', 'v2', 'models', name, ('versions', v,) 'infer']
             if len(parts) == 5 and parts[1] == "v2" and parts[2] == "models":
@@ -161,7 +165,8 @@ class App:
 
 
 def create_app(cfg: ServeConfig, *, extensions: Sequence[RouteGroup] = ()) -> App:
-    """The ASGI app for ``cfg``; ``extensions`` are extra route groups ``state -> [routes]``."""
+    """The ASGI app for ``cfg``; ``extensions`` are extra route groups ``server -> [routes]``
+    (``bigmodel.serve.extension``)."""
     return App(cfg, extensions)
 
 
@@ -192,10 +197,20 @@ def serve(
     app = create_app(cfg, extensions=extensions)
     if on_ready is not None:
         app.state.on_ready.append(lambda state: on_ready(state, url))
+    http: Any = "h11"
+    if _pick("httptools", "h11") == "httptools":
+        from bigmodel.serve.http_guard import guarded_protocol
+
+        http = guarded_protocol(
+            max_header_bytes=cfg.max_header_bytes,
+            header_timeout_s=cfg.header_timeout_s,
+            body_timeout_s=cfg.body_timeout_s,
+        )
     config = uvicorn.Config(
         app,
         loop=_pick("uvloop", "asyncio"),
-        http=_pick("httptools", "h11"),
+        http=http,
+        h11_max_incomplete_event_size=cfg.max_header_bytes,  # the limit where h11 runs instead
         lifespan="on",
         access_log=False,  # ours is structured and cheaper
         proxy_headers=False,  # X-Forwarded-For is not trusted (and costs every request a layer)
@@ -231,4 +246,4 @@ def _pick(fast: str, fallback: str) -> str:
         return fallback
 
 
-__all__ = ["App", "ServerState", "create_app", "serve"]
+__all__ = ["App", "create_app", "serve"]

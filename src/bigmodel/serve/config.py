@@ -21,6 +21,12 @@ class ServeConfig(BaseModel):
     api_key: str | None = None
     runtime: Literal["auto", "torch", "onnxruntime"] = "auto"
     max_body_bytes: int = Field(16 * 2**20, ge=1024)
+    # What a hostile client may hold (bigmodel.serve.http_guard): request line + headers, the time to
+    # send them and the body, and the request bodies buffered across all requests at once (503 past it).
+    max_header_bytes: int = Field(64 * 2**10, ge=1024)
+    header_timeout_s: float = Field(10.0, gt=0)
+    body_timeout_s: float = Field(30.0, gt=0)
+    max_buffered_bytes: int = Field(256 * 2**20, ge=1024)
     threads: int = Field(1, ge=1)  # intra-op threads per forward
     poll_interval_s: float = Field(1.0, gt=0)  # how often aliases are re-read from the registry
     access_log: str | None = "-"  # "-": stderr; a file path; None or "off": no access log

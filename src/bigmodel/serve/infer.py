@@ -11,67 +11,16 @@ from __future__ import annotations
 import logging
 import math
 import time
-import zlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bigmodel.serve import protocol
 from bigmodel.serve.batcher import QueueFull, Timeout
+from bigmodel.serve.http import JSON_HEADERS, ClientGone, HTTPError, read_body, send_error
 from bigmodel.serve.metrics import UNKNOWN
-from bigmodel.serve.protocol import HTTPError
-
-if TYPE_CHECKING:
-    from bigmodel.serve.app import ServerState
+from bigmodel.serve.repository import ModelNotFound
+from bigmodel.serve.state import ServerState
 
 log = logging.getLogger("bigmodel.serve")
-JSON_HEADERS = [(b"content-type", b"application/json")]
-
-
-class ClientGone(Exception):
-    pass
-
-
-async def read_body(receive: Any, limit: int) -> bytes:
-    """The request body, refusing more than ``limit`` bytes (413) before buffering them."""
-    msg = await receive()
-    if msg["type"] == "http.disconnect":
-        raise ClientGone()
-    body: bytes = msg.get("body", b"")
-    if not msg.get("more_body", False) and len(body) <= limit:
-        return body
-    chunks, size = [body], len(body)
-    while msg.get("more_body", False):
-        if size > limit:
-            break
-        msg = await receive()
-        if msg["type"] == "http.disconnect":
-            raise ClientGone()
-        chunks.append(msg.get("body", b""))
-        size += len(chunks[-1])
-    if size > limit:
-        raise HTTPError(413, f"request body is larger than the limit of {limit} bytes")
-    return b"".join(chunks)
-
-
-def decompress(body: bytes, encoding: str, limit: int) -> bytes:
-    """gzip / deflate request bodies (tritonclient's request_compression_algorithm), bounded."""
-    if encoding not in ("gzip", "deflate"):
-        raise HTTPError(400, f"unsupported Content-Encoding {encoding!r} (use gzip or deflate)")
-    d = zlib.decompressobj(wbits=47)  # 32 + 15: gzip or zlib header, detected
-    try:
-        out = d.decompress(body, limit + 1)
-    except zlib.error as err:
-        raise HTTPError(400, f"cannot decompress the {encoding} request body: {err}") from None
-    if len(out) > limit or d.unconsumed_tail:
-        raise HTTPError(413, f"decompressed request body is larger than the limit of {limit} bytes")
-    return out
-
-
-async def send_error(send: Any, err: HTTPError) -> None:
-    body = protocol.error_body(err.message)
-    headers = [*JSON_HEADERS, (b"content-length", str(len(body)).encode())]
-    headers += [(k.lower().encode(), v.encode()) for k, v in err.headers.items()]
-    await send({"type": "http.response.start", "status": err.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 async def handle_infer(
@@ -82,22 +31,19 @@ async def handle_infer(
     metrics.in_flight += 1
     model, served_version, status, rows, queued, error = UNKNOWN, "", 200, 0, None, None
     try:
-        header_length = encoding = None
+        header_length = None
         for k, v in scope["headers"]:
             if k == b"inference-header-content-length":
                 if not v.isdigit():
                     raise HTTPError(400, "Inference-Header-Content-Length must be an integer")
                 header_length = int(v)
-            elif k == b"content-length" and v.isdigit() and int(v) > cfg.max_body_bytes:
-                raise HTTPError(413, f"request body is larger than the limit of {cfg.max_body_bytes} bytes")
-            elif k == b"content-encoding" and v not in (b"identity", b""):
-                encoding = v.decode("latin-1").lower()
-        body = await read_body(receive, cfg.max_body_bytes)
-        if encoding:
-            body = decompress(body, encoding, cfg.max_body_bytes)
+        body = await read_body(scope, receive, cfg.max_body_bytes)
         # looked up after the body is read: no await between choosing a version and queueing on it,
         # so an alias switch can never hand a request to a version that is being released
-        served = state.repo.get(name, version)
+        try:
+            served = state.repo.get(name, version)
+        except ModelNotFound as err:
+            raise HTTPError(404, str(err)) from None
         model, served_version = served.name, served.version_str
         rt = served.runtime
         req = protocol.decode_request(body, header_length, name, rt.input, rt.outputs)

@@ -7,7 +7,6 @@ metric cost near a microsecond instead of the several of prometheus_client's lab
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 import sys
 import time
@@ -110,15 +109,13 @@ class Metrics:
 
 
 class AccessLog:
-    """One JSON object per request, buffered and written ten times a second (or when full), so
-    logging costs the hot path a dict and an ``orjson.dumps``; ``None`` as the stream turns it off."""
+    """One JSON object per request, written as the request ends (one ``write`` call: a server
+    killed with SIGKILL loses no line it answered; buffering them for 0.1 s lost ~300 of 11,381).
+    ``None`` as the stream turns it off."""
 
-    def __init__(self, stream: IO[bytes] | None, *, flush_every_s: float = 0.1, max_buffer: int = 4096):
+    def __init__(self, stream: IO[bytes] | None):
         self.stream = stream
-        self.buffer: list[dict[str, Any]] = []
-        self.flush_every_s = flush_every_s
-        self.max_buffer = max_buffer
-        self._task: asyncio.Task[None] | None = None
+        self.lost = 0  # lines that could not be written
 
     @classmethod
     def open(cls, target: str | None) -> AccessLog:
@@ -141,30 +138,15 @@ class AccessLog:
         if self.stream is None:
             return
         record["ts"] = time.time()
-        self.buffer.append(record)
-        if len(self.buffer) >= self.max_buffer:
-            self.flush()
-
-    def flush(self) -> None:
-        if self.stream is None or not self.buffer:
-            return
-        lines, self.buffer = self.buffer, []
-        self.stream.write(b"".join([orjson.dumps(r, option=orjson.OPT_APPEND_NEWLINE) for r in lines]))
-        self.stream.flush()
+        try:
+            self.stream.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+            self.stream.flush()
+        except OSError:  # a full disk must not fail the request that was answered
+            self.lost += 1
 
     def start(self) -> None:
-        if self.stream is not None:
-            self._task = asyncio.get_running_loop().create_task(self._loop())
-
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.flush_every_s)
-            self.flush()
+        """Nothing to start: kept so that the lifespan reads the same for every resource."""
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        self.flush()
         if self.stream is not None and self.stream is not sys.stderr.buffer:
             self.stream.close()

@@ -18,15 +18,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-
-class HTTPError(Exception):
-    """An answer other than 200: ``{"error": message}`` with this status (and extra headers)."""
-
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = headers or {}
+from bigmodel.serve.http import HTTPError
 
 
 @dataclass(frozen=True)
@@ -218,7 +210,3 @@ def encode_response(
     if not blobs:
         return head, None
     return b"".join([head, *blobs]), len(head)
-
-
-def error_body(message: str) -> bytes:
-    return orjson.dumps({"error": message})

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,10 +24,13 @@ from bigmodel.registry.refs import parse_version
 from bigmodel.serve.batcher import Batcher
 from bigmodel.serve.config import ServeConfig
 from bigmodel.serve.metrics import Metrics
-from bigmodel.serve.protocol import HTTPError
 from bigmodel.serve.runtime import ModelRuntime
 
 log = logging.getLogger("bigmodel.serve")
+
+
+class ModelNotFound(BigModelError):
+    """No such model (or version) is served here; the HTTP layer answers it with a 404."""
 
 
 @dataclass
@@ -66,6 +70,7 @@ class Repository:
         self.registry_aliases: dict[str, dict[str, int]] = {}  # as last read from the registry
         self._lock = asyncio.Lock()
         self._watch: asyncio.Task[None] | None = None
+        self.skipped: dict[str, str] = {}  # model -> why it is not served (whole-registry start)
 
     # ---- lookups on the hot path (no awaits: a lookup and the submit that follows are atomic) ----
 
@@ -77,15 +82,15 @@ class Repository:
             versions = [v for (n, v) in self.loaded if n == name]
             if versions:
                 return self.loaded[(name, max(versions))]
-            raise HTTPError(404, f"unknown model '{name}' (serving: {', '.join(self.names()) or 'none'})")
+            raise ModelNotFound(f"unknown model '{name}' (serving: {', '.join(self.names()) or 'none'})")
         number = parse_version(version)  # "²" or "x": not a version, so none is loaded (a 404 naming it)
         served = self.loaded.get((name, number)) if number is not None else None
         if served is None:
             have = sorted(v for (n, v) in self.loaded if n == name)
             if not have:
-                raise HTTPError(404, f"unknown model '{name}' (serving: {', '.join(self.names()) or 'none'})")
-            raise HTTPError(
-                404, f"model '{name}' has no version '{version}' loaded (loaded: {', '.join(map(str, have))})"
+                raise ModelNotFound(f"unknown model '{name}' (serving: {', '.join(self.names()) or 'none'})")
+            raise ModelNotFound(
+                f"model '{name}' has no version '{version}' loaded (loaded: {', '.join(map(str, have))})"
             )
         return served
 
@@ -94,6 +99,14 @@ class Repository:
 
     def versions(self, name: str) -> list[str]:
         return [str(v) for (n, v) in sorted(self.loaded) if n == name]
+
+    def followed_alias(self, name: str) -> str | None:
+        """The alias this server follows for ``name`` (``production`` by default); None when every
+        target of ``name`` is pinned to a version."""
+        for t in self.targets:
+            if t.ref.name == name and t.tracks:
+                return t.ref.alias or DEFAULT_ALIAS
+        return None
 
     def ready(self) -> bool:
         return all(t.current is not None for t in self.targets)
@@ -109,10 +122,23 @@ class Repository:
     # ---- changes -------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        refs = self.cfg.models or await asyncio.to_thread(self.registry.models)
-        for text in refs:
-            self.targets.append(Target(parse_ref(text)))
-        await self.refresh(raise_errors=True)
+        """Load the models asked for (``--models``: any failure stops the start, in one line) or,
+        with none named, every model in the registry that can be served: one that cannot (a
+        family without an infer route, a broken version) is named in one line and skipped."""
+        if self.cfg.models:
+            self.targets = [Target(parse_ref(text)) for text in self.cfg.models]
+            await self.refresh(raise_errors=True)
+        else:
+            for name in await asyncio.to_thread(self.registry.models):
+                target = Target(parse_ref(name))
+                try:
+                    async with self._lock:
+                        await self._refresh([target], raise_errors=True)
+                except BigModelError as err:
+                    self.skipped[name] = str(err)
+                    print(f"bigmodel serve: skipping {name}: {err}", file=sys.stderr, flush=True)
+                    continue
+                self.targets.append(target)
         self._watch = asyncio.get_running_loop().create_task(self._watch_loop())
 
     async def stop(self) -> None:
@@ -154,7 +180,7 @@ class Repository:
         async with self._lock:
             mine = [t for t in self.targets if named(t)]
             if not mine:
-                raise HTTPError(404, f"model '{name}' is not loaded")
+                raise ModelNotFound(f"model '{name}' is not loaded")
             self.targets = [t for t in self.targets if not named(t)]
             for t in mine:
                 if t.current is not None:
@@ -240,9 +266,14 @@ class Repository:
 
     def _open(self, name: str, version: int) -> ModelRuntime:
         path = self.registry.resolve(Ref(name, version=version))
-        runtime = ModelRuntime(path, self.cfg.runtime, self.cfg.threads)
-        for rows in (1, self.cfg.max_batch_size):  # warm up: the first requests should not pay for it
-            runtime.predict(np.zeros((rows, len(runtime.features)), dtype=np.float32))
+        try:
+            runtime = ModelRuntime(path, self.cfg.runtime, self.cfg.threads)
+            for rows in (1, self.cfg.max_batch_size):  # warm up: the first requests should not pay
+                runtime.predict(np.zeros((rows, len(runtime.features)), dtype=np.float32))
+        except BigModelError as err:
+            raise BigModelError(f"{name}:{version}: {err}") from None
+        except Exception as err:  # a model that loads but cannot run: one line, never a crash
+            raise BigModelError(f"{name}:{version} cannot be served: {type(err).__name__}: {err}") from None
         return runtime
 
     async def _release(self, name: str, version: int) -> None:

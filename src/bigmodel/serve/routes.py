@@ -1,34 +1,25 @@
 """The Open Inference Protocol's other endpoints, one small group per concern.
 
 Each group is a function ``state -> list of routes``. ``create_app`` mounts the core groups below
-plus any ``extensions`` it is given, so a later stage (online feedback, explanations) adds its own
-module with ``routes(state)`` and is passed in, without touching this file. Handlers raise
-``HTTPError`` for 4xx/503 answers; the app turns them into ``{"error": ...}``.
+plus any ``extensions`` it is given: a later stage (online feedback, explanations) adds its own
+module through ``bigmodel.serve.extension`` without touching this file. Handlers raise
+``HTTPError`` for 4xx/503 answers (an unknown model, ``ModelNotFound``, is a 404); the app turns
+them into ``{"error": ...}``.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-import bigmodel
+from bigmodel._version import __version__
 from bigmodel.errors import BigModelError
-from bigmodel.serve.protocol import HTTPError
-
-if TYPE_CHECKING:
-    from bigmodel.serve.app import ServerState
+from bigmodel.serve.http import HTTPError, json_response, read_json_object
+from bigmodel.serve.repository import ModelNotFound
+from bigmodel.serve.state import ServerState
 
 EXTENSIONS = ["binary_tensor_data", "model_repository", "metrics"]
-
-
-def json_response(obj: Any, status: int = 200) -> Response:
-    return Response(
-        orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY), status, media_type="application/json"
-    )
 
 
 def health(state: ServerState) -> list[BaseRoute]:
@@ -46,7 +37,7 @@ def health(state: ServerState) -> list[BaseRoute]:
 
 def metadata(state: ServerState) -> list[BaseRoute]:
     async def server(request: Request) -> Response:
-        return json_response({"name": "bigmodel", "version": bigmodel.__version__, "extensions": EXTENSIONS})
+        return json_response({"name": "bigmodel", "version": __version__, "extensions": EXTENSIONS})
 
     async def model(request: Request) -> Response:
         name, version = request.path_params["name"], request.path_params.get("version")
@@ -105,6 +96,8 @@ def repository(state: ServerState) -> list[BaseRoute]:
         await read_json_object(request, limit, empty_ok=True)
         try:
             await state.repo.unload(request.path_params["name"])
+        except ModelNotFound as err:
+            raise HTTPError(404, str(err)) from None
         except BigModelError as err:  # a malformed NAME:VERSION or NAME@ALIAS
             raise HTTPError(400, f"cannot unload: {err}") from None
         return json_response({})
@@ -121,33 +114,6 @@ def metrics(state: ServerState) -> list[BaseRoute]:
         return Response(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     return [Route("/metrics", scrape)]
-
-
-async def read_json_object(request: Request, limit: int, *, empty_ok: bool = False) -> dict[str, Any]:
-    """The request body as a JSON object, read up to ``limit`` bytes (413 beyond), else a 400.
-
-    ``empty_ok``: no body at all reads as ``{}`` (the repository extension's bodies are optional).
-    """
-    too_big = HTTPError(413, f"request body is larger than the limit of {limit} bytes")
-    length = request.headers.get("content-length", "")
-    if length.isascii() and length.isdigit() and int(length) > limit:
-        raise too_big
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:  # refused before it is buffered, whatever Content-Length said
-            raise too_big
-        chunks.append(chunk)
-    raw = b"".join(chunks)
-    if not raw and empty_ok:
-        return {}
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as err:
-        raise HTTPError(400, f"request body is not valid JSON: {err}") from None
-    if not isinstance(body, dict):
-        raise HTTPError(400, "request body must be a JSON object")
-    return body
 
 
 CORE = (health, metadata, repository, metrics)

@@ -14,9 +14,11 @@ import torch
 
 from bigmodel import artifacts, onnxrt, tasks
 from bigmodel.errors import BigModelError
+from bigmodel.models.arch import parse_architecture
 from bigmodel.serve.protocol import TensorSpec
 
 RuntimeName = Literal["auto", "torch", "onnxruntime"]
+INFER_ROUTE = "infer"  # the route group name a family lists in ``supports.routes``
 INPUT = "input"
 
 
@@ -62,6 +64,12 @@ class ModelRuntime:
         self.path = path
         self.meta = artifacts.read_meta(path)
         artifacts.verify(path, self.meta)  # every artifact, whichever runtime reads it
+        arch = parse_architecture(self.meta.architecture)
+        if INFER_ROUTE not in arch.supports.routes:
+            raise BigModelError(
+                f"a {arch.name} model has no route on this server yet (it serves tabular models "
+                "through infer; text generation and embeddings are not served yet)"
+            )
         self.spec = self.meta.spec
         # ONNX Runtime needs only the graph: a compressed model whose weights PyTorch cannot
         # rebuild from the architecture dict is still served from its ONNX export

@@ -23,10 +23,13 @@ machines must share the run directory (a network file system).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
+import math
 import shutil
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +45,34 @@ from bigmodel.train.dist import DistEnv, barrier
 SHARDS = "shards"
 RNG = "rng.safetensors"
 STATE = "state.json"
+
+
+@dataclass
+class TrainerState:
+    """Where a run stands: what the loop counts and a resume continues from. state.json keeps it as
+    its "trainer" object under these names (``to_json``); ``from_json`` reads any checkpoint's, the
+    older ones without ``order`` or the banked epoch loss included."""
+
+    epoch: int = 0  # epochs done
+    batch: int = 0  # batches of epoch ``epoch`` done: > 0 only for a checkpoint in mid-epoch
+    step: int = 0  # optimizer steps done
+    best_val: float = math.inf  # the lowest validation loss so far (early stopping) ...
+    bad_epochs: int = 0  # ... and the epochs since it last improved by more than ``tol``
+    train_seconds: float = 0.0
+    train_rows: int = 0
+    wait_seconds: float = 0.0  # the part of train_seconds spent waiting for batches
+    data_hash: str = ""  # the dataset's content hash: a resume must find the same rows ...
+    order: str = "v1"  # ... in the same order (how rows are shuffled; "v1" before it was recorded)
+    epoch_loss: float | None = None  # the epoch's summed loss and rows up to a mid-epoch checkpoint,
+    epoch_rows: int | None = None  # so that a resumed epoch reports all of it
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_json(cls, saved: Mapping[str, Any]) -> TrainerState:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in saved.items() if k in names})
 
 
 def flatten(obj: Any, tensors: dict[str, torch.Tensor], prefix: str = "t") -> Any:
@@ -96,7 +127,7 @@ def save(
     module: nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
-    trainer: dict[str, Any],
+    trainer: TrainerState,
     env: DistEnv,
     keep: int = 2,
 ) -> Path | None:
@@ -107,7 +138,7 @@ def save(
 
     root = run_dir / "checkpoints"
     # Named by step, then epoch: the end-of-epoch checkpoint of a step sorts after a mid-epoch one.
-    final = root / f"step-{step:09d}-{trainer['epoch']:05d}"
+    final = root / f"step-{step:09d}-{trainer.epoch:05d}"
     if final.exists():  # e.g. resuming a finished run: the same state is already saved
         return final if env.is_main else None
     rngs = _gather_rng(env)
@@ -135,7 +166,7 @@ def save(
         state = {
             "step": step,
             "world_size": env.world,
-            "trainer": trainer,
+            "trainer": trainer.to_json(),
             **skeleton,
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "files": {f: sha256_file(tmp / f) for f in files},
@@ -243,7 +274,7 @@ def restore(
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
     env: DistEnv,
-) -> dict[str, Any]:
+) -> TrainerState:
     """Load a checkpoint saved on any number of workers into the given (plain, DDP or FSDP)
     objects; return the trainer state saved with it."""
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
@@ -258,7 +289,7 @@ def restore(
     if state["world_size"] == env.world:
         # Dropout continues exactly; with another world size it cannot, and nothing else needs it.
         torch.set_rng_state(rngs[f"rank{env.rank}"])
-    return dict(state["trainer"])
+    return TrainerState.from_json(state["trainer"])
 
 
 def load_model_weights(path: Path, state: dict[str, Any], module: nn.Module) -> None:

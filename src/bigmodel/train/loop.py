@@ -1,36 +1,42 @@
 """``train(cfg)``: one training run, top to bottom.
 
 The parent checks everything a user can get wrong (dataset, batch size, run directory: see
-``run_dir.prepare_run``) before any worker starts, then runs ``worker(cfg)`` in 1 process, in N local processes, or in each process
-torchrun started. A step covers ``grad_accum`` global batches (all of them for ``gd``); each rank
-sums its rows' losses and divides by the rows of the whole step times 1/N, so DDP's gradient
-average equals single-process training on the same global batches, however the rows were split.
+``run_dir.prepare_run``) before any worker starts, then runs ``worker(run)`` in 1 process, in N local
+processes, or in each process torchrun started. Inside a worker, ``build`` makes the run's parts once
+(data streams, model, optimizer, the state a checkpoint restores), the epochs run ``train_step`` per
+batch and ``end_epoch`` per epoch, and ``finish`` writes the model directory. A step covers
+``grad_accum`` global batches (all of them for ``gd``); each rank sums its rows' losses and divides
+by the rows of the whole step times 1/N, so DDP's gradient average equals single-process training on
+the same global batches, however the rows were split.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import time
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import torch
 
 from bigmodel import artifacts, tasks
-from bigmodel.config import TrainConfig, to_dict, validate
-from bigmodel.console import err, run_progress
-from bigmodel.data.builtin import resolve
-from bigmodel.data.stream import ParquetStream, epochs, order_tag
+from bigmodel.config import TrainConfig
+from bigmodel.console import RunProgress, err, run_progress
+from bigmodel.data.stream import Batch, ParquetStream, epochs, order_tag
 from bigmodel.errors import BigModelError
 from bigmodel.models import build_model, count_params, set_standardization
 from bigmodel.train import checkpoint, dist
+from bigmodel.train.checkpoint import TrainerState
 from bigmodel.train.evaluation import evaluate_stream
 from bigmodel.train.optim import build_optimizer, build_scheduler
 from bigmodel.train.plots import loss_plot
-from bigmodel.train.run_dir import LOSS_PLOT, METRICS_FILE, load_history, prepare_run
-from bigmodel.train.spec import architecture, eval_batch_size, model_meta, plain_module, task_spec
+from bigmodel.train.run_dir import LOSS_PLOT, METRICS_FILE, PreparedRun, load_history, prepare_run
+from bigmodel.train.spec import eval_batch_size, model_meta, plain_module, task_spec
 
 # FSDP gathers each block's parameters (and gradients) and frees them right after use. glibc keeps
 # freed buffers of up to 32 MiB in its heap, so a worker's resident memory would keep the largest
@@ -40,45 +46,356 @@ FSDP_WORKER_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1 << 20)}
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """``bigmodel.train.train``, which documents it (that module stays light; this one is torch)."""
-    cfg = prepare_run(cfg)
+    run = prepare_run(cfg)
+    cfg = run.cfg
     if dist.under_launcher():
-        return worker(to_dict(cfg))
+        return worker(run)
     if cfg.dist.workers > 1 or cfg.dist.max_restarts:
         env = FSDP_WORKER_ENV if cfg.dist.strategy == "fsdp" else None
         return dict(
-            dist.launch(
-                worker, (to_dict(cfg),), cfg.dist.workers, max_restarts=cfg.dist.max_restarts, env=env
-            )
+            dist.launch(worker, (run,), cfg.dist.workers, max_restarts=cfg.dist.max_restarts, env=env)
         )
-    return worker(to_dict(cfg))
+    return worker(run)
 
 
-def worker(cfg_dict: dict[str, Any]) -> dict[str, Any]:
+def worker(run: PreparedRun) -> dict[str, Any]:
     """The whole run inside one process (rank); every rank returns the same summary."""
-    cfg = validate(cfg_dict)
+    cfg = run.cfg
     if dist.restart_count() > 0 and not cfg.resume and checkpoint.latest(Path(str(cfg.run_dir))):
         cfg = cfg.model_copy(update={"resume": True})  # restarted by the elastic launcher: continue
+        run = dataclasses.replace(run, cfg=cfg)
     fsdp = cfg.dist.strategy == "fsdp"
     env = dist.setup(cfg.device, cfg.dist.backend, cfg.dist.timeout_s, cfg.dist.threads, group_of_one=fsdp)
     try:
         with dist.fail_on_timeout(env, cfg.dist.timeout_s):
-            return _train(cfg, env)
+            return _train(run, env)
     finally:
         dist.teardown()
 
 
-def _train(cfg: TrainConfig, env: dist.DistEnv) -> dict[str, Any]:
-    main = env.is_main
-    run_dir = Path(str(cfg.run_dir))
-    root, manifest = resolve(cfg.data.dataset, seed=cfg.seed, val_fraction=cfg.data.val_fraction)
-    spec = task_spec(manifest)
+def _train(run: PreparedRun, env: dist.DistEnv) -> dict[str, Any]:
+    """The loop: ``build`` once, each epoch's steps and its end, then ``finish``."""
+    tr = build(run, env)
+    cfg, st = run.cfg, tr.state
+    val_metrics: dict[str, float] = {}
+    capped = False  # max_steps reached
+    peak_rss = 0.0
+    with (
+        run_progress(cfg.epochs, st.epoch, enabled=env.is_main and cfg.progress) as bar,
+        contextlib.closing(tr.batch_epochs),
+    ):
+        for epoch, batches in zip(tr.epoch_range, tr.batch_epochs, strict=True):
+            bar.start_epoch(epoch, tr.nb - st.batch)
+            ep = _begin_epoch(tr)
+            for b in _timed(batches, st):
+                if not train_step(tr, b, ep):
+                    continue  # the step's gradients are still accumulating
+                if cfg.checkpoint_every and st.step % cfg.checkpoint_every == 0:
+                    save_checkpoint(tr, ep)
+                ep.mark = time.perf_counter()  # the checkpoint's time is no step's
+                if env.is_main and ep.mark - ep.last_shown > 0.25:
+                    _show(bar, tr, ep, b.index)
+                if cfg.max_steps and st.step >= cfg.max_steps:
+                    capped = True
+                    break
+            batches.close()  # an epoch cut short: stops its DataLoader workers (or pipeline) now
+            bar.advance(tr.nb - ep.start_batch - ep.shown, "")
+            peak_rss = max(peak_rss, dist.peak_rss_mb())  # training's peak, before evaluation adds its own
+            val_metrics = end_epoch(tr, ep, epoch, capped)
+            bar.end_epoch(f"val loss {val_metrics['loss']:.4f}")
+            if capped or (cfg.until_converged and st.bad_epochs >= cfg.patience):
+                break
+    return finish(tr, val_metrics, peak_rss)
 
-    # data: global batches, this rank's share of each
+
+class BatchEpochs(Protocol):
+    """What ``epochs`` returns: for each epoch, an iterator over its batches; ``close`` stops the reader."""
+
+    def __iter__(self) -> Iterator[Generator[Batch, None, None]]: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class Trainer:
+    """What ``build`` makes once for a run in this process; ``state`` is what a checkpoint keeps."""
+
+    run: PreparedRun
+    env: dist.DistEnv
+    state: TrainerState
+    resumed_from: int | None  # the step a resumed run started from
+    history: list[dict[str, Any]]  # the epoch records of metrics.jsonl (rank 0's)
+    spec: tasks.TaskSpec
+    # data: global batches of ``batch_size`` rows, this rank's share of each
+    train_stream: ParquetStream
+    val_stream: ParquetStream
+    batch_epochs: BatchEpochs
+    epoch_range: range
+    batch_size: int
+    nb: int  # batches per epoch
+    per_step: int  # batches per optimizer step
+    # model: the plain module, as parallelize wrapped it, and as torch.compile compiled that
+    model: torch.nn.Module
+    ddp_model: torch.nn.Module
+    net: torch.nn.Module
+    averager: Any  # local SGD's parameter averager, or None
+    teacher: torch.nn.Module | None
+    masks: list[tuple[torch.Tensor, torch.Tensor]]  # keep_sparsity: (weight, its non-zeros)
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+
+    @property
+    def cfg(self) -> TrainConfig:
+        return self.run.cfg
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(str(self.run.cfg.run_dir))
+
+
+@dataclass
+class Epoch:
+    """One epoch's running tallies on this rank (a resumed epoch's start with the part banked in
+    its checkpoint)."""
+
+    start_batch: int  # where it starts: past the batches a mid-epoch checkpoint had done
+    seconds0: float  # state.train_seconds and train_rows when it started
+    rows0: int
+    loss: torch.Tensor  # summed training loss of this rank's rows (float64, on the device)
+    rows: int
+    mark: float  # when the step being timed began
+    shown: int = 0  # batches the progress bar shows done
+    last_shown: float = 0.0
+
+
+def build(run: PreparedRun, env: dist.DistEnv) -> Trainer:
+    """The run's parts, once: data streams, model (distributed from outside), optimizer, schedule,
+    and the state to start from (a resumed run's, restored from its checkpoint)."""
+    cfg, manifest = run.cfg, run.manifest
+    run_dir = Path(str(cfg.run_dir))
     gd = cfg.optim.name == "gd"
-    train_rows = manifest.split("train").rows
-    batch = min(cfg.batch_size, train_rows) if gd else cfg.batch_size
+    batch = min(cfg.batch_size, manifest.split("train").rows) if gd else cfg.batch_size
+    train_stream, val_stream = _streams(run, env, batch)
+    # The position to start from (a resumed run's), then the reader: it starts now, so its first
+    # windows are read while the model is built, wrapped and its checkpoint restored.
+    found = _resume_from(run_dir, env) if cfg.resume else None
+    # A new run's state: the dataset's rows and order, which a resume must find again.
+    state = TrainerState(data_hash=manifest.content_hash, order=order_tag(train_stream.block))
+    position = TrainerState.from_json(found[1]["trainer"]) if found else state
+    epoch_range = range(position.epoch, cfg.epochs)
+    batch_epochs = epochs(
+        train_stream,
+        epoch_range,
+        start_batch=position.batch,
+        loader_workers=cfg.data.loader_workers,
+        prefetch=cfg.data.prefetch,
+        threads=cfg.data.load_threads,
+    )
+    try:  # a bad --init-from, teacher or checkpoint fails here: stop the reader's threads first
+        # DDP/FSDP machinery costs ~1 s to import; only workers need it, not every CLI verb.
+        from bigmodel.train.parallelize import parallelize
+
+        # model: plain PyTorch, initialised identically on every rank from the seed, then distributed
+        # from outside; the optimizer is built afterwards, on the parameters as parallelize left them
+        torch.manual_seed(cfg.seed)
+        model = _model(run).to(env.device)
+        teacher = _teacher(cfg, env.device)
+        ddp_model, averager = parallelize(model, cfg.dist, env)
+        net = cast(torch.nn.Module, torch.compile(ddp_model)) if cfg.model.compile else ddp_model
+        net.train()
+
+        nb = train_stream.num_batches
+        per_step = nb if gd else cfg.optim.grad_accum
+        optimizer = build_optimizer(model.parameters(), cfg.optim)
+        total_steps = cfg.epochs * math.ceil(nb / per_step)
+        scheduler = build_scheduler(
+            optimizer, cfg.optim, total_steps=min(total_steps, cfg.max_steps or total_steps)
+        )
+        if cfg.resume:
+            assert found is not None  # checked by prepare_run
+            state = checkpoint.restore(
+                *found, module=model, optimizer=optimizer, scheduler=scheduler, env=env
+            )
+        history = load_history(run_dir, upto_epoch=state.epoch) if env.is_main else []
+        masks = _zero_masks(model) if cfg.model.keep_sparsity else []
+    except BaseException:
+        batch_epochs.close()
+        raise
+    return Trainer(
+        run=run,
+        env=env,
+        state=state,
+        resumed_from=state.step if cfg.resume else None,
+        history=history,
+        spec=task_spec(manifest),
+        train_stream=train_stream,
+        val_stream=val_stream,
+        batch_epochs=batch_epochs,
+        epoch_range=epoch_range,
+        batch_size=batch,
+        nb=nb,
+        per_step=per_step,
+        model=model,
+        ddp_model=ddp_model,
+        net=net,
+        averager=averager,
+        teacher=teacher,
+        masks=masks,
+        optimizer=optimizer,
+        scheduler=scheduler,
+    )
+
+
+def train_step(tr: Trainer, b: Batch, ep: Epoch) -> bool:
+    """Forward and backward one batch; after the last batch of a step, the optimizer step.
+    Returns whether it stepped."""
+    from bigmodel.train.parallelize import grad_sync  # imported by ``build`` already
+
+    cfg, env, st = tr.cfg, tr.env, tr.state
+    step_first = b.index // tr.per_step * tr.per_step
+    step_end = min(tr.nb, step_first + tr.per_step)
+    step_rows = min(tr.train_stream.n, step_end * tr.batch_size) - step_first * tr.batch_size  # all ranks'
+    sync = b.index == step_end - 1
+    with grad_sync(tr.ddp_model, sync):
+        x, y = b.x.to(env.device, non_blocking=True), b.y.to(env.device, non_blocking=True)
+        logits = tr.net(x)
+        if tr.teacher is None:
+            loss = tasks.loss_sum(tr.spec, logits, y)
+        else:
+            assert cfg.distill is not None
+            with torch.no_grad():
+                soft = tr.teacher(x)
+            loss = tasks.distill_loss_sum(
+                tr.spec, logits, soft, y, cfg.distill.temperature, cfg.distill.alpha
+            )
+        (loss * (env.world / step_rows)).backward()
+    ep.loss += loss.detach()
+    ep.rows += len(b.x)
+    if not sync:
+        return False
+    if cfg.optim.grad_clip:
+        torch.nn.utils.clip_grad_norm_(tr.model.parameters(), cfg.optim.grad_clip)
+    tr.optimizer.step()
+    _apply_masks(tr.masks)
+    tr.scheduler.step()
+    if tr.averager is not None:  # before zero_grad: it averages parameters that have grads
+        tr.averager.average_parameters(tr.model.parameters())
+    tr.optimizer.zero_grad(set_to_none=True)
+    st.train_seconds += time.perf_counter() - ep.mark
+    st.train_rows += step_rows
+    st.step += 1
+    st.batch = b.index + 1
+    return True
+
+
+def end_epoch(tr: Trainer, ep: Epoch, epoch: int, capped: bool) -> dict[str, float]:
+    """The epoch's training loss over all ranks, validation, its record in metrics.jsonl and the
+    early-stopping count. Returns the validation metrics."""
+    cfg, env, st = tr.cfg, tr.env, tr.state
+    loss_sum, rows = _epoch_loss(ep, env)
+    train_loss = loss_sum / max(rows, 1)
+    _check_finite(train_loss, epoch=epoch + 1, step=st.step)  # the same sum on every rank
+    if tr.averager is not None:
+        _average_now(tr.model, env)  # evaluate (and save) the consensus model, not rank 0's local one
+    val_metrics = evaluate_stream(tr.net, tr.val_stream, tr.spec, env, max_rows=cfg.eval_rows)
+    if not capped or st.batch >= tr.nb:  # a capped epoch keeps its position, so it can resume
+        st.epoch, st.batch = epoch + 1, 0
+    record = {
+        "epoch": epoch + 1,
+        "step": st.step,
+        "train_loss": train_loss,
+        "val_loss": val_metrics["loss"],
+        **{f"val_{k}": v for k, v in val_metrics.items() if k != "loss"},
+        "samples_per_s": (st.train_rows - ep.rows0) / max(st.train_seconds - ep.seconds0, 1e-9),
+        "seconds": st.train_seconds - ep.seconds0,
+        "lr": tr.scheduler.get_last_lr()[0],
+    }
+    if env.is_main:
+        tr.history.append(record)
+        with open(tr.run_dir / METRICS_FILE, "a") as f:
+            f.write(json.dumps(record) + "\n")
+    improved = val_metrics["loss"] < st.best_val - cfg.tol
+    st.best_val = min(st.best_val, val_metrics["loss"])
+    st.bad_epochs = 0 if improved else st.bad_epochs + 1
+    return val_metrics
+
+
+def finish(tr: Trainer, val_metrics: dict[str, float], peak_rss: float) -> dict[str, Any]:
+    """The last checkpoint and the run's summary; rank 0 writes the model directory and loss plot."""
+    from bigmodel.train.parallelize import is_sharded
+
+    cfg, env, st = tr.cfg, tr.env, tr.state
+    if not val_metrics:  # resumed a run whose epochs were all done
+        val_metrics = evaluate_stream(tr.net, tr.val_stream, tr.spec, env, max_rows=cfg.eval_rows)
+    peak_rss = float(dist.all_reduce_sum(torch.tensor(peak_rss or dist.peak_rss_mb()), env, op="max"))
+    save_checkpoint(tr)
+    weights = checkpoint.full_model_state(tr.model, env) if is_sharded(tr.model) else None
+    history = tr.history
+    summary = {
+        "metrics": val_metrics,
+        "train_loss": history[-1]["train_loss"] if history else None,
+        "world_size": env.world,
+        "samples_per_s": st.train_rows / max(st.train_seconds, 1e-9),
+        "data_wait_fraction": st.wait_seconds / max(st.train_seconds, 1e-9),
+        "epochs": history[-1]["epoch"] if history else st.epoch,  # a capped epoch counts, as logged
+        "steps": st.step,
+        "seconds": st.train_seconds,
+        "params": count_params(tr.model),
+        "strategy": cfg.dist.strategy,
+        "peak_rss_mb": peak_rss,
+        "restarts": dist.restart_count(),
+        "resumed_from_step": tr.resumed_from,
+        "run_dir": str(tr.run_dir),
+    }
+    if env.is_main:
+        run = tr.run
+        lineage = artifacts.Lineage(
+            method="train",
+            data_manifest_hash=run.manifest.content_hash,
+            params={"optimizer": cfg.optim.name, "epochs": st.epoch, "steps": st.step},
+        )
+        meta = model_meta(cfg, run.root, run.manifest, run.arch, val_metrics, lineage)
+        artifacts.write_model_dir(tr.run_dir, plain_module(run.arch, weights) if weights else tr.model, meta)
+        if history:
+            title = f"{run.manifest.name}: {cfg.model.name} {cfg.model.hidden}"
+            loss_plot(history, tr.run_dir / LOSS_PLOT, title=title)
+    return summary
+
+
+def save_checkpoint(tr: Trainer, ep: Epoch | None = None) -> None:
+    """A checkpoint of the state now (collective); in mid-epoch (``ep`` given), with the epoch's
+    loss so far banked in it, so a resumed epoch reports all of it."""
+    st = tr.state
+    if ep is not None:
+        st.epoch_loss, st.epoch_rows = _epoch_loss(ep, tr.env)
+        _check_finite(st.epoch_loss / max(st.epoch_rows, 1), epoch=st.epoch + 1, step=st.step)
+    checkpoint.save(
+        tr.run_dir,
+        step=st.step,
+        module=tr.model,
+        optimizer=tr.optimizer,
+        scheduler=tr.scheduler,
+        trainer=st,
+        env=tr.env,
+        keep=tr.cfg.keep_checkpoints,
+    )
+
+
+def _model(run: PreparedRun) -> torch.nn.Module:
+    """The model to train: ``model.init_from``'s weights, or a new one of the run's architecture."""
+    if run.cfg.model.init_from:
+        return artifacts.load_model(run.cfg.model.init_from).module.train()
+    model = build_model(run.arch)
+    set_standardization(model, run.manifest.mean, run.manifest.std)
+    return model
+
+
+def _streams(run: PreparedRun, env: dist.DistEnv, batch: int) -> tuple[ParquetStream, ParquetStream]:
+    """This rank's share of each global batch: training batches of ``batch`` rows, shuffled; and
+    validation batches."""
+    cfg, manifest = run.cfg, run.manifest
     train_stream = ParquetStream(
-        root,
+        run.root,
         manifest,
         "train",
         batch_size=batch,
@@ -90,7 +407,7 @@ def _train(cfg: TrainConfig, env: dist.DistEnv) -> dict[str, Any]:
         shuffle_block=cfg.data.shuffle_block,
     )
     val_stream = ParquetStream(
-        root,
+        run.root,
         manifest,
         "val",
         batch_size=eval_batch_size(cfg, manifest, env.world),
@@ -98,234 +415,59 @@ def _train(cfg: TrainConfig, env: dist.DistEnv) -> dict[str, Any]:
         world=env.world,
         shuffle=False,
     )
-    # The position to start from (a resumed run's), then the reader: it starts now, so its first
-    # windows are read while the model is built, wrapped and its checkpoint restored.
-    found = checkpoint.latest(run_dir) if cfg.resume else None
-    skipped = checkpoint.failed_newer(run_dir, found[0]) if found and main else []
+    return train_stream, val_stream
+
+
+def _resume_from(run_dir: Path, env: dist.DistEnv) -> tuple[Path, dict[str, Any]] | None:
+    """The checkpoint a resumed run starts from: the newest that passes its hash check."""
+    found = checkpoint.latest(run_dir)
+    skipped = checkpoint.failed_newer(run_dir, found[0]) if found and env.is_main else []
     if skipped:  # a resume from further back than the user expects should not be silent
         err.print(
             f"warning: {', '.join(skipped)} failed the hash check (changed since it was written); "
             f"resuming from {found[0].name if found else ''}"
         )
-    position = found[1]["trainer"] if found else {"epoch": 0, "batch": 0}
-    epoch_range = range(position["epoch"], cfg.epochs)
-    batch_epochs = epochs(
-        train_stream,
-        epoch_range,
-        start_batch=position["batch"],
-        loader_workers=cfg.data.loader_workers,
-        prefetch=cfg.data.prefetch,
-        threads=cfg.data.load_threads,
-    )
-    try:  # a bad --init-from, teacher or checkpoint fails here: stop the reader's threads first
-        # DDP/FSDP machinery costs ~1 s to import; only workers need it, not every CLI verb.
-        from bigmodel.train.parallelize import grad_sync, is_sharded, parallelize
+    return found
 
-        # model: plain PyTorch, initialised identically on every rank from the seed, then distributed
-        # from outside; the optimizer is built afterwards, on the parameters as parallelize left them
-        torch.manual_seed(cfg.seed)
-        if cfg.model.init_from:  # start from a model directory's architecture and weights
-            start = artifacts.load_model(cfg.model.init_from)
-            model, arch = start.module.train(), start.meta.architecture
-        else:
-            arch = architecture(cfg, manifest)
-            model = build_model(arch)
-            set_standardization(model, manifest.mean, manifest.std)
-        model.to(env.device)
-        teacher = _teacher(cfg, env.device)
-        ddp_model, averager = parallelize(model, cfg.dist, env)
-        net = cast(torch.nn.Module, torch.compile(ddp_model)) if cfg.model.compile else ddp_model
-        net.train()
 
-        nb = train_stream.num_batches
-        per_step = nb if gd else cfg.optim.grad_accum  # batches per optimizer step
-        steps_per_epoch = math.ceil(nb / per_step)
+def _begin_epoch(tr: Trainer) -> Epoch:
+    st = tr.state
+    loss = torch.zeros((), dtype=torch.float64, device=tr.env.device)
+    rows = 0
+    if tr.env.is_main and st.batch:  # a resumed epoch: the part before its checkpoint, banked there
+        loss += st.epoch_loss or 0.0
+        rows = st.epoch_rows or 0
+    now = time.perf_counter()
+    return Epoch(st.batch, st.train_seconds, st.train_rows, loss, rows, mark=now, last_shown=now)
 
-        optimizer = build_optimizer(model.parameters(), cfg.optim)
-        total_steps = cfg.epochs * steps_per_epoch
-        scheduler = build_scheduler(
-            optimizer, cfg.optim, total_steps=min(total_steps, cfg.max_steps or total_steps)
-        )
-        st: dict[str, Any] = {
-            "epoch": 0,
-            "batch": 0,
-            "step": 0,
-            "best_val": math.inf,
-            "bad_epochs": 0,
-            "train_seconds": 0.0,
-            "train_rows": 0,
-            "wait_seconds": 0.0,
-            "data_hash": manifest.content_hash,  # a resume must find the same rows
-            "order": order_tag(train_stream.block),  # ... in the same order
-        }
-        if cfg.resume:
-            assert found is not None  # checked by prepare_run
-            st = checkpoint.restore(*found, module=model, optimizer=optimizer, scheduler=scheduler, env=env)
-        resumed_from = st["step"] if cfg.resume else None
-        history = load_history(run_dir, upto_epoch=st["epoch"]) if main else []
-        masks = _zero_masks(model) if cfg.model.keep_sparsity else []
-    except BaseException:
-        batch_epochs.close()
-        raise
 
-    def save_checkpoint(loss_acc: torch.Tensor | None = None, rows_local: int = 0) -> None:
-        if loss_acc is not None:  # bank the epoch's loss so far, so a resumed epoch reports all of it
-            sums = dist.all_reduce_sum(
-                torch.stack([loss_acc.detach().cpu(), torch.tensor(float(rows_local), dtype=torch.float64)]),
-                env,
-            )
-            st["epoch_loss"], st["epoch_rows"] = float(sums[0]), int(sums[1])
-            _check_finite(st["epoch_loss"] / max(st["epoch_rows"], 1), epoch=st["epoch"] + 1, step=st["step"])
-        checkpoint.save(
-            run_dir,
-            step=st["step"],
-            module=model,
-            optimizer=optimizer,
-            scheduler=scheduler,
-            trainer=st,
-            env=env,
-            keep=cfg.keep_checkpoints,
-        )
+def _timed(batches: Iterator[Batch], st: TrainerState) -> Iterator[Batch]:
+    """The batches, adding the time spent waiting for each to ``st.wait_seconds`` (the epoch's end,
+    and its loader shutting down, is no step's wait)."""
+    while True:
+        t = time.perf_counter()
+        b = next(batches, None)
+        if b is None:
+            return
+        st.wait_seconds += time.perf_counter() - t
+        yield b
 
-    val_metrics: dict[str, float] = {}
-    capped = False  # max_steps reached
-    peak_rss = 0.0
-    with (
-        run_progress(cfg.epochs, st["epoch"], enabled=main and cfg.progress) as bar,
-        contextlib.closing(batch_epochs),
-    ):
-        for epoch, batches in zip(epoch_range, batch_epochs, strict=True):
-            start_batch = st["batch"]
-            seconds0, rows0 = st["train_seconds"], st["train_rows"]
-            # This epoch's summed training loss and rows; a resumed epoch starts from the banked part.
-            loss_acc = torch.zeros((), dtype=torch.float64, device=env.device)
-            rows_local = 0
-            if main and start_batch:
-                loss_acc += st.get("epoch_loss", 0.0)
-                rows_local = st.get("epoch_rows", 0)
-            shown, last_shown = 0, time.perf_counter()
-            bar.start_epoch(epoch, nb - start_batch)
-            mark = time.perf_counter()
-            while True:
-                tw = time.perf_counter()
-                b = next(batches, None)
-                if b is None:  # the epoch's end (and its loader shutting down) is no step's wait
-                    break
-                st["wait_seconds"] += time.perf_counter() - tw
-                step_first = b.index // per_step * per_step
-                step_end = min(nb, step_first + per_step)
-                step_rows = min(train_stream.n, step_end * batch) - step_first * batch
-                sync = b.index == step_end - 1
-                with grad_sync(ddp_model, sync):
-                    x, y = b.x.to(env.device, non_blocking=True), b.y.to(env.device, non_blocking=True)
-                    logits = net(x)
-                    if teacher is None:
-                        loss = tasks.loss_sum(spec, logits, y)
-                    else:
-                        assert cfg.distill is not None
-                        with torch.no_grad():
-                            soft = teacher(x)
-                        loss = tasks.distill_loss_sum(
-                            spec, logits, soft, y, cfg.distill.temperature, cfg.distill.alpha
-                        )
-                    (loss * (env.world / step_rows)).backward()
-                loss_acc += loss.detach()
-                rows_local += len(b.x)
-                if sync:
-                    if cfg.optim.grad_clip:
-                        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-                    optimizer.step()
-                    _apply_masks(masks)
-                    scheduler.step()
-                    if averager is not None:  # before zero_grad: it averages parameters that have grads
-                        averager.average_parameters(model.parameters())
-                    optimizer.zero_grad(set_to_none=True)
-                    now = time.perf_counter()
-                    st["train_seconds"] += now - mark
-                    st["train_rows"] += step_rows
-                    st["step"] += 1
-                    st["batch"] = b.index + 1
-                    if cfg.checkpoint_every and st["step"] % cfg.checkpoint_every == 0:
-                        save_checkpoint(loss_acc, rows_local)
-                    mark = time.perf_counter()
-                    if main and mark - last_shown > 0.25:
-                        done = b.index + 1 - start_batch
-                        rate = (st["train_rows"] - rows0) / max(st["train_seconds"] - seconds0, 1e-9)
-                        loss_now = loss_acc.item() / max(rows_local, 1)
-                        bar.advance(done - shown, f"loss {loss_now:.4f}  {rate:,.0f} samples/s")
-                        shown, last_shown = done, mark
-                    if cfg.max_steps and st["step"] >= cfg.max_steps:
-                        capped = True
-                        break
-            batches.close()  # an epoch cut short: stops its DataLoader workers (or pipeline) now
-            bar.advance(nb - start_batch - shown, "")
-            peak_rss = max(peak_rss, dist.peak_rss_mb())  # training's peak, before evaluation adds its own
 
-            sums = dist.all_reduce_sum(
-                torch.stack([loss_acc.cpu(), torch.tensor(float(rows_local), dtype=torch.float64)]), env
-            )
-            train_loss = float(sums[0]) / max(float(sums[1]), 1.0)
-            _check_finite(train_loss, epoch=epoch + 1, step=st["step"])  # the same sum on every rank
-            if averager is not None:
-                _average_now(model, env)  # evaluate (and save) the consensus model, not rank 0's local one
-            val_metrics = evaluate_stream(net, val_stream, spec, env, max_rows=cfg.eval_rows)
-            if not capped or st["batch"] >= nb:  # a capped epoch keeps its position, so it can resume
-                st["epoch"], st["batch"] = epoch + 1, 0
-            record = {
-                "epoch": epoch + 1,
-                "step": st["step"],
-                "train_loss": train_loss,
-                "val_loss": val_metrics["loss"],
-                **{f"val_{k}": v for k, v in val_metrics.items() if k != "loss"},
-                "samples_per_s": (st["train_rows"] - rows0) / max(st["train_seconds"] - seconds0, 1e-9),
-                "seconds": st["train_seconds"] - seconds0,
-                "lr": scheduler.get_last_lr()[0],
-            }
-            if main:
-                history.append(record)
-                with open(run_dir / METRICS_FILE, "a") as f:
-                    f.write(json.dumps(record) + "\n")
-            improved = val_metrics["loss"] < st["best_val"] - cfg.tol
-            st["best_val"] = min(st["best_val"], val_metrics["loss"])
-            st["bad_epochs"] = 0 if improved else st["bad_epochs"] + 1
-            bar.end_epoch(f"val loss {val_metrics['loss']:.4f}")
-            if capped or (cfg.until_converged and st["bad_epochs"] >= cfg.patience):
-                break
+def _show(bar: RunProgress, tr: Trainer, ep: Epoch, index: int) -> None:
+    """The epoch's progress, loss and throughput so far (rank 0, at most 4 times a second)."""
+    st = tr.state
+    done = index + 1 - ep.start_batch
+    rate = (st.train_rows - ep.rows0) / max(st.train_seconds - ep.seconds0, 1e-9)
+    loss_now = ep.loss.item() / max(ep.rows, 1)
+    bar.advance(done - ep.shown, f"loss {loss_now:.4f}  {rate:,.0f} samples/s")
+    ep.shown, ep.last_shown = done, ep.mark
 
-    if not val_metrics:  # resumed a run whose epochs were all done
-        val_metrics = evaluate_stream(net, val_stream, spec, env, max_rows=cfg.eval_rows)
-    peak_rss = float(dist.all_reduce_sum(torch.tensor(peak_rss or dist.peak_rss_mb()), env, op="max"))
-    save_checkpoint()
-    weights = checkpoint.full_model_state(model, env) if is_sharded(model) else None
-    summary = {
-        "metrics": val_metrics,
-        "train_loss": history[-1]["train_loss"] if history else None,
-        "world_size": env.world,
-        "samples_per_s": st["train_rows"] / max(st["train_seconds"], 1e-9),
-        "data_wait_fraction": st["wait_seconds"] / max(st["train_seconds"], 1e-9),
-        "epochs": history[-1]["epoch"] if history else st["epoch"],  # a capped epoch counts, as logged
-        "steps": st["step"],
-        "seconds": st["train_seconds"],
-        "params": count_params(model),
-        "strategy": cfg.dist.strategy,
-        "peak_rss_mb": peak_rss,
-        "restarts": dist.restart_count(),
-        "resumed_from_step": resumed_from,
-        "run_dir": str(run_dir),
-    }
-    if main:
-        lineage = artifacts.Lineage(
-            method="train",
-            data_manifest_hash=manifest.content_hash,
-            params={"optimizer": cfg.optim.name, "epochs": st["epoch"], "steps": st["step"]},
-        )
-        meta = model_meta(cfg, root, manifest, arch, summary["metrics"], lineage)
-        artifacts.write_model_dir(run_dir, plain_module(arch, weights) if weights else model, meta)
-        if history:
-            loss_plot(
-                history, run_dir / LOSS_PLOT, title=f"{manifest.name}: {cfg.model.name} {cfg.model.hidden}"
-            )
-    return summary
+
+def _epoch_loss(ep: Epoch, env: dist.DistEnv) -> tuple[float, int]:
+    """The epoch's summed training loss and rows so far, over all ranks."""
+    rows = torch.tensor(float(ep.rows), dtype=torch.float64)
+    sums = dist.all_reduce_sum(torch.stack([ep.loss.detach().cpu(), rows]), env)
+    return float(sums[0]), int(sums[1])
 
 
 def _teacher(cfg: TrainConfig, device: torch.device) -> torch.nn.Module | None:

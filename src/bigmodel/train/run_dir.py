@@ -1,9 +1,10 @@
 """A run directory: where a run goes, and what a new run or a resume may find there.
 
 ``prepare_run`` checks everything a user can get wrong before any worker starts (dataset, batch
-size, starting and teacher models, the folder itself) and writes the resolved ``config.yaml``. A new
-run takes only a new or empty folder, or one that a run of ours left before its first checkpoint; a
-resume keeps its model, data and optimizer.
+size, starting and teacher models, the folder itself), writes the resolved ``config.yaml`` and
+hands the workers what it resolved: the dataset and the architecture. A new run takes only a new or
+empty folder, or one that a run of ours left before its first checkpoint; a resume keeps its model,
+data and optimizer.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 import math
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +39,22 @@ METRICS_FILE = "metrics.jsonl"
 LOSS_PLOT = "loss.png"
 
 
-def prepare_run(cfg: TrainConfig) -> TrainConfig:
+@dataclass(frozen=True)
+class PreparedRun:
+    """A checked run, resolved once for all its workers: the config (its ``run_dir`` set), the
+    dataset's folder and manifest, and the architecture of the model it trains."""
+
+    cfg: TrainConfig
+    root: Path
+    manifest: Manifest
+    arch: dict[str, Any]
+
+
+def prepare_run(cfg: TrainConfig) -> PreparedRun:
     """Resolve the dataset and run directory and check them against the config (in the parent,
     or in every rank torchrun started)."""
     root, manifest = resolve(cfg.data.dataset, seed=cfg.seed, val_fraction=cfg.data.val_fraction)
-    architecture(cfg, manifest)  # model and dataset must fit each other
+    arch = architecture(cfg, manifest)  # model and dataset must fit each other
     if cfg.device == "cuda":
         dist.pick_device("cuda", 0)  # no GPU: one error here rather than one per worker
     if cfg.dist.backend == "nccl" and not (torch.cuda.is_available() and tdist.is_nccl_available()):
@@ -99,10 +112,11 @@ def prepare_run(cfg: TrainConfig) -> TrainConfig:
                     p.unlink()
         fresh_dir(run_dir, "run directory")
     cfg = cfg.model_copy(update={"run_dir": str(run_dir)})
-    if other_rank:
-        return cfg  # one rank writes
-    write_text_atomic(run_dir / CONFIG_FILE, CONFIG_HEADER + yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    return cfg
+    if not other_rank:  # one rank writes
+        write_text_atomic(
+            run_dir / CONFIG_FILE, CONFIG_HEADER + yaml.safe_dump(to_dict(cfg), sort_keys=False)
+        )
+    return PreparedRun(cfg, root, manifest, arch)
 
 
 # What a resume may change: how long it runs, where, on how many workers, how it reports. Any other
@@ -152,8 +166,8 @@ def _check_resume_keeps_run(cfg: TrainConfig, run_dir: Path, manifest: Manifest)
                 "epochs, max_steps, workers, early stopping and checkpointing)"
             )
     found = checkpoint.latest(run_dir)
-    trainer = found[1]["trainer"] if found else {}
-    recorded = trainer.get("data_hash")
+    trainer = checkpoint.TrainerState.from_json(found[1]["trainer"] if found else {})
+    recorded = trainer.data_hash
     if recorded and recorded != manifest.content_hash:
         raise BigModelError(
             f"--resume: the rows of {cfg.data.dataset} changed since {run_dir}'s checkpoint (content hash "
@@ -164,10 +178,10 @@ def _check_resume_keeps_run(cfg: TrainConfig, run_dir: Path, manifest: Manifest)
     block = shuffle_unit(
         manifest, manifest.split("train").rows, cfg.data.shuffle_window, cfg.data.shuffle_block
     )
-    was = trainer.get("order", "v1")
-    if found and trainer.get("batch", 0) > 0 and was != order_tag(block):
+    was = trainer.order
+    if found and trainer.batch > 0 and was != order_tag(block):
         raise BigModelError(
-            f"--resume: {found[0].name} stopped in the middle of epoch {trainer['epoch']} with rows in "
+            f"--resume: {found[0].name} stopped in the middle of epoch {trainer.epoch} with rows in "
             f"another order ({was}; this version reads {order_tag(block)}: bigmodel changed how it "
             "shuffles); resuming there would repeat some rows of the epoch and skip others. Resume "
             "with the bigmodel that wrote it, or train again"

@@ -53,11 +53,11 @@ def demo(workdir: str | Path | None = None, *, workers: int = 2, json_mode: bool
     say("[bold]3. evaluate[/bold] the saved model directory on the validation split")
     ev = evaluate(summary["run_dir"])
 
-    from bigmodel.compress.demo import compression_step
+    from bigmodel.demo.compress import compression_step
 
     compressed = compression_step(summary["run_dir"], work / "compressed", json_mode=json_mode)
 
-    from bigmodel.serve.demo import demo_serve
+    from bigmodel.demo.serve import demo_serve
 
     served = demo_serve(
         work,
@@ -69,11 +69,11 @@ def demo(workdir: str | Path | None = None, *, workers: int = 2, json_mode: bool
         json_mode=json_mode,
     )
 
-    from bigmodel.online.demo import demo_online
+    from bigmodel.demo.online import demo_online
 
     learned = demo_online(work, csv, label="diagnosis", say=say, json_mode=json_mode)
 
-    from bigmodel.federated.demo import federated_and_explain
+    from bigmodel.demo.federated import federated_and_explain
 
     beyond = federated_and_explain(work, work / "data" / "breast_cancer", csv, say=say, json_mode=json_mode)
 
