@@ -28,7 +28,7 @@ def _train(
     run: Path, dataset: str, hidden: list[int], epochs: int, batch: int, lr: float, seed: int = 0
 ) -> Path:
     from bigmodel.config import TrainConfig
-    from bigmodel.train import train
+    from bigmodel.training import train
 
     cfg = TrainConfig.model_validate(
         {
@@ -89,7 +89,7 @@ def run() -> dict[str, Any]:
     from bigmodel.compress.distill import student_config
     from bigmodel.data import generate_synthetic
     from bigmodel.models import count_params
-    from bigmodel.train import train
+    from bigmodel.training import train
 
     rows: list[list[Any]] = []
     notes: list[str] = []

@@ -43,7 +43,7 @@ GRID: list[tuple[str, dict[str, Any], list[float]]] = [
 
 
 def _one(name: str, extra: dict[str, Any], lr: float, work: Path) -> dict[str, Any]:
-    from bigmodel.federated import federated
+    from bigmodel.federation import federated
 
     t = time.perf_counter()
     s = federated(

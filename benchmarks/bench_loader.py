@@ -76,7 +76,7 @@ def stream_row_by_row(root: Path) -> int:
 _RSS_CHILD = """
 import json, sys
 from benchmarks.bench_loader import stream
-from bigmodel.train.dist import peak_rss_mb
+from bigmodel.training.dist import peak_rss_mb
 from pathlib import Path
 n = stream(Path(sys.argv[1]))
 print(json.dumps({"rows": n, "peak_mib": peak_rss_mb()}))

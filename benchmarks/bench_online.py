@@ -1,6 +1,6 @@
 """Online learning on a stream with concept drift at known rows, side by side with River.
 
-The stream (``bigmodel.online.synthetic``): 8 raw-unit features, binary labels from a linear
+The stream (``bigmodel.online_learning.synthetic``): 8 raw-unit features, binary labels from a linear
 concept, 5% label noise; at row 4,000 the concept changes (a model of the old one is right on about
 half the rows) and at row 8,000 it changes back. The deployed model is a 8-16-1 MLP trained by
 ``bigmodel train`` on 2,000 rows of the first concept and registered as ``production``.
@@ -36,7 +36,7 @@ def _deployed(work: Path) -> Path:
     import pyarrow.csv as pcsv
 
     import bigmodel
-    from bigmodel.online.synthetic import drift_rows
+    from bigmodel.online_learning.synthetic import drift_rows
     from bigmodel.registry import Registry
 
     x, y = drift_rows(2_000, features=FEATURES, seed=SEED, start=10**7)  # before the stream
@@ -99,7 +99,7 @@ def _call(url: str, path: str, body: Any = None) -> Any:
 def _latency_while_learning(registry: Path) -> dict[str, Any]:
     """Single-row inference latency on a real `bigmodel serve --online` process, with the learner
     idle and while it learns from 10,000 queued feedback rows (p50, p99 in ms)."""
-    from bigmodel.online.synthetic import drift_rows
+    from bigmodel.online_learning.synthetic import drift_rows
     from bigmodel.serve.launch import ServerProcess
 
     x, y = drift_rows(10_000, features=FEATURES, seed=SEED, start=2 * 10**7, drift_at=(0,))
@@ -134,9 +134,9 @@ def run() -> dict[str, Any]:
     import torch
     from river import drift as river_drift
 
-    from bigmodel.online import ADWIN, OnlineConfig, OnlineLearner, PageHinkley, Publisher
-    from bigmodel.online.plot import prequential_plot
-    from bigmodel.online.synthetic import drift_rows
+    from bigmodel.online_learning import ADWIN, OnlineConfig, OnlineLearner, PageHinkley, Publisher
+    from bigmodel.online_learning.plot import prequential_plot
+    from bigmodel.online_learning.synthetic import drift_rows
     from bigmodel.registry import Registry
 
     torch.set_num_threads(1)

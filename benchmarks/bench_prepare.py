@@ -29,7 +29,7 @@ from bigmodel.data import prepare
 t = time.perf_counter()
 prepare(sys.argv[1], sys.argv[2], label="label", shuffle=sys.argv[3] == "1")
 # /proc's VmHWM, not ru_maxrss: that survives exec, so it would report this bench's own peak when
-# that was larger (as bigmodel.train.dist.peak_rss_mb, which would load torch)
+# that was larger (as bigmodel.training.dist.peak_rss_mb, which would load torch)
 try:
     peak = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:")) / 1024
 except OSError:

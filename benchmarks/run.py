@@ -113,7 +113,10 @@ def render() -> None:
         "sections whose line names none ran on an Intel Xeon with AVX-512 VNNI. int8 speed-ups depend on "
         "them: without VNNI (AVX2-only CPUs) ONNX Runtime runs our int8 models on its uint8-weight "
         "kernels, which do not saturate there (bigmodel/onnxrt.py); their answers are the same as with "
-        "VNNI, their speed is not measured here.\n\n"
+        "VNNI, their speed is not measured here. all-MiniLM-L6-v2 int8 on the 230 shipped sentences, run "
+        "under `qemu-x86_64 -cpu EPYC-Rome` (an AVX2-only AMD EPYC, emulated: accuracy only), 2026-12-06: "
+        "mean cosine to fp32 0.9955 (worst 0.938), as on AVX-512 VNNI; with the int8 weights as stored "
+        "(what such CPUs ran before) 0.9922.\n\n"
     )
     DOC.write_text(head + render_gpu() + "\n".join(render_section(r) for r in results))
 

@@ -14,7 +14,7 @@ def trained(
 ) -> Path:
     """Train ``hidden`` on ``dataset`` in this process into a fresh run directory."""
     from bigmodel.config import TrainConfig
-    from bigmodel.train import train
+    from bigmodel.training import train
 
     os.environ["BIGMODEL_HOME"] = str(factory.getbasetemp() / "bigmodel-home")
     run = factory.mktemp(name) / "model"

@@ -10,17 +10,17 @@ The Python API mirrors the CLI verbs one to one::
 
 from typing import TYPE_CHECKING
 
-# explain, federated, online and train are each a function and a subpackage. Importing a
-# subpackage sets its name on `bigmodel`, so each is imported here, first, and the name then rebound
-# to its function for good. Their __init__ modules are light: torch loads when the function runs.
+# The verbs train, online, explain and federated are functions here; their code lives in
+# subpackages named for the stage (training, online_learning, explanations, federation), so a name
+# on `bigmodel` is one thing. Those __init__ modules are light: torch loads when a function runs.
 from bigmodel._version import __version__ as __version__
 from bigmodel.config import TrainConfig
 from bigmodel.errors import BigModelError
-from bigmodel.explain import explain
-from bigmodel.federated import FederatedConfig, federated
+from bigmodel.explanations import explain
+from bigmodel.federation import FederatedConfig, federated
 from bigmodel.lazy import lazy_exports
-from bigmodel.online import online
-from bigmodel.train import train
+from bigmodel.online_learning import online
+from bigmodel.training import train
 
 if TYPE_CHECKING:
     from bigmodel.artifacts import load_model
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from bigmodel.data import dataset_stats, generate_synthetic, generate_text, prepare, prepare_text
     from bigmodel.registry import Registry, resolve
     from bigmodel.serve.client import predict
-    from bigmodel.train import consolidate, evaluate
+    from bigmodel.training import consolidate, evaluate
 
 # Everything else is imported on first use, so `import bigmodel` (every CLI verb, every worker
 # process) takes ~0.4 s instead of ~2 s: torch, pyarrow, SQLAlchemy, ONNX load only when needed.
@@ -45,8 +45,8 @@ if not TYPE_CHECKING:
             "distill": "bigmodel.compress",
             "prune": "bigmodel.compress",
             "quantize": "bigmodel.compress",
-            "consolidate": "bigmodel.train",
-            "evaluate": "bigmodel.train",
+            "consolidate": "bigmodel.training",
+            "evaluate": "bigmodel.training",
             "dataset_stats": "bigmodel.data",
             "generate_synthetic": "bigmodel.data",
             "generate_text": "bigmodel.data",

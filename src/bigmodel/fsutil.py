@@ -98,8 +98,11 @@ def atomic_path(dst: str | os.PathLike[str]) -> Iterator[Path]:
 
 
 def write_bytes_atomic(dst: str | os.PathLike[str], data: bytes) -> None:
-    with atomic_path(dst) as tmp:
-        tmp.write_bytes(data)
+    try:
+        with atomic_path(dst) as tmp:
+            tmp.write_bytes(data)
+    except OSError as err:  # e.g. a full disk: the old file is still there, whole
+        raise BigModelError(f"cannot write {dst}: {err.strerror or err}") from None
 
 
 def write_text_atomic(dst: str | os.PathLike[str], text: str) -> None:

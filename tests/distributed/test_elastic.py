@@ -63,6 +63,11 @@ def _workers(proc: subprocess.Popen[str]) -> list[psutil.Process]:
     return sorted((p for p in kids if "spawn_main" in " ".join(p.cmdline())), key=lambda p: p.pid)
 
 
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("localhost", port)) == 0
+
+
 def _wait_for_checkpoint(proc: subprocess.Popen[str], run: Path) -> None:
     deadline = time.time() + 120
     while not any((run / "checkpoints").glob("step-*")):
@@ -91,7 +96,17 @@ def test_two_nodes_on_localhost_equal_one_node_with_two_workers(data: Path, tmp_
         cmd = ["--nnodes", "2", "--nproc-per-node", "1", "--node-rank", str(rank), *rdzv]
         return _start([*cmd, "-m", "bigmodel", *_args(data, run), "--json"], exe="torchrun")
 
-    nodes = [node(0), node(1)]
+    # The c10d store lives in the agent of the node that binds the endpoint first, and an agent polls
+    # it until its own workers end: if the hosting node exits first, the other's agent fails
+    # (RendezvousConnectionError in num_nodes_waiting; torch issue, seen here under load). So node 0
+    # binds first, as the head node named in --rdzv-endpoint does on real machines, joins first
+    # (global rank 0, which writes the model and so finishes last), and outlives the other node.
+    first = node(0)
+    deadline = time.time() + 60
+    while not _listening(port):
+        assert first.poll() is None and time.time() < deadline, first.stderr.read() if first.stderr else ""
+        time.sleep(0.05)
+    nodes = [first, node(1)]
     outs = [n.communicate(timeout=240) for n in nodes]
     assert [n.returncode for n in nodes] == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
     summary = json.loads(next(o for o, _ in outs if o.strip()).strip().splitlines()[-1])
@@ -146,7 +161,7 @@ def test_a_worker_that_stops_on_bad_input_fails_in_one_line():
     # torch's launcher logs the worker's whole traceback; bad input is one line like everywhere else.
     code = (
         "from bigmodel.errors import BigModelError\n"
-        "from bigmodel.train import dist\n"
+        "from bigmodel.training import dist\n"
         "from tests.distributed.test_elastic import _stop_on_bad_input_in_rank_1 as fn\n"
         "try:\n"
         "    dist.launch(fn, (), 2)\n"

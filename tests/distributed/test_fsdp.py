@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 
 from bigmodel import TrainConfig, load_model, train
 from bigmodel.data.text import generate_text
-from bigmodel.train import consolidate
+from bigmodel.training import consolidate
 from tests.conftest import run_cli
 
 

@@ -90,7 +90,7 @@ def test_half_written_checkpoint_is_not_trusted(data: Path, tmp_path: Path):
     next((newest / "shards").glob("*.safetensors")).write_bytes(b"truncated")  # corrupt the newest
     # a leftover temporary checkpoint from a killed writer is ignored as well
     (run / "checkpoints" / ".step-999999999-00009.tmp").mkdir()
-    from bigmodel.train import checkpoint
+    from bigmodel.training import checkpoint
 
     found = checkpoint.latest(run)
     assert found is not None and found[0] != newest

@@ -265,7 +265,16 @@ def test_a_folder_of_user_files_is_not_trained_into(tmp_path: Path):
 
 
 def test_demo(tmp_path: Path):
-    out = _json(run_cli("demo", "--workdir", str(tmp_path / "demo"), "--json", timeout=240))
+    proc = run_cli("demo", "--workdir", str(tmp_path / "demo"), "--json", timeout=240)
+    out = _json(proc)
+    # every step says what it did, not only its heading (with --json, on stderr)
+    for said in (
+        "task binary (benign, malignant), 30 features",
+        "train loss",
+        "val accuracy",
+        "rounds, val accuracy",
+    ):
+        assert said in proc.stderr, said
     assert out["train"]["world_size"] == 2
     assert out["evaluate"]["metrics"]["accuracy"] >= 0.95
     assert (Path(out["train"]["run_dir"]) / "loss.png").is_file()

@@ -121,7 +121,7 @@ def _bad_csv(tmp_path: Path, cols: dict) -> str:
 
 
 def _model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from bigmodel.federated import federated
+    from bigmodel.federation import federated
 
     run = tmp_path_factory.mktemp("m") / "model"
     federated(dataset="breast_cancer", hidden=[8], clients=2, rounds=1, out=str(run), progress=False)
@@ -149,7 +149,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 "--target",
                 "healthy",
             ],
-            "unknown --target 'healthy' (classes: malignant, benign)",
+            "unknown target class 'healthy' (classes: malignant, benign)",
         ),
         (lambda t, m: ["explain", str(t), "--input", "x.csv"], "is not a model directory"),
         (lambda t, m: ["explain", str(m), "--input", str(t / "none.csv")], "input file not found"),

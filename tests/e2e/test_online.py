@@ -16,8 +16,8 @@ import pytest
 import tritonclient.http as th
 
 from bigmodel import artifacts
-from bigmodel.explain import explain_batch
-from bigmodel.online.synthetic import drift_rows
+from bigmodel.explanations import explain_batch
+from bigmodel.online_learning.synthetic import drift_rows
 from bigmodel.registry import Registry
 from bigmodel.serve.launch import ServerProcess
 from tests.conftest import BIN, run_cli
@@ -216,12 +216,20 @@ def test_feedback_and_explain_reject_bad_input_naming_the_field(server):
         ({"rows": good * 200}, 413, "at most 500 per request"),
         (b"{not json", 400, "not valid JSON"),
     ]
+    before = _call(url, "/v2/models/drift/feedback", method="GET")[1]["rejected_requests"]
     for body, status, message in cases:
         got, answer = _call(url, "/v2/models/drift/feedback", body)
         assert got == status and message in answer["error"], (
             body if isinstance(body, bytes) else message,
             answer,
         )
+    # every refused request is counted (the `refused` rows counter is only for a full queue)
+    status = _call(url, "/v2/models/drift/feedback", method="GET")[1]
+    assert status["rejected_requests"] == before + len(cases), status
+    req = urllib.request.Request(url + "/metrics", headers={"Authorization": f"Bearer {KEY}"})
+    with urllib.request.urlopen(req) as resp:
+        metrics = resp.read().decode()
+    assert f'bigmodel_online_feedback_rejected_requests_total{{model="drift"}} {before + len(cases)}.0' in metrics
     assert _call(url, "/v2/models/ghost/feedback", {"rows": good})[0] == 404
     got, answer = _call(url, "/v2/models/pinned/feedback", {"rows": good})
     assert got == 409 and "pinned to a version" in answer["error"]
@@ -235,7 +243,7 @@ def test_feedback_and_explain_reject_bad_input_naming_the_field(server):
         ({"rows": good, "n_steps": 10**6}, 400, "'n_steps' must be an integer from 2 to 256"),
         ({"rows": good * 3}, 413, "at most 8 per request"),
         ({"rows": [{"f0": 1.0}]}, 400, "rows[0] has no feature 'f1'"),
-        ({"rows": good, "target": "dog"}, 400, "unknown --target 'dog'"),
+        ({"rows": good, "target": "dog"}, 400, "unknown target class 'dog'"),
         ({"rows": good, "why": 1}, 400, "unknown field 'why'"),
     ]
     for body, status, message in explain_cases:

@@ -87,3 +87,13 @@ def test_families_say_what_they_support_and_make_example_inputs():
     assert ids.shape == mask.shape == (3, 8) and int(ids.max()) < 100
     with torch.no_grad():
         assert build_model(transformer_architecture("tiny", 16))(t).shape == (2, 16, 256)
+
+
+def test_each_family_describes_itself_for_people():
+    """The LM's loss plot was titled "transformer [10, 10]" (the MLP's default hidden sizes)."""
+    from bigmodel.models import mlp_architecture, transformer_architecture
+    from bigmodel.models.arch import parse_architecture
+
+    assert parse_architecture(mlp_architecture(30, 2, [10, 10])).describe() == "mlp 30-10-10-2"
+    lm = parse_architecture(transformer_architecture("tiny", 16)).describe()
+    assert lm == "transformer tiny (2 layers, width 32, context 16)" and "[" not in lm

@@ -9,9 +9,9 @@ from safetensors import safe_open
 
 from bigmodel.config import OptimConfig
 from bigmodel.models import build_model, transformer_architecture
-from bigmodel.train import checkpoint
-from bigmodel.train.evaluation import SINGLE
-from bigmodel.train.optim import build_optimizer, build_scheduler
+from bigmodel.training import checkpoint
+from bigmodel.training.evaluation import SINGLE
+from bigmodel.training.optim import build_optimizer, build_scheduler
 
 
 def _setup(seed: int):

@@ -10,7 +10,7 @@ from bigmodel.config import validate
 from bigmodel.errors import BigModelError
 from bigmodel.models.layers import SparseLinear
 from bigmodel.tasks import TaskSpec
-from bigmodel.train import train
+from bigmodel.training import train
 from tests.compress_helpers import trained
 
 MC, BIN, REG = TaskSpec("multiclass", 5), TaskSpec("binary", 1), TaskSpec("regression", 1, target_std=2.0)

@@ -1,7 +1,7 @@
 from pathlib import Path
 
 from bigmodel.config import TrainConfig
-from bigmodel.train import evaluate, train
+from bigmodel.training import evaluate, train
 
 
 def test_a_builtin_named_again_is_split_as_the_model_was_trained(tmp_path: Path) -> None:

@@ -11,8 +11,8 @@ import torch
 
 from bigmodel.artifacts import Lineage, ModelMeta, load_model, write_model_dir
 from bigmodel.errors import BigModelError
-from bigmodel.explain import explain, explain_batch, features_from_table, labels_from_column
-from bigmodel.explain.core import check_batch, target_code
+from bigmodel.explanations import explain, explain_batch, features_from_table, labels_from_column
+from bigmodel.explanations.core import check_batch, target_code
 from bigmodel.models import build_model, mlp_architecture, set_standardization
 from bigmodel.tasks import TaskSpec
 
@@ -109,7 +109,7 @@ def test_ablation_of_an_unused_feature_is_zero(tmp_path: Path):
 def test_targets_and_batches_are_checked():
     spec = TaskSpec("multiclass", 3, ["a", "b", "c"])
     assert target_code(spec, "b") == 1 and target_code(spec, "2") == 2 and target_code(spec, 0) == 0
-    with pytest.raises(BigModelError, match="unknown --target 'z' \\(classes: a, b, c\\)"):
+    with pytest.raises(BigModelError, match="unknown target class 'z' \\(classes: a, b, c\\)"):
         target_code(spec, "z")
     with pytest.raises(BigModelError, match="regression"):
         target_code(TaskSpec("regression", 1), "a")

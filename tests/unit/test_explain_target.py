@@ -3,7 +3,7 @@
 import pytest
 
 from bigmodel.errors import BigModelError
-from bigmodel.explain.core import target_code
+from bigmodel.explanations.core import target_code
 from bigmodel.tasks import TaskSpec
 
 
@@ -12,5 +12,5 @@ def test_a_code_is_ascii_digits_and_other_digits_are_a_one_line_error():
     assert target_code(spec, "2") == 2 and target_code(spec, 1) == 1 and target_code(spec, "c") == 2
     # '²' passes str.isdigit but int() refuses it; '３' int() would read as 3
     for target in ("²", "３", "3", "-1"):
-        with pytest.raises(BigModelError, match=f"unknown --target '{target}' \\(classes: a, b, c\\)"):
+        with pytest.raises(BigModelError, match=f"unknown target class '{target}' \\(classes: a, b, c\\)"):
             target_code(spec, target)

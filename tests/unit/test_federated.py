@@ -10,11 +10,11 @@ import torch
 
 from bigmodel.artifacts import load_model
 from bigmodel.errors import BigModelError
-from bigmodel.federated import FederatedConfig, federated
-from bigmodel.federated.aggregate import Update, aggregate, clip, l2, screen
-from bigmodel.federated.client import LocalPlan, get_weights, local_update, proximal_term, set_weights
-from bigmodel.federated.config import validate
-from bigmodel.federated.partition import dirichlet, iid
+from bigmodel.federation import FederatedConfig, federated
+from bigmodel.federation.aggregate import Update, aggregate, clip, l2, screen
+from bigmodel.federation.client import LocalPlan, get_weights, local_update, proximal_term, set_weights
+from bigmodel.federation.config import validate
+from bigmodel.federation.partition import dirichlet, iid
 from bigmodel.models import MLP
 from bigmodel.tasks import TaskSpec
 

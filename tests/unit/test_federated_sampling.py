@@ -1,6 +1,6 @@
 """One formula for how many clients a round samples: the strategy draws it, the CLI table shows it."""
 
-from bigmodel.federated.config import clients_per_round
+from bigmodel.federation.config import clients_per_round
 
 
 def test_clients_per_round_is_ceil_of_c_times_k_and_at_least_one():

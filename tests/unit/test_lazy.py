@@ -38,13 +38,13 @@ def test_light_verbs_do_not_load_torch(prepared: Path) -> None:
 
 
 def test_functions_win_over_subpackages_whatever_is_imported_first() -> None:
-    # Importing a subpackage sets its name on the parent package; `bigmodel.train` & co. must stay
-    # the functions, and `from bigmodel.train import evaluate` the function, not the module.
+    # Importing a subpackage sets its name on the parent package: the verbs (`bigmodel.train` & co.)
+    # live under other names, and `from bigmodel.training import evaluate` is the function, not the module.
     code = (
-        "import bigmodel.train.loop, bigmodel.train.evaluation, bigmodel.train.consolidation\n"
-        "import bigmodel.online.learner, bigmodel.explain.core, bigmodel.federated.config\n"
+        "import bigmodel.training.loop, bigmodel.training.evaluation, bigmodel.training.consolidation\n"
+        "import bigmodel.online_learning.learner, bigmodel.explanations.core, bigmodel.federation.config\n"
         "import inspect, bigmodel\n"
-        "from bigmodel.train import consolidate, evaluate, train\n"
+        "from bigmodel.training import consolidate, evaluate, train\n"
         "for f in (bigmodel.train, bigmodel.online, bigmodel.explain, bigmodel.federated,\n"
         "          bigmodel.evaluate, bigmodel.consolidate, consolidate, evaluate, train):\n"
         "    assert inspect.isfunction(f), f\n"

@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from bigmodel import BigModelError, artifacts, tasks
-from bigmodel.online import ADWIN, OnlineConfig, OnlineLearner, PageHinkley, Publisher, decide
-from bigmodel.online.rows import read_stream
-from bigmodel.online.synthetic import drift_rows
+from bigmodel.online_learning import ADWIN, OnlineConfig, OnlineLearner, PageHinkley, Publisher, decide
+from bigmodel.online_learning.rows import read_stream
+from bigmodel.online_learning.synthetic import drift_rows
 from bigmodel.registry import Registry
 from tests.models import fit_model_dir, make_model_dir
 
@@ -227,7 +227,7 @@ def test_streams_csv_jsonl_stdin_in_chunks_and_errors_name_the_field(tmp_path: P
 
 
 def test_a_bad_row_before_any_alias_move_says_nothing_of_one(tmp_path: Path):
-    from bigmodel.online import online
+    from bigmodel.online_learning import online
 
     x, y = drift_rows(200, seed=3)
     reg = Registry(tmp_path / "registry")

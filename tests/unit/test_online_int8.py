@@ -7,8 +7,8 @@ import pytest
 from bigmodel import artifacts
 from bigmodel.compress.int8 import to_int8
 from bigmodel.errors import BigModelError
-from bigmodel.online.learner import OnlineLearner
-from bigmodel.online.policy import OnlineConfig
+from bigmodel.online_learning.learner import OnlineLearner
+from bigmodel.online_learning.policy import OnlineConfig
 from tests.models import make_model_dir
 
 

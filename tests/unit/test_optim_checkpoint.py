@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from bigmodel.config import OptimConfig
-from bigmodel.train.checkpoint import flatten, unflatten
-from bigmodel.train.optim import build_optimizer, lr_factor
+from bigmodel.training.checkpoint import flatten, unflatten
+from bigmodel.training.optim import build_optimizer, lr_factor
 
 
 def test_schedules():

@@ -10,7 +10,7 @@ import pytest
 from bigmodel.config import TrainConfig
 from bigmodel.errors import BigModelError
 from bigmodel.fsutil import fresh_dir, make_dir
-from bigmodel.train.run_dir import CONFIG_FILE, prepare_run
+from bigmodel.training.run_dir import CONFIG_FILE, prepare_run
 
 
 def test_fresh_dir_takes_a_new_or_empty_folder_only(tmp_path: Path) -> None:
@@ -56,7 +56,7 @@ def test_a_users_config_yaml_is_not_taken_for_a_leftover(tmp_path: Path) -> None
 
 
 def test_a_resume_that_changes_the_model_is_refused_before_the_config_is_rewritten(tmp_path: Path) -> None:
-    from bigmodel.train import train
+    from bigmodel.training import train
 
     run = tmp_path / "r"
     base = {"data": {"dataset": "breast_cancer"}, "run_dir": str(run), "max_steps": 3, "progress": False}
@@ -75,7 +75,7 @@ def test_a_resume_keeps_batch_size_seed_and_optimizer_settings_and_its_rows(
     tmp_path: Path, monkeypatch
 ) -> None:
     from bigmodel.data import generate_synthetic
-    from bigmodel.train import train
+    from bigmodel.training import train
 
     data, run = tmp_path / "d", tmp_path / "r"
     generate_synthetic(data, rows=400, features=4, seed=0)
@@ -125,7 +125,7 @@ def test_a_warmup_longer_than_the_run_is_refused(tmp_path: Path) -> None:
 
 def test_a_diverging_run_stops_with_one_line_instead_of_saving_nan(tmp_path: Path) -> None:
     from bigmodel.data import generate_synthetic
-    from bigmodel.train import train
+    from bigmodel.training import train
 
     generate_synthetic(tmp_path / "d", rows=400, features=4, seed=0)
     cfg = TrainConfig.model_validate(
@@ -145,7 +145,7 @@ def test_a_diverging_run_stops_with_one_line_instead_of_saving_nan(tmp_path: Pat
 
 
 def test_a_checkpoint_of_other_shapes_is_one_line(tmp_path: Path) -> None:
-    from bigmodel.train import consolidate, train
+    from bigmodel.training import consolidate, train
 
     run = tmp_path / "r"
     train(
@@ -170,7 +170,7 @@ def test_nccl_without_gpus_is_refused_before_any_worker_starts(tmp_path: Path) -
 
 
 def test_a_run_started_from_a_model_consolidates_with_that_models_shape(tmp_path: Path) -> None:
-    from bigmodel.train import consolidate, train
+    from bigmodel.training import consolidate, train
 
     base = {"data": {"dataset": "breast_cancer"}, "max_steps": 3, "progress": False}
     train(TrainConfig.model_validate({**base, "model": {"hidden": [4]}, "run_dir": str(tmp_path / "start")}))

@@ -64,6 +64,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as err:  # the machine's refusal (a full disk, a permission): its words, one line
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"error: {where}{err.strerror or err}", file=sys.stderr)
+        return 2
     except Exception as err:
         # torchrun's launcher turns SIGTERM/SIGHUP into SignalException; exit as a killed process
         # would, after stopping the workers, with one line instead of a traceback.

@@ -47,7 +47,7 @@ def _default_png(input_path: str, method: str) -> Path:
 
 
 def _explain(args: argparse.Namespace) -> None:
-    from bigmodel.explain import explain
+    from bigmodel.explanations import explain
 
     out = args.out or _default_png(args.input, args.method)
     result = explain(

@@ -79,8 +79,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _federated(args: argparse.Namespace) -> None:
-    from bigmodel.federated import federated
-    from bigmodel.federated.config import clients_per_round, validate
+    from bigmodel.federation import federated
+    from bigmodel.federation.config import clients_per_round, validate
 
     flags = (
         "dataset",

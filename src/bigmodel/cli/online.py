@@ -44,7 +44,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _online(args: argparse.Namespace) -> None:
-    from bigmodel.online import online
+    from bigmodel.online_learning import online
 
     result = online(
         args.model,

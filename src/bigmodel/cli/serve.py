@@ -178,9 +178,9 @@ def _extensions(args: argparse.Namespace, cfg: Any) -> list[Any]:
     import yaml
 
     from bigmodel.errors import BigModelError
-    from bigmodel.explain.route import explain_routes
-    from bigmodel.online.run import online_config
-    from bigmodel.online.server import feedback_routes
+    from bigmodel.explanations.route import explain_routes
+    from bigmodel.online_learning.run import online_config
+    from bigmodel.online_learning.server import feedback_routes
 
     online = None
     if args.online:

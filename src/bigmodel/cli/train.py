@@ -120,7 +120,7 @@ def config_from_args(args: argparse.Namespace) -> config.TrainConfig:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from bigmodel.train import train
+    from bigmodel.training import train
 
     cfg = config_from_args(args)
     result = train(cfg)
@@ -157,7 +157,7 @@ def _model_name(cfg: config.TrainConfig) -> str:
 
 
 def _consolidate(args: argparse.Namespace) -> None:
-    from bigmodel.train import consolidate
+    from bigmodel.training import consolidate
 
     result = consolidate(args.run_dir, args.dst, step=args.step)
     rows = {k: v for k, v in result.items() if k != "metrics"}
@@ -166,7 +166,7 @@ def _consolidate(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from bigmodel.train import evaluate
+    from bigmodel.training import evaluate
 
     result = evaluate(args.model_dir, args.dataset, split=args.split)
     emit(

@@ -19,7 +19,7 @@ from bigmodel.compress.outdir import building, derived_meta, destination, open_s
 from bigmodel.config import DistConfig, TrainConfig, validate
 from bigmodel.errors import BigModelError
 from bigmodel.models import parse_architecture
-from bigmodel.train import train
+from bigmodel.training import train
 
 
 def student_config(

@@ -32,7 +32,7 @@ from bigmodel.config import DistConfig, ModelConfig, TrainConfig, validate
 from bigmodel.errors import BigModelError
 from bigmodel.models import MLP, MLPArch, build_model, mlp_architecture, parse_architecture
 from bigmodel.models.layers import SparseLinear, compact_state, linear_layers, replace_module
-from bigmodel.train import train
+from bigmodel.training import train
 
 
 def lamp_scores(w: torch.Tensor) -> torch.Tensor:

@@ -14,8 +14,8 @@ def federated_and_explain(
 ) -> dict[str, Any]:
     """Train on ``dataset`` across 5 simulated clients with label-skewed shards (a few seconds),
     then explain the model's answer for the first row of ``csv`` with Integrated Gradients."""
-    from bigmodel.explain import explain
-    from bigmodel.federated import federated
+    from bigmodel.explanations import explain
+    from bigmodel.federation import federated
 
     say(
         "[bold]8. federated[/bold] 5 simulated clients, each with its own label-skewed shard "
@@ -30,6 +30,10 @@ def federated_and_explain(
         local_epochs=2,
         out=str(work / "runs" / "federated"),
         progress=not json_mode,
+    )
+    say(
+        f"   {fed['rounds']} rounds, val accuracy {fed['metrics']['accuracy']:.3f} "
+        f"(no client's rows left its process); model in {fed['run_dir']}"
     )
     say("[bold]9. explain[/bold] why the federated model answered as it did for the first patient")
     ex = explain(fed["run_dir"], csv, rows=1, out=work / "runs" / "federated" / "explain-row0.png")

@@ -9,7 +9,7 @@ from typing import Any
 from bigmodel import console
 from bigmodel.config import TrainConfig
 from bigmodel.data import prepare
-from bigmodel.train import evaluate, train
+from bigmodel.training import evaluate, train
 
 
 def _export_breast_cancer(path: Path) -> None:
@@ -36,6 +36,12 @@ def demo(workdir: str | Path | None = None, *, workers: int = 2, json_mode: bool
     csv = work / "data" / "breast_cancer.csv"
     _export_breast_cancer(csv)
     manifest = prepare(str(csv), work / "data" / "breast_cancer", label="diagnosis", seed=0)
+    splits = manifest.splits
+    say(
+        f"   task {manifest.task} ({', '.join(map(str, manifest.label_values or []))}), "
+        f"{len(manifest.features)} features, {splits['train'].rows} train / {splits['val'].rows} val rows, "
+        f"shuffled once by seed 0"
+    )
 
     say(
         f"[bold]2. train[/bold] Dense(10, relu) -> Dense(10, relu) -> Dense(1, sigmoid), Adam, "
@@ -49,9 +55,15 @@ def demo(workdir: str | Path | None = None, *, workers: int = 2, json_mode: bool
         }
     )
     summary = train(cfg)
+    say(
+        f"   {summary['epochs']} epochs, {summary['steps']} steps on {summary['world_size']} workers, "
+        f"train loss {summary['train_loss']:.4f}, {summary['samples_per_s']:,.0f} samples/s; "
+        f"model directory {summary['run_dir']} (loss plot: loss.png)"
+    )
 
     say("[bold]3. evaluate[/bold] the saved model directory on the validation split")
     ev = evaluate(summary["run_dir"])
+    say(f"   val loss {ev['metrics']['loss']:.4f}, val accuracy {ev['metrics']['accuracy']:.3f}")
 
     from bigmodel.demo.compress import compression_step
 

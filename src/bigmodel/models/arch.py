@@ -74,6 +74,10 @@ class MLPArch(BaseModel):
         """The plain module, before compact layers and dtype (see ``build_module``)."""
         return MLP(self.in_features, self.out_features, self.hidden, self.activation, self.dropout)
 
+    def describe(self) -> str:
+        """For people (tables, plot titles): ``mlp 30-64-32-2``."""
+        return f"mlp {'-'.join(map(str, [self.in_features, *self.hidden, self.out_features]))}"
+
     def example_inputs(
         self, batch: int, *, mean: list[float] | None = None, std: list[float] | None = None
     ) -> tuple[torch.Tensor, ...]:
@@ -108,6 +112,11 @@ class TransformerArch(BaseModel):
         """The plain module, before compact layers and dtype (see ``build_module``)."""
         return Transformer(self.layers, self.width, self.heads, self.context, self.vocab, self.dropout)
 
+    def describe(self) -> str:
+        """For people: ``transformer small (4 layers, width 256, context 256)``."""
+        named = f" {self.size}" if self.size else ""
+        return f"transformer{named} ({self.layers} layers, width {self.width}, context {self.context})"
+
     def example_inputs(
         self, batch: int, *, mean: list[float] | None = None, std: list[float] | None = None
     ) -> tuple[torch.Tensor, ...]:
@@ -136,6 +145,11 @@ class SentenceEncoderArch(BaseModel):
     def module(self) -> nn.Module:
         """The plain module, before compact layers and dtype (see ``build_module``)."""
         return SentenceEncoder(self.bert)
+
+    def describe(self) -> str:
+        """For people: ``sentence_encoder (6 layers, width 384)``."""
+        layers, width = self.bert.get("num_hidden_layers", "?"), self.bert.get("hidden_size", "?")
+        return f"sentence_encoder ({layers} layers, width {width})"
 
     def example_inputs(
         self, batch: int, *, mean: list[float] | None = None, std: list[float] | None = None

@@ -18,7 +18,7 @@ and error answers apply to extension routes as to every other route::
 
         return [Route("/v2/models/{name}/echo", handler, methods=["POST"])]
 
-Explanations (``bigmodel.explain.route``) and online feedback (``bigmodel.online.server``) are
+Explanations (``bigmodel.explanations.route``) and online feedback (``bigmodel.online_learning.server``) are
 built this way; nothing here exposes loading, unloading or the registry's write side.
 """
 

@@ -10,7 +10,7 @@ os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")  # no phoning home (and no 
 
 from typing import Any
 
-from bigmodel.federated.config import FederatedConfig, validate
+from bigmodel.federation.config import FederatedConfig, validate
 
 
 def federated(cfg: FederatedConfig | None = None, **fields: Any) -> dict[str, Any]:
@@ -23,11 +23,11 @@ def federated(cfg: FederatedConfig | None = None, **fields: Any) -> dict[str, An
     # Flower is imported here, on first use: every `import bigmodel` (each CLI call, each DDP
     # worker) would otherwise pay for it. The run is prepared here, in the parent, then served in
     # this process or launched as real processes (processes.py builds on run.py, never the reverse).
-    from bigmodel.federated.run import prepare_run, serve
+    from bigmodel.federation.run import prepare_run, serve
 
     cfg = prepare_run(cfg if cfg is not None else validate(fields))
     if cfg.mode == "processes":
-        from bigmodel.federated.processes import launch
+        from bigmodel.federation.processes import launch
 
         return launch(cfg)
     return serve(cfg)

@@ -30,7 +30,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from bigmodel.online.detect import DetectorName
+from bigmodel.online_learning.detect import DetectorName
 
 Decision = Literal["promote", "rollback", "confirm", "reset", "keep"]
 

@@ -37,10 +37,11 @@ import torch
 import torch.distributed as tdist
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.distributed.checkpoint.api import CheckpointException
 
 from bigmodel.errors import BigModelError
 from bigmodel.fsutil import sha256_file, write_json_atomic
-from bigmodel.train.dist import DistEnv, barrier
+from bigmodel.training.dist import DistEnv, barrier
 
 SHARDS = "shards"
 RNG = "rng.safetensors"
@@ -132,8 +133,6 @@ def save(
     keep: int = 2,
 ) -> Path | None:
     """Write a checkpoint (collective: every rank must call). Returns its path on rank 0."""
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint import HuggingFaceStorageWriter
     from torch.distributed.checkpoint.state_dict import get_state_dict
 
     root = run_dir / "checkpoints"
@@ -149,6 +148,40 @@ def save(
         "optimizer": flatten(optim_sd, tensors, "optim"),
     }
     tmp = root / f".{final.name}.tmp"
+    try:
+        return _write(final, tmp, tensors, skeleton, rngs, step, scheduler, trainer, env, keep)
+    except (OSError, CheckpointException) as err:  # e.g. a full disk, on any rank
+        if env.is_main:
+            shutil.rmtree(tmp, ignore_errors=True)  # half a checkpoint is never resumed from
+        raise BigModelError(f"cannot write checkpoint {final}: {_cause(err)}") from None
+
+
+def _cause(err: BaseException) -> str:
+    """The OS's words for a failed write ("No space left on device"), wherever DCP wrapped them."""
+    if isinstance(err, CheckpointException):
+        inner = [exc for exc, _ in err.failures.values()]
+        err = next((e for e in inner if isinstance(e, OSError)), inner[0] if inner else err)
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror
+    return str(err).splitlines()[0] if str(err) else type(err).__name__
+
+
+def _write(
+    final: Path,
+    tmp: Path,
+    tensors: dict[str, torch.Tensor],
+    skeleton: dict[str, Any],
+    rngs: list[torch.Tensor],
+    step: int,
+    scheduler: Any,
+    trainer: TrainerState,
+    env: DistEnv,
+    keep: int,
+) -> Path | None:
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint import HuggingFaceStorageWriter
+
+    root = final.parent
     if env.is_main:
         shutil.rmtree(tmp, ignore_errors=True)
         (tmp / SHARDS).mkdir(parents=True)

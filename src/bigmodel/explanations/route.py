@@ -23,7 +23,7 @@ from starlette.routing import BaseRoute, Route
 
 from bigmodel.artifacts import LoadedModel, load_model
 from bigmodel.errors import BigModelError
-from bigmodel.explain.core import METHODS, explain_batch
+from bigmodel.explanations.core import METHODS, explain_batch
 from bigmodel.rows import features_from_table, table_from_rows
 from bigmodel.serve.extension import HTTPError, RouteGroup, Server, json_response
 

@@ -30,13 +30,14 @@ from bigmodel.console import RunProgress, err, run_progress
 from bigmodel.data.stream import Batch, ParquetStream, epochs, order_tag
 from bigmodel.errors import BigModelError
 from bigmodel.models import build_model, count_params, set_standardization
-from bigmodel.train import checkpoint, dist
-from bigmodel.train.checkpoint import TrainerState
-from bigmodel.train.evaluation import evaluate_stream
-from bigmodel.train.optim import build_optimizer, build_scheduler
-from bigmodel.train.plots import loss_plot
-from bigmodel.train.run_dir import LOSS_PLOT, METRICS_FILE, PreparedRun, load_history, prepare_run
-from bigmodel.train.spec import eval_batch_size, model_meta, plain_module, task_spec
+from bigmodel.models.arch import parse_architecture
+from bigmodel.training import checkpoint, dist
+from bigmodel.training.checkpoint import TrainerState
+from bigmodel.training.evaluation import evaluate_stream
+from bigmodel.training.optim import build_optimizer, build_scheduler
+from bigmodel.training.plots import loss_plot
+from bigmodel.training.run_dir import LOSS_PLOT, METRICS_FILE, PreparedRun, load_history, prepare_run
+from bigmodel.training.spec import eval_batch_size, model_meta, plain_module, task_spec
 
 # FSDP gathers each block's parameters (and gradients) and frees them right after use. glibc keeps
 # freed buffers of up to 32 MiB in its heap, so a worker's resident memory would keep the largest
@@ -45,7 +46,7 @@ FSDP_WORKER_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1 << 20)}
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
-    """``bigmodel.train.train``, which documents it (that module stays light; this one is torch)."""
+    """``bigmodel.training.train``, which documents it (that module stays light; this one is torch)."""
     run = prepare_run(cfg)
     cfg = run.cfg
     if dist.under_launcher():
@@ -193,7 +194,7 @@ def build(run: PreparedRun, env: dist.DistEnv) -> Trainer:
     )
     try:  # a bad --init-from, teacher or checkpoint fails here: stop the reader's threads first
         # DDP/FSDP machinery costs ~1 s to import; only workers need it, not every CLI verb.
-        from bigmodel.train.parallelize import parallelize
+        from bigmodel.training.parallelize import parallelize
 
         # model: plain PyTorch, initialised identically on every rank from the seed, then distributed
         # from outside; the optimizer is built afterwards, on the parameters as parallelize left them
@@ -249,7 +250,7 @@ def build(run: PreparedRun, env: dist.DistEnv) -> Trainer:
 def train_step(tr: Trainer, b: Batch, ep: Epoch) -> bool:
     """Forward and backward one batch; after the last batch of a step, the optimizer step.
     Returns whether it stepped."""
-    from bigmodel.train.parallelize import grad_sync  # imported by ``build`` already
+    from bigmodel.training.parallelize import grad_sync  # imported by ``build`` already
 
     cfg, env, st = tr.cfg, tr.env, tr.state
     step_first = b.index // tr.per_step * tr.per_step
@@ -322,7 +323,7 @@ def end_epoch(tr: Trainer, ep: Epoch, epoch: int, capped: bool) -> dict[str, flo
 
 def finish(tr: Trainer, val_metrics: dict[str, float], peak_rss: float) -> dict[str, Any]:
     """The last checkpoint and the run's summary; rank 0 writes the model directory and loss plot."""
-    from bigmodel.train.parallelize import is_sharded
+    from bigmodel.training.parallelize import is_sharded
 
     cfg, env, st = tr.cfg, tr.env, tr.state
     if not val_metrics:  # resumed a run whose epochs were all done
@@ -357,7 +358,7 @@ def finish(tr: Trainer, val_metrics: dict[str, float], peak_rss: float) -> dict[
         meta = model_meta(cfg, run.root, run.manifest, run.arch, val_metrics, lineage)
         artifacts.write_model_dir(tr.run_dir, plain_module(run.arch, weights) if weights else tr.model, meta)
         if history:
-            title = f"{run.manifest.name}: {cfg.model.name} {cfg.model.hidden}"
+            title = f"{run.manifest.name}: {parse_architecture(run.arch).describe()}"
             loss_plot(history, tr.run_dir / LOSS_PLOT, title=title)
     return summary
 

@@ -1,5 +1,5 @@
 """The online learner: prequential evaluation, per-row SGD on a copy of the serving model, a drift
-detector on the serving model's errors, and the promotion policy (``bigmodel.online.policy``).
+detector on the serving model's errors, and the promotion policy (``bigmodel.online_learning.policy``).
 
 ``OnlineLearner.learn(x, y)`` takes a chunk of labelled rows; the CLI feeds it a file or stdin and
 the server feeds it from the feedback route's queue, on a thread of its own. Decisions reach the
@@ -23,8 +23,8 @@ from torch import nn
 from bigmodel import artifacts, tasks
 from bigmodel.artifacts import LoadedModel, ModelMeta
 from bigmodel.errors import BigModelError
-from bigmodel.online.detect import ADWIN, Detector, PageHinkley
-from bigmodel.online.policy import OnlineConfig, decide
+from bigmodel.online_learning.detect import ADWIN, Detector, PageHinkley
+from bigmodel.online_learning.policy import OnlineConfig, decide
 from bigmodel.tasks import TaskSpec
 
 

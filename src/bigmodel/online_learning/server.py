@@ -5,7 +5,7 @@ the model's, e.g. ``target``; at most ``max_rows`` rows). The handler checks the
 served version's schema (a 400 naming the field), puts them on a bounded queue and answers 202 at
 once. One learner process per model takes them off the queue (no shared interpreter lock: inference
 never waits for learning, it only shares the CPU); it runs ``OnlineLearner.learn`` and the policy
-(``bigmodel.online.policy``) registers versions and moves the alias this server follows for the
+(``bigmodel.online_learning.policy``) registers versions and moves the alias this server follows for the
 model. The server's registry polling then switches to the new version like any alias move.
 
 ``GET`` on the same path reports the learner; ``/metrics`` gains ``bigmodel_online_*`` families.
@@ -18,6 +18,7 @@ import logging
 import multiprocessing
 import queue
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -28,13 +29,13 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from bigmodel.errors import BigModelError
-from bigmodel.online.learner import OnlineLearner, Publisher, describe
-from bigmodel.online.policy import OnlineConfig
-from bigmodel.online.rows import labelled
+from bigmodel.online_learning.learner import OnlineLearner, Publisher, describe
+from bigmodel.online_learning.policy import OnlineConfig
+from bigmodel.online_learning.rows import labelled
 from bigmodel.rows import table_from_rows
 from bigmodel.serve.extension import HTTPError, RouteGroup, Server, json_response
 
-log = logging.getLogger("bigmodel.online")
+log = logging.getLogger("bigmodel.online_learning")
 
 
 def _learner_main(
@@ -161,8 +162,9 @@ class Feedback:
 class Collector:
     """``bigmodel_online_*`` metric families from every model's counters, rendered on scrape."""
 
-    def __init__(self, hubs: dict[str, Feedback]):
+    def __init__(self, hubs: dict[str, Feedback], rejected: Counter[str]):
         self.hubs = hubs
+        self.rejected = rejected
 
     def collect(self) -> Iterator[Any]:
         rows = CounterMetricFamily(
@@ -182,6 +184,13 @@ class Collector:
         version = GaugeMetricFamily(
             "bigmodel_online_serving_version", "Version the online policy serves", labels=["model", "alias"]
         )
+        rejected = CounterMetricFamily(
+            "bigmodel_online_feedback_rejected_requests",
+            "Feedback requests refused as invalid (4xx: bad rows or labels, too many rows)",
+            labels=["model"],
+        )
+        for name, n in sorted(self.rejected.items()):
+            rejected.add_metric([name], n)
         for name, hub in sorted(self.hubs.items()):
             for outcome, n in (
                 ("accepted", hub.accepted),
@@ -204,7 +213,7 @@ class Collector:
                     score.add_metric([name, role, "window", s["metric"]], s["window"][role])
             if s["version"] is not None:
                 version.add_metric([name, hub.alias], s["version"])
-        yield from (rows, queued, events, score, version)
+        yield from (rows, queued, events, score, version, rejected)
 
 
 def feedback_routes(
@@ -215,8 +224,9 @@ def feedback_routes(
 
     def group(server: Server) -> list[BaseRoute]:
         hubs: dict[str, Feedback] = {}
+        rejected: Counter[str] = Counter()  # per model: feedback requests refused as invalid
         if cfg is not None:
-            server.add_collector(Collector(hubs))
+            server.add_collector(Collector(hubs, rejected))
 
             async def stop_all() -> None:
                 await asyncio.gather(*(h.stop() for h in hubs.values()))
@@ -236,11 +246,8 @@ def feedback_routes(
                 hubs[name] = Feedback(name, alias, server.models.registry, cfg, max_queue_rows)
             return hubs[name]
 
-        async def post(request: Request) -> Response:
-            name = request.path_params["name"]
-            if cfg is None:
-                raise HTTPError(404, "online learning is off on this server: start it with --online")
-            served = server.models.get(name)  # 404 for a model not served here
+        async def checked_rows(request: Request, served: Any) -> tuple[np.ndarray, np.ndarray]:
+            """The body's labelled rows, or the 4xx that names what is wrong with them."""
             body = await server.read_json(request)
             unknown = sorted(set(body) - {"rows"})
             if unknown:
@@ -252,11 +259,23 @@ def feedback_routes(
                 raise HTTPError(413, f"feedback has {len(rows)} rows; at most {max_rows} per request")
             meta = served.runtime.meta
             try:
-                x, y = await asyncio.to_thread(
+                return await asyncio.to_thread(
                     lambda: labelled(table_from_rows(rows, meta, "feedback", labels=True), meta, "feedback")
                 )
             except BigModelError as err:
                 raise HTTPError(400, str(err)) from None
+
+        async def post(request: Request) -> Response:
+            name = request.path_params["name"]
+            if cfg is None:
+                raise HTTPError(404, "online learning is off on this server: start it with --online")
+            served = server.models.get(name)  # 404 for a model not served here
+            try:
+                x, y = await checked_rows(request, served)
+            except HTTPError as err:
+                if 400 <= err.status < 500:  # the client's rows, not the server's load
+                    rejected[name] += 1
+                raise
             hub = hub_for(name)
             if not hub.offer(x, y):
                 raise HTTPError(
@@ -280,8 +299,16 @@ def feedback_routes(
                 raise HTTPError(404, "online learning is off on this server: start it with --online")
             server.models.get(name)  # 404 for a model not served here
             if name in hubs:
-                return json_response(hubs[name].status())
-            return json_response({"model": name, "accepted_rows": 0, "learned_rows": 0, "learner": {}})
+                return json_response({**hubs[name].status(), "rejected_requests": rejected[name]})
+            return json_response(
+                {
+                    "model": name,
+                    "accepted_rows": 0,
+                    "learned_rows": 0,
+                    "rejected_requests": rejected[name],
+                    "learner": {},
+                }
+            )
 
         return [
             Route("/v2/models/{name}/feedback", post, methods=["POST"]),

@@ -9,24 +9,24 @@ A server route calls the core directly, with the model it already holds and the 
 
 from typing import TYPE_CHECKING
 
-from bigmodel.explain.run import explain
+from bigmodel.explanations.run import explain
 from bigmodel.lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from bigmodel.explain.core import METHODS, explain_batch
-    from bigmodel.explain.inputs import resolve_model
+    from bigmodel.explanations.core import METHODS, explain_batch
+    from bigmodel.explanations.inputs import resolve_model
     from bigmodel.rows import features_from_table, labels_from_column
 
-# torch and Captum load on first use: `bigmodel.explain` is also the function `bigmodel` exports.
+# torch and Captum load on first use: `bigmodel.explain` (this function) keeps `import bigmodel` light.
 if not TYPE_CHECKING:
     __getattr__, __dir__ = lazy_exports(
         __name__,
         {
-            "METHODS": "bigmodel.explain.core",
-            "explain_batch": "bigmodel.explain.core",
+            "METHODS": "bigmodel.explanations.core",
+            "explain_batch": "bigmodel.explanations.core",
             "features_from_table": "bigmodel.rows",
             "labels_from_column": "bigmodel.rows",
-            "resolve_model": "bigmodel.explain.inputs",
+            "resolve_model": "bigmodel.explanations.inputs",
         },
     )
 

@@ -26,8 +26,8 @@ from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import Strategy
 
-from bigmodel.federated.aggregate import Update, aggregate, screen
-from bigmodel.federated.config import FederatedConfig, clients_per_round
+from bigmodel.federation.aggregate import Update, aggregate, screen
+from bigmodel.federation.config import FederatedConfig, clients_per_round
 
 FUTILE_ROUNDS = 3  # stop after this many rounds in a row with nothing to average
 

@@ -30,8 +30,8 @@ from bigmodel.data.manifest import Manifest
 from bigmodel.data.stream import list_row_groups, order_tag, shuffle_unit
 from bigmodel.errors import BigModelError
 from bigmodel.fsutil import fresh_dir, make_dir, write_text_atomic
-from bigmodel.train import checkpoint, dist
-from bigmodel.train.spec import architecture
+from bigmodel.training import checkpoint, dist
+from bigmodel.training.spec import architecture
 
 CONFIG_FILE = "config.yaml"
 CONFIG_HEADER = "# written by bigmodel train: this run's resolved config (--resume reads it)\n"

@@ -30,9 +30,9 @@ def explain(
     is explained and against which baseline.
     """
     # Imported here: torch and Captum load only when something is explained, not with `bigmodel`.
-    from bigmodel.explain.core import METHODS, explain_batch
-    from bigmodel.explain.inputs import read_table, resolve_model
-    from bigmodel.explain.plot import bar_chart
+    from bigmodel.explanations.core import METHODS, explain_batch
+    from bigmodel.explanations.inputs import read_table, resolve_model
+    from bigmodel.explanations.plot import bar_chart
     from bigmodel.rows import features_from_table
 
     if method not in METHODS:

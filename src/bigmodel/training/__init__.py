@@ -11,8 +11,8 @@ from bigmodel.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from bigmodel.config import TrainConfig
-    from bigmodel.train.consolidation import consolidate
-    from bigmodel.train.evaluation import evaluate
+    from bigmodel.training.consolidation import consolidate
+    from bigmodel.training.evaluation import evaluate
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
@@ -21,15 +21,15 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     Returns ``{"metrics", "train_loss", "world_size", "samples_per_s", "data_wait_fraction",
     "epochs", "steps", "seconds", "run_dir"}``.
     """
-    # A function here, not a lazy export: it is also ``bigmodel.train``, which must be the function
-    # from the start, not this package (see ``bigmodel/__init__.py``).
-    from bigmodel.train.loop import train as run
+    # A thin function: `import bigmodel` stays light, torch loads when a run starts.
+    from bigmodel.training.loop import train as run
 
     return run(cfg)
 
 
 if not TYPE_CHECKING:
     __getattr__, __dir__ = lazy_exports(
-        __name__, {"consolidate": "bigmodel.train.consolidation", "evaluate": "bigmodel.train.evaluation"}
+        __name__,
+        {"consolidate": "bigmodel.training.consolidation", "evaluate": "bigmodel.training.evaluation"},
     )
 __all__ = ["consolidate", "evaluate", "train"]

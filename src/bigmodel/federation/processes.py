@@ -1,6 +1,6 @@
 """Real processes: one Flower server and K Flower clients talking gRPC over 127.0.0.1.
 
-``launch(cfg)`` starts them (``python -m bigmodel.federated.processes server|client ...``), records
+``launch(cfg)`` starts them (``python -m bigmodel.federation.processes server|client ...``), records
 their process ids in ``processes.json``, waits for the server and stops whatever is left. Each
 client process keeps only its own shard's rows (on one machine they come out of the same prepared
 dataset, cut by the shared deterministic partition) and sends only weights. A client that dies is dropped
@@ -30,8 +30,8 @@ from typing import Any
 import torch
 
 from bigmodel.errors import BigModelError
-from bigmodel.federated.config import FederatedConfig, validate
-from bigmodel.federated.run import CONFIG_FILE, SUMMARY_FILE, client_rows, context, make_client, serve
+from bigmodel.federation.config import FederatedConfig, validate
+from bigmodel.federation.run import CONFIG_FILE, SUMMARY_FILE, client_rows, context, make_client, serve
 from bigmodel.fsutil import write_json_atomic
 
 PROCESSES_FILE = "processes.json"
@@ -49,7 +49,7 @@ def launch(cfg: FederatedConfig) -> dict[str, Any]:
     logs = run_dir / "logs"
     logs.mkdir(exist_ok=True)
     address = f"127.0.0.1:{free_port()}"
-    me = [sys.executable, "-m", "bigmodel.federated.processes"]
+    me = [sys.executable, "-m", "bigmodel.federation.processes"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "FLWR_TELEMETRY_ENABLED": "0"}
     server = subprocess.Popen([*me, "server", str(run_dir), address], env=env)
     clients: list[subprocess.Popen[bytes]] = []
@@ -116,7 +116,7 @@ def _client(run_dir: Path, address: str, cid: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bigmodel.federated.processes")
+    p = argparse.ArgumentParser(prog="python -m bigmodel.federation.processes")
     p.add_argument("role", choices=["server", "client"])
     p.add_argument("run_dir", type=Path)
     p.add_argument("address")

@@ -14,7 +14,7 @@ from bigmodel.data.builtin import resolve
 from bigmodel.data.stream import ParquetStream, iterate
 from bigmodel.errors import BigModelError
 from bigmodel.tasks import TaskSpec
-from bigmodel.train.dist import DistEnv, all_reduce_sum
+from bigmodel.training.dist import DistEnv, all_reduce_sum
 
 SINGLE = DistEnv(rank=0, world=1, local_rank=0, local_world=1, device=torch.device("cpu"))
 

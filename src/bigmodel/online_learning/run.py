@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from bigmodel import console
 from bigmodel.errors import BigModelError
-from bigmodel.online.policy import OnlineConfig
+from bigmodel.online_learning.policy import OnlineConfig
 
 
 def online_config(**settings: Any) -> OnlineConfig:
@@ -39,7 +39,7 @@ def online(
     Starts from the version the alias (default ``production``) points at, else the latest; every
     row is scored by the serving version and by the learner before the learner takes an SGD step
     on it; a drift detector watches the serving version's errors; the policy in
-    ``bigmodel.online.policy`` registers new versions and moves the alias, or rolls it back.
+    ``bigmodel.online_learning.policy`` registers new versions and moves the alias, or rolls it back.
     ``settings`` are ``OnlineConfig`` fields (``window``, ``min_samples``, ``margin``, ``lr``,
     ``detector``, ``publish=False`` for a dry run, ...). ``plot``: a PNG of prequential accuracy.
 
@@ -47,8 +47,8 @@ def online(
     ``alias``, ``started_from`` and ``aliases`` (the model's aliases after the run).
     """
     # Imported here: torch loads only when something is learned, not with `bigmodel`.
-    from bigmodel.online.learner import OnlineLearner, Publisher, describe
-    from bigmodel.online.rows import read_stream
+    from bigmodel.online_learning.learner import OnlineLearner, Publisher, describe
+    from bigmodel.online_learning.rows import read_stream
     from bigmodel.registry import Registry, parse_ref
 
     ref = parse_ref(model)
@@ -98,7 +98,7 @@ def online(
         "config": cfg.model_dump(),
     }
     if plot is not None:
-        from bigmodel.online.plot import prequential_plot
+        from bigmodel.online_learning.plot import prequential_plot
 
         per = f"{result['metric']}, per {learner.curve_every} rows"
         prequential_plot(learner.curve, result["events"], plot, metric=per, title=model)

@@ -35,7 +35,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from bigmodel.config import DistConfig
 from bigmodel.models import Transformer
-from bigmodel.train.dist import DistEnv
+from bigmodel.training.dist import DistEnv
 
 
 def blocks(model: nn.Module) -> list[nn.Module]:

@@ -1,7 +1,7 @@
 """One federated run, top to bottom: ``prepare_run``, then ``serve``, then ``finish``.
 
 The parent checks everything a user can get wrong (dataset, partition, destination) and writes
-the run directory's ``federated.json`` (``prepare_run``); then ``bigmodel.federated.federated``
+the run directory's ``federated.json`` (``prepare_run``); then ``bigmodel.federation.federated``
 either runs the server and all clients in this process (``serve`` with ``simulate``) or starts a
 server process and one process per client that talk gRPC over 127.0.0.1 (``processes.py``, which
 calls ``serve`` and ``make_client`` from here). Either way the server side ends the same: a normal
@@ -25,11 +25,11 @@ from bigmodel.data.builtin import resolve
 from bigmodel.data.manifest import Manifest
 from bigmodel.data.stream import ParquetStream, iterate
 from bigmodel.errors import BigModelError
-from bigmodel.federated.client import Client, LocalPlan, get_weights, set_weights
-from bigmodel.federated.config import FederatedConfig, parse_partition
-from bigmodel.federated.partition import partition
-from bigmodel.federated.plots import round_plot
-from bigmodel.federated.strategy import Coordinator
+from bigmodel.federation.client import Client, LocalPlan, get_weights, set_weights
+from bigmodel.federation.config import FederatedConfig, parse_partition
+from bigmodel.federation.partition import partition
+from bigmodel.federation.plots import round_plot
+from bigmodel.federation.strategy import Coordinator
 from bigmodel.fsutil import fresh_dir, write_json_atomic
 from bigmodel.models import build_model, count_params, mlp_architecture, set_standardization
 from bigmodel.tasks import TaskSpec
@@ -143,7 +143,7 @@ def serve(cfg: FederatedConfig, address: str | None = None) -> dict[str, Any]:
 
         strategy = Coordinator(cfg, get_weights(model), evaluate_fn, on_round)
         if address is None:
-            from bigmodel.federated.simulate import simulate
+            from bigmodel.federation.simulate import simulate
 
             x, y = load_split(ctx, "train")
             clients = [

@@ -61,7 +61,7 @@ def output_name(spec: TaskSpec) -> str:
 def target_code(spec: TaskSpec, target: Any) -> int:
     """A class given as its label value ('malignant', 7) or its code (0..K-1) -> the code."""
     if spec.task == "regression":
-        raise BigModelError("--target applies to classification models; this model is a regression")
+        raise BigModelError("a target class applies to classification models; this model is a regression")
     values = spec.label_values or list(range(spec.num_outputs))
     for code, v in enumerate(values):
         if str(v) == str(target):
@@ -71,7 +71,7 @@ def target_code(spec: TaskSpec, target: Any) -> int:
         code = int(target)
         if 0 <= code < len(values):
             return code
-    raise BigModelError(f"unknown --target {target!r} (classes: {', '.join(map(str, values))})")
+    raise BigModelError(f"unknown target class {target!r} (classes: {', '.join(map(str, values))})")
 
 
 def check_batch(x: np.ndarray, features: list[str]) -> np.ndarray:

@@ -18,10 +18,10 @@ from bigmodel.data.stream import ParquetStream
 from bigmodel.errors import BigModelError
 from bigmodel.fsutil import atomic_dir
 from bigmodel.models import build_model, count_params
-from bigmodel.train import checkpoint
-from bigmodel.train.evaluation import evaluate_stream
-from bigmodel.train.run_dir import CONFIG_FILE
-from bigmodel.train.spec import architecture, eval_batch_size, model_meta, task_spec
+from bigmodel.training import checkpoint
+from bigmodel.training.evaluation import evaluate_stream
+from bigmodel.training.run_dir import CONFIG_FILE
+from bigmodel.training.spec import architecture, eval_batch_size, model_meta, task_spec
 
 
 def consolidate(run_dir: str | Path, dst: str | Path, *, step: int | None = None) -> dict[str, Any]:
