@@ -229,7 +229,10 @@ def test_feedback_and_explain_reject_bad_input_naming_the_field(server):
     req = urllib.request.Request(url + "/metrics", headers={"Authorization": f"Bearer {KEY}"})
     with urllib.request.urlopen(req) as resp:
         metrics = resp.read().decode()
-    assert f'bigmodel_online_feedback_rejected_requests_total{{model="drift"}} {before + len(cases)}.0' in metrics
+    assert (
+        f'bigmodel_online_feedback_rejected_requests_total{{model="drift"}} {before + len(cases)}.0'
+        in metrics
+    )
     assert _call(url, "/v2/models/ghost/feedback", {"rows": good})[0] == 404
     got, answer = _call(url, "/v2/models/pinned/feedback", {"rows": good})
     assert got == 409 and "pinned to a version" in answer["error"]
