@@ -7,6 +7,7 @@ metric cost near a microsecond instead of the several of prometheus_client's lab
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import sys
 import time
@@ -109,13 +110,15 @@ class Metrics:
 
 
 class AccessLog:
-    """One JSON object per request, written as the request ends (one ``write`` call: a server
-    killed with SIGKILL loses no line it answered; buffering them for 0.1 s lost ~300 of 11,381).
-    ``None`` as the stream turns it off."""
+    """One JSON object per request. Lines are written at the end of the event-loop iteration that
+    answered them, together (one ``write`` for all the requests answered in that iteration), so a
+    server killed with SIGKILL loses no line it answered before its last iteration; buffering them
+    for 0.1 s lost ~300 of 11,381. ``None`` as the stream turns it off."""
 
     def __init__(self, stream: IO[bytes] | None):
         self.stream = stream
-        self.lost = 0  # lines that could not be written
+        self.buffer: list[bytes] = []
+        self.lost = 0  # lines that could not be written (a full disk must not fail requests)
 
     @classmethod
     def open(cls, target: str | None) -> AccessLog:
@@ -138,15 +141,27 @@ class AccessLog:
         if self.stream is None:
             return
         record["ts"] = time.time()
+        self.buffer.append(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+        if len(self.buffer) == 1:
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+            except RuntimeError:  # no event loop (a record written outside the server's loop)
+                self.flush()
+
+    def flush(self) -> None:
+        if self.stream is None or not self.buffer:
+            return
+        lines, self.buffer = self.buffer, []
         try:
-            self.stream.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+            self.stream.write(b"".join(lines))
             self.stream.flush()
-        except OSError:  # a full disk must not fail the request that was answered
-            self.lost += 1
+        except OSError:
+            self.lost += len(lines)
 
     def start(self) -> None:
         """Nothing to start: kept so that the lifespan reads the same for every resource."""
 
     async def close(self) -> None:
+        self.flush()
         if self.stream is not None and self.stream is not sys.stderr.buffer:
             self.stream.close()
