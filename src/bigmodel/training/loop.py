@@ -178,6 +178,8 @@ def end_epoch(tr: Trainer, ep: Epoch, epoch: int, capped: bool) -> dict[str, flo
     val_metrics = evaluate_stream(tr.net, tr.val_stream, tr.spec, env, max_rows=cfg.eval_rows)
     if not capped or st.batch >= tr.nb:  # a capped epoch keeps its position, so it can resume
         st.epoch, st.batch = epoch + 1, 0
+    else:  # ... and banks its loss so far, which the final checkpoint keeps for the resumed epoch
+        st.epoch_loss, st.epoch_rows = loss_sum, rows
     record = {
         "epoch": epoch + 1,
         "step": st.step,

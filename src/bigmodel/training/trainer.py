@@ -120,6 +120,9 @@ def build(run: PreparedRun, env: dist.DistEnv) -> Trainer:
             state = checkpoint.restore(
                 *found, module=model, optimizer=optimizer, scheduler=scheduler, env=env
             )
+            # From here on rows come in this reader's order (prepare_run refused a mid-epoch resume
+            # under another): later checkpoints must say so, or their own resume would be refused.
+            state.order = order_tag(train_stream.block)
         history = load_history(run_dir, upto_epoch=state.epoch) if env.is_main else []
         masks = _zero_masks(model) if cfg.model.keep_sparsity else []
     except BaseException:
