@@ -102,7 +102,10 @@ def load(url: str, body: Path, concurrency: int, seconds: float, auth: bool) -> 
     cmd += ["--concurrency", str(concurrency), "--duration", str(seconds), "--warmup", "1"]
     if auth:
         cmd += ["--header", f"Authorization: Bearer {KEY}"]
-    r = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:  # say why: the load generator's own error, not just its exit code
+        raise RuntimeError(f"loadgen failed ({proc.returncode}): {proc.stderr.strip()[-1500:]}")
+    r = json.loads(proc.stdout)
     failed = sum(v for k, v in r["status"].items() if k != "200") + r["connection_errors"]
     return {"rps": r["rps"], "p50_ms": r["p50_ms"], "p99_ms": r["p99_ms"], "failed": failed}
 
