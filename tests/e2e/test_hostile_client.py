@@ -32,7 +32,7 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     (tmp / "key").write_text(KEY + "\n")
     args = ["--registry", str(reg.location), "--api-key-file", str(tmp / "key"), "--access-log", "off"]
     args += ["--header-timeout-s", str(TIMEOUT_S), "--body-timeout-s", str(TIMEOUT_S)]
-    args += ["--max-header-bytes", "16384", "--max-buffered-mb", "2"]
+    args += ["--max-header-bytes", "16384", "--max-buffered-mb", "8"]
     with ServerProcess(args, env={"BIGMODEL_HOME": str(tmp / "home")}) as s:
         host, port = s.url.removeprefix("http://").rsplit(":", 1)
         yield host, int(port)
@@ -171,8 +171,8 @@ def test_many_partial_connections_are_all_closed_while_health_answers(server):
 
 
 def test_request_bodies_held_at_once_are_bounded(server):
-    """2 MB budget: six concurrent ~1 MB bodies cannot all be held; the rest get 503 + Retry-After."""
-    payload = b'{"inputs": [], "pad": "' + b"x" * 1_000_000 + b'"}'
+    """8 MB budget: six concurrent ~3 MB bodies cannot all be held; the rest get 503 + Retry-After."""
+    payload = b'{"inputs": [], "pad": "' + b"x" * 3_000_000 + b'"}'
     statuses: list[int] = []
     started = threading.Barrier(6)
 
@@ -216,3 +216,89 @@ def test_the_key_file_must_hold_one_key(tmp_path: Path):
     assert proc.returncode == 2 and "expected one key without spaces" in proc.stderr
     proc = run_cli("serve", "--api-key-file", str(tmp_path / "missing"))
     assert proc.returncode == 2 and "cannot read it" in proc.stderr
+
+
+def test_numbers_too_long_for_int_are_4xx_not_500(server):
+    digits = "9" * 5000  # Python refuses int() of strings past 4,300 digits
+    for method, path in (
+        ("POST", f"/v2/models/m/versions/{digits}/infer"),
+        ("GET", f"/v2/models/m/versions/{digits}"),
+        ("POST", f"/v2/repository/models/m:{digits}/load"),
+    ):
+        status, err, _ = exchange(server, request(method, path, infer_body() if method == "POST" else b""))
+        assert status in (400, 404) and "error" in err, (path[:40], status, err)
+    status, err, _ = exchange(
+        server,
+        request("POST", "/v2/models/m/infer", infer_body(), {"Inference-Header-Content-Length": digits}),
+    )
+    assert status == 400 and "Inference-Header-Content-Length" in err["error"]
+
+
+def test_the_header_limit_holds_for_a_pipelined_and_a_kept_alive_request(server):
+    small = request("GET", "/v2/health/ready")
+    big = request("GET", "/v2/health/ready", headers={"X-A": "a" * 40000, "X-B": "b" * 40000})
+    with socket.create_connection(server, timeout=10) as s:
+        s.sendall(small + big)  # one read: the second request's bytes once escaped the count
+        out = b""
+        while out.count(b"HTTP/1.1 ") < 2:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            out += chunk
+    # The oversized request is never served: refused with 431 or, while the first answer is still
+    # being written, the connection closed (it was once answered 200).
+    assert out.count(b"HTTP/1.1 200") <= 1, out[:300]
+    assert ready(server)
+
+
+def test_a_slow_second_request_on_a_kept_alive_connection_gets_its_408(server):
+    with socket.create_connection(server, timeout=10) as s:
+        s.sendall(request("GET", "/v2/health/ready"))
+        first = b""
+        while not first.endswith(b"}"):  # the whole first answer ({"ready": true})
+            first += s.recv(65536)
+        assert first.startswith(b"HTTP/1.1 200")
+        s.sendall(b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\n")  # and nothing more
+        t0 = time.monotonic()
+        out = b""
+        while not out.endswith(b"}"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            out += chunk
+    assert out.startswith(b"HTTP/1.1 408") and b'"error"' in out, out[:200]
+    assert time.monotonic() - t0 < TIMEOUT_S + 4
+
+
+def test_a_client_that_never_reads_its_answer_is_cut_off(server):
+    rows = 200_000  # a ~9 MB answer, more than the kernel's socket buffers hold
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.settimeout(5)
+        s.connect(server)
+        s.sendall(request("POST", "/v2/models/m/infer", infer_body(rows)))
+        time.sleep(TIMEOUT_S + 2.5)  # never read meanwhile: the server gives up on us
+        got = b""
+        try:
+            while chunk := s.recv(1 << 16):
+                got += chunk
+        except (ConnectionResetError, TimeoutError):
+            pass
+    head, _, _ = got.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), got[:200]
+    length = int(
+        next(ln.split(b":")[1] for ln in head.split(b"\r\n") if ln.lower().startswith(b"content-length"))
+    )
+    assert length > 3_000_000 and len(got) < len(head) + 4 + length, (len(got), length)  # cut short
+    assert ready(server)
+
+
+def test_what_the_http_parser_refuses_is_a_json_error_too(server):
+    for raw in (
+        b"FOO / HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /v2 HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+        b"GET /v2 HTTP/1.1\r\nHost : x\r\n\r\n",
+    ):
+        status, err, _ = exchange(server, raw)
+        assert status == 400 and err["error"].startswith("malformed HTTP request"), (raw, status, err)
+    assert ready(server)

@@ -51,7 +51,8 @@ def parse_version(text: str) -> int | None:
 
     ``str.isdigit`` alone is not enough: it accepts digits such as ``²`` that ``int`` refuses.
     """
-    if not (text.isascii() and text.isdigit()):
+    # at most 10 digits: MAX_VERSION has 10, and int() refuses strings past 4,300 digits
+    if not (text.isascii() and text.isdigit()) or len(text) > 10:
         return None
     version = int(text)
     return version if 1 <= version <= MAX_VERSION else None

@@ -89,7 +89,7 @@ async def read_body(scope: Mapping[str, Any], receive: Any, limit: int) -> bytes
     bodies (tritonclient's request_compression_algorithm) decompressed under the same limit."""
     encoding = None
     for k, v in scope["headers"]:
-        if k == b"content-length" and v.isdigit() and int(v) > limit:
+        if k == b"content-length" and v.isdigit() and (len(v) > 18 or int(v) > limit):
             raise _too_big(limit)  # refused before a byte is read
         if k == b"content-encoding" and v not in (b"identity", b""):
             encoding = v.decode("latin-1").lower()

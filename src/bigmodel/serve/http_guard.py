@@ -9,7 +9,9 @@ Content-Length larger than the body waited forever). This subclass adds, per con
 - headers not complete ``header_timeout_s`` after the connection opened or the request began: 408
   and close (an idle keep-alive connection is uvicorn's ``timeout_keep_alive``, as before);
 - a body not complete ``body_timeout_s`` after its headers: 408 and close; the application sees
-  the client as disconnected, so its body reader stops waiting.
+  the client as disconnected, so its body reader stops waiting;
+- an answer the client has not read ``body_timeout_s`` after it was written (and that it is not
+  reading at all): the connection is aborted, which frees it.
 
 Errors are JSON ``{"error": ...}`` like every other error of the server (OIP clients decode it).
 Deadlines are checked by one sweeper task, four times a second, over uvicorn's set of open
@@ -24,7 +26,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
+REASONS = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
 SWEEP_S = 0.25  # how late a timeout may be noticed
 
 
@@ -36,10 +38,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._rejected = False
-        self._in_headers = True
-        self._header_bytes = 0  # raw bytes received since the request began, until its headers end
+        self._in_headers = True  # no request in progress, or one whose headers are not complete
+        self._header_bytes = 0  # raw bytes received while in headers (bounds an incomplete header)
+        self._exact = 0  # request line + header bytes of the request being parsed
         self._deadline: float | None = None  # loop time by which the current phase must end
         self._why = ""
+        self._drain_deadline: float | None = None  # by when the client must have read its answer
+        self._drain_left = 0
         self._arm(self.header_timeout_s, "request headers not received in time")
         if getattr(self.server_state, "_bigmodel_sweeper", None) is None:
             sweeper = self.loop.create_task(_sweep(self.server_state))
@@ -47,6 +52,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self._drain_deadline = None
         super().connection_lost(exc)
 
     def _arm(self, seconds: float, why: str) -> None:
@@ -58,15 +64,30 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def _check_deadline(self, now: float) -> None:
         if self._deadline is not None and now >= self._deadline:
             self._reject(408, self._why)
+        if self._drain_deadline is not None and now >= self._drain_deadline:
+            # A client that does not read its answers would hold them in memory for good (one
+            # 30 MB answer per connection); one that reads, however slowly, gets more time.
+            left = self.transport.get_write_buffer_size()
+            if left == 0:
+                self._drain_deadline = None
+            elif left < self._drain_left:
+                self._drain_deadline, self._drain_left = now + self.body_timeout_s, left
+            else:
+                self._drain_deadline = None
+                self.transport.abort()
 
     def _reject(self, status: int, why: str) -> None:
-        """Answer ``status`` unless a response has begun, end the request, close the connection."""
+        """Answer ``status`` if the refused request can still get an answer, end it, close."""
         if self._rejected or self.transport.is_closing():
             return
         self._rejected = True
         self._disarm()
         cycle = getattr(self, "cycle", None)
-        if cycle is None or not cycle.response_started:
+        if self._in_headers:  # a new request: ``cycle`` is the previous one, if any
+            can_answer = cycle is None or cycle.response_complete
+        else:
+            can_answer = cycle is None or not cycle.response_started
+        if can_answer:
             body = json.dumps({"error": why}).encode()
             head = (
                 f"HTTP/1.1 {status} {REASONS[status].decode()}\r\ncontent-type: application/json\r\n"
@@ -78,35 +99,43 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             cycle.message_event.set()
         self.transport.close()
 
+    def send_400_response(self, msg: str) -> None:
+        """The HTTP parser's refusals (a bad method, request line or header) as JSON too."""
+        self._in_headers = True  # no response of this request has begun: answer it
+        self._reject(400, f"malformed HTTP request: {msg}")
+
     def data_received(self, data: bytes) -> None:
         if self._rejected:
             return
         if self._in_headers:
             self._header_bytes += len(data)
         super().data_received(data)
-        # Every byte so far belongs to headers that are still incomplete: they are too large.
+        # Every byte counted belongs to headers that are still incomplete: they are too large.
         if self._in_headers and self._header_bytes > self.max_header_bytes:
             self._reject(431, f"request headers larger than {self.max_header_bytes} bytes")
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        if not self._in_headers:  # the next request on a kept-alive connection
-            self._in_headers = True
-            self._header_bytes = 0
+        self._in_headers = True
+        self._exact = 0
+        if self._deadline is None:  # the next request on a kept-alive connection
             self._arm(self.header_timeout_s, "request headers not received in time")
 
+    def on_url(self, url: bytes) -> None:
+        self._exact += len(url)
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._exact += len(name) + len(value) + 4
+        super().on_header(name, value)
+
     def on_headers_complete(self) -> None:
-        self._in_headers = False
-        # The raw bytes seen so far bound the headers' size; count exactly only past the limit
-        # (when a body came in the same read), which keeps the common request cheap.
-        if self._header_bytes > self.max_header_bytes and self._exact_header_bytes() > self.max_header_bytes:
+        if self._exact > self.max_header_bytes:  # still "in headers": see _reject
             self._reject(431, f"request headers larger than {self.max_header_bytes} bytes")
             return
+        self._in_headers = False
         self._arm(self.body_timeout_s, "request body not received in time")
         super().on_headers_complete()
-
-    def _exact_header_bytes(self) -> int:
-        return len(self.url) + sum(len(k) + len(v) + 4 for k, v in self.headers)
 
     def on_body(self, body: bytes) -> None:
         if not self._rejected:
@@ -116,7 +145,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._rejected:
             return
         self._disarm()
+        self._in_headers, self._header_bytes = True, 0  # what comes next is the next request
         super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        left = self.transport.get_write_buffer_size()
+        if left:  # the answer is still queued for the client: it must read it in time
+            self._drain_deadline, self._drain_left = self.loop.time() + self.body_timeout_s, left
 
 
 async def _sweep(server_state: Any) -> None:

@@ -34,7 +34,7 @@ async def handle_infer(
         header_length = None
         for k, v in scope["headers"]:
             if k == b"inference-header-content-length":
-                if not v.isdigit():
+                if not v.isdigit() or len(v) > 18:  # a body is never 10**18 bytes; int() caps digits
                     raise HTTPError(400, "Inference-Header-Content-Length must be an integer")
                 header_length = int(v)
         body = await read_body(scope, receive, cfg.max_body_bytes)
