@@ -123,6 +123,14 @@ def write_model_dir(
     """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
+    # Artifacts the previous model.json here vouched for (e.g. an export of the model a resumed run
+    # replaces) describe an old model: kept, they would be served or refused as strangers later.
+    stale = []
+    if (path / META).is_file():
+        try:
+            stale = [n for n in read_meta(path).files if n not in (WEIGHTS, *extra_files)]
+        except BigModelError:
+            stale = []
     save_weights(path / WEIGHTS, module, state)
     meta = meta.model_copy(deep=True)
     meta.files = {
@@ -131,6 +139,8 @@ def write_model_dir(
     }
     meta.created_at = meta.created_at or dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     write_json_atomic(path / META, meta.model_dump(mode="json"))
+    for name in stale:  # after the new model.json no longer names them
+        (path / name).unlink(missing_ok=True)
     return meta
 
 

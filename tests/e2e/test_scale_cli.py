@@ -22,6 +22,8 @@ def test_text_dataset_verbs_and_bad_input(tmp_path: Path):
     lines = ignored.stderr.strip().splitlines()
     assert ignored.returncode == 2 and len(lines) == 1
     assert "model.hidden does not apply to model transformer (its shape is set by model.size)" in lines[0]
+    sized = run_cli("train", "--dataset", "digits", "--size", "tiny", "--run-dir", str(tmp_path / "sz"))
+    assert sized.returncode == 2 and "--size applies to --model transformer" in sized.stderr  # was ignored
     mixed = run_cli("train", "--dataset", str(dst), "--set", "dist.mixed_precision=bf16")
     assert mixed.returncode == 2 and "needs dist.strategy=fsdp" in mixed.stderr
     none = run_cli("consolidate", str(tmp_path / "nowhere"), str(tmp_path / "m"))

@@ -128,3 +128,20 @@ def test_a_symlinked_artifact_is_refused(tmp_path: Path):
     (src / artifacts.WEIGHTS).symlink_to(real)  # same bytes, same hash: still refused
     with pytest.raises(BigModelError, match="is a symbolic link; artifacts are plain files"):
         artifacts.verify(src, artifacts.read_meta(src))
+
+
+def test_rewriting_a_model_directory_removes_the_old_models_artifacts(tmp_path: Path):
+    """A resumed run rewrites its model directory; the export of the old model went stale and
+    `bigmodel export` then refused it as "not written by bigmodel export"."""
+    from bigmodel.compress import export_onnx
+    from tests.models import make_model_dir
+
+    src = make_model_dir(tmp_path / "m", onnx=True)
+    assert (src / "model.onnx").exists()
+    loaded = artifacts.load_model(src)
+    fresh = loaded.meta.model_copy(update={"files": {}})
+    delattr(fresh, "onnx")
+    artifacts.write_model_dir(src, loaded.module, fresh)
+    assert not (src / "model.onnx").exists()
+    export_onnx(src)  # exports again, no stranger in the way
+    artifacts.load_model(src)

@@ -116,7 +116,13 @@ def config_from_args(args: argparse.Namespace) -> config.TrainConfig:
             raise BigModelError(f"--resume: {saved} not found; is {args.run_dir} a run directory?")
         base = config.load_yaml(saved)
         overrides["resume"] = True
-    return config.build(args.config, overrides, args.set, base=base)
+    cfg = config.build(args.config, overrides, args.set, base=base)
+    # The config cannot tell `--size tiny` from its default, so the flag is checked here.
+    if args.size is not None and cfg.model.name != "transformer":
+        raise BigModelError(
+            f"--size applies to --model transformer; model {cfg.model.name} is shaped by --hidden"
+        )
+    return cfg
 
 
 def _train(args: argparse.Namespace) -> None:

@@ -104,6 +104,24 @@ def default_baselines(loaded: LoadedModel, method: str, samples: int = 32, seed:
     return mean + std * torch.randn(samples, f, generator=g)  # (S, F)
 
 
+GRADIENT_METHODS = ("integrated_gradients", "gradient_shap")
+
+
+def not_explainable(meta: Any, method: str) -> str | None:
+    """Why ``method`` cannot explain this model (model.json's ``meta``), or None."""
+    from bigmodel.models.arch import int8_layers, parse_architecture
+
+    arch = parse_architecture(meta.architecture)
+    if not arch.supports.explain:
+        return f"explanations handle tabular (mlp) models, not a {arch.name} model"
+    if method in GRADIENT_METHODS and int8_layers(arch):
+        return (
+            f"{method} follows gradients, which the rounding of an int8 model makes zero: "
+            "use the feature_ablation method, or explain its float version (e.g. its parent)"
+        )
+    return None
+
+
 def explain_batch(
     loaded: LoadedModel,
     x: np.ndarray,
@@ -124,6 +142,9 @@ def explain_batch(
 
     if method not in METHODS:
         raise BigModelError(f"unknown method {method!r} (known: {', '.join(METHODS)})")
+    why = not_explainable(loaded.meta, method)
+    if why:
+        raise BigModelError(why)
     spec, features = loaded.spec, loaded.meta.features
     xt = torch.from_numpy(check_batch(x, features))  # (B, F)
     net = Explained(loaded.module.eval(), spec)

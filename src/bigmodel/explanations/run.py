@@ -30,7 +30,7 @@ def explain(
     is explained and against which baseline.
     """
     # Imported here: torch and Captum load only when something is explained, not with `bigmodel`.
-    from bigmodel.explanations.core import METHODS, explain_batch
+    from bigmodel.explanations.core import METHODS, explain_batch, not_explainable
     from bigmodel.explanations.inputs import read_table, resolve_model
     from bigmodel.explanations.plot import bar_chart
     from bigmodel.rows import features_from_table
@@ -44,6 +44,9 @@ def explain(
     if out is not None and Path(out).exists():
         raise BigModelError(f"{out} already exists (choose another --out; nothing was overwritten)")
     loaded = resolve_model(model, registry)
+    why = not_explainable(loaded.meta, method)
+    if why:  # before the rows are read: a text model's "missing column" would mislead
+        raise BigModelError(f"{model}: {why}")
     table = read_table(input)
     if rows is not None:
         table = table.slice(0, rows)

@@ -42,6 +42,8 @@ class Supports:
     distill: bool = False  # teacher (and student) of compress distill
     onnx_export: bool = False  # bigmodel export: one input tensor with a dynamic batch dimension
     routes: tuple[str, ...] = ()  # the server's route groups that can run it
+    explain: bool = False  # feature attributions over a table of rows (Captum)
+    online: bool = False  # learning from labelled rows (feedback) by SGD
 
 
 class MLPArch(BaseModel):
@@ -49,7 +51,7 @@ class MLPArch(BaseModel):
 
     model_config = _CONFIG
     supports: ClassVar[Supports] = Supports(
-        prune=True, int8=True, distill=True, onnx_export=True, routes=("infer",)
+        prune=True, int8=True, distill=True, onnx_export=True, routes=("infer",), explain=True, online=True
     )
     reads_text: ClassVar[bool] = False
     metric: ClassVar[str | None] = None
@@ -184,6 +186,11 @@ def parse_architecture(arch: Mapping[str, Any] | Arch) -> Arch:
             raise BigModelError(f"unknown model '{name}' (known: {', '.join(FAMILIES)})") from None
         where = ".".join(str(p) for p in e["loc"][2:]) or "architecture"  # past ("arch", name)
         raise BigModelError(f"{name} architecture: {where}: {e['msg']}") from None
+
+
+def int8_layers(arch: Arch) -> list[str]:
+    """The layers compression made int8 (their weights are integers: no gradients, no SGD)."""
+    return [path for path, layer in (arch.compact or {}).items() if layer.get("kind") == "int8"]
 
 
 def build_module(arch: Arch) -> nn.Module:

@@ -122,6 +122,9 @@ class OnlineLearner:
         self.serving = _frozen(module)
         self.version = version
         self.learner = copy.deepcopy(self.serving).requires_grad_(True)
+        why = not_learnable(self.meta)
+        if why:
+            raise BigModelError(why)
         if not any(p.is_floating_point() for p in self.learner.parameters()):
             # an int8 model keeps its weights as integer buffers: SGD has nothing to update
             where = f"version {version}" if version is not None else "this model"
@@ -317,6 +320,21 @@ class OnlineLearner:
             "restarts": self.counts["restart"],
             "events": list(self.events),
         }
+
+
+def not_learnable(meta: ModelMeta) -> str | None:
+    """Why online learning cannot update this model (model.json's ``meta``), or None."""
+    from bigmodel.models.arch import int8_layers, parse_architecture
+
+    arch = parse_architecture(meta.architecture)
+    if not arch.supports.online:
+        return f"online learning handles tabular (mlp) models, not a {arch.name} model"
+    if int8_layers(arch):
+        return (
+            "an int8 model keeps its weights as integers, which learning from feedback cannot update: "
+            "follow a float version (e.g. its parent) instead"
+        )
+    return None
 
 
 def _frozen(module: nn.Module) -> nn.Module:

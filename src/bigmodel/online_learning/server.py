@@ -29,7 +29,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from bigmodel.errors import BigModelError
-from bigmodel.online_learning.learner import OnlineLearner, Publisher, describe
+from bigmodel.online_learning.learner import OnlineLearner, Publisher, describe, not_learnable
 from bigmodel.online_learning.policy import OnlineConfig
 from bigmodel.online_learning.rows import labelled
 from bigmodel.rows import table_from_rows
@@ -270,6 +270,9 @@ def feedback_routes(
             if cfg is None:
                 raise HTTPError(404, "online learning is off on this server: start it with --online")
             served = server.models.get(name)  # 404 for a model not served here
+            why = not_learnable(served.runtime.meta)
+            if why:  # refused now: accepted rows would only fail in the learner, unseen
+                raise HTTPError(409, f"model '{name}' version {served.version}: {why}")
             try:
                 x, y = await checked_rows(request, served)
             except HTTPError as err:
