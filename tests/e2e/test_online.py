@@ -292,3 +292,29 @@ def test_a_server_without_online_learns_nothing(tmp_path: Path, trained: Path):
     assert reg.aliases("drift") == {"production": 1} and len(reg.versions("drift")) == 1
     out = run_cli("serve", "--registry", str(reg.location), "--online", "--host", "0.0.0.0", "--port", "0")
     assert out.returncode == 2 and "needs --api-key" in out.stderr
+
+
+def test_ctrl_c_stops_a_learning_server_without_tracebacks(tmp_path: Path, trained: Path):
+    """Ctrl-C reaches the whole process group, learner processes included: they printed a
+    KeyboardInterrupt traceback each (a new user's trial)."""
+    import os
+    import signal
+
+    reg = _registry(tmp_path / "registry", trained)
+    cmd = [str(BIN / "bigmodel"), "serve", "--registry", str(reg.location), "--port", "0", "--json"]
+    cmd += ["--online", "--access-log", "off"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        assert proc.stdout is not None
+        url = json.loads(proc.stdout.readline())["url"]
+        x, y = drift_rows(20, seed=3)
+        got, _ = _call(url, "/v2/models/drift/feedback", {"rows": _rows(x, y)}, key=None)
+        assert got == 202  # the learner process now runs
+        time.sleep(2.0)
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    assert b"Traceback" not in err and b"KeyboardInterrupt" not in err, err.decode()[-2000:]

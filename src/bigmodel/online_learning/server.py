@@ -17,6 +17,7 @@ import asyncio
 import logging
 import multiprocessing
 import queue
+import signal
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -42,6 +43,9 @@ def _learner_main(
     inbox: Any, outbox: Any, stop: Any, registry: tuple[str, str], name: str, alias: str, cfg: dict[str, Any]
 ) -> None:
     """The learner process: chunks in, after each one a report out (rows, summary, event lines)."""
+    # Ctrl-C reaches the whole process group; the server stops this process itself (stop event,
+    # then a None in the inbox), so the interrupt would only print a traceback here.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     import torch
 
     from bigmodel.registry import Registry
