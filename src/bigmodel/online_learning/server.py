@@ -45,7 +45,7 @@ def _learner_main(
     """The learner process: chunks in, after each one a report out (rows, summary, event lines)."""
     # Ctrl-C reaches the whole process group; the server stops this process itself (stop event,
     # then a None in the inbox), so the interrupt would only print a traceback here.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # already ignored from the start (see Feedback)
     import torch
 
     from bigmodel.registry import Registry
@@ -107,7 +107,15 @@ class Feedback:
             name=f"bigmodel-online-{name}",
             daemon=True,
         )
-        self.proc.start()
+        # Ctrl-C reaches the whole process group, and the learner may still be importing when it
+        # does: it starts with SIGINT ignored (kept across exec); the server stops it itself.
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+        try:
+            self.proc.start()
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
         self.listener = threading.Thread(target=self._listen, name=f"online-{name}", daemon=True)
         self.listener.start()
 
