@@ -135,3 +135,13 @@ def test_changed_weights_and_int8_layers_are_refused(
         assert main(["compress", *verb, str(tmp_path / "q"), "--out", str(tmp_path / "x")]) == 2
         err = capsys.readouterr().err
         assert "layer 'net.0' is already int8" in err, err
+
+
+def test_a_ratio_below_one_is_said_the_other_way_round():
+    """A tiny MLP's int8 directory is bigger than its float one: it said "0.5384x smaller"."""
+    from bigmodel.compress.report import ratio_words
+
+    assert ratio_words(10_025, 5_397, latency=False) == "1.858x smaller"
+    assert ratio_words(5_397, 10_025, latency=False) == "1.858x larger"
+    assert ratio_words(2.0, 1.0, latency=True) == "2x faster"
+    assert ratio_words(1.0, 2.0, latency=True) == "2x slower"

@@ -30,15 +30,22 @@ ROWS = [
 ]
 
 
+def ratio_words(original: float, compressed: float, latency: bool) -> str:
+    """``3.4x smaller`` / ``1.9x larger`` (``faster`` / ``slower`` for latency), never ``0.54x smaller``."""
+    better, worse = ("faster", "slower") if latency else ("smaller", "larger")
+    if not compressed:
+        return f"{fmt(float('inf'))}x {better}"
+    ratio = original / compressed
+    return f"{fmt(ratio)}x {better}" if ratio >= 1 else f"{fmt(1 / ratio)}x {worse}"
+
+
 def side_by_side_table(result: dict[str, Any], title: str) -> Table:
     """Original | compressed | ratio, one row per measure, the metric last."""
     o, c = result["original"], result["compressed"]
     rows: list[list[Any]] = []
     for label, key in ROWS:
         if key in o and key in c:
-            ratio = o[key] / c[key] if c[key] else float("inf")
-            what = "x faster" if key.startswith("latency") else "x smaller"
-            rows.append([label, o[key], c[key], f"{fmt(ratio)}{what}"])
+            rows.append([label, o[key], c[key], ratio_words(o[key], c[key], key.startswith("latency"))])
     delta = c["metric"] - o["metric"]
     rows.append([f"{o.get('metric_name', 'metric')} (validation)", o["metric"], c["metric"], f"{delta:+.4f}"])
     rows.append(["runtime", o.get("runtime", "-"), c.get("runtime", "-"), ""])
