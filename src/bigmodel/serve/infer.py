@@ -46,6 +46,8 @@ async def handle_infer(
             raise HTTPError(404, str(err)) from None
         model, served_version = served.name, served.version_str
         rt = served.runtime
+        if served.batcher is None:
+            raise HTTPError(400, f"model {name} has no infer route (it is a {rt.family} model)")
         req = protocol.decode_request(body, header_length, name, rt.input, rt.outputs)
         rows = len(req.x)
         timeout = min(cfg.timeout_s, req.timeout_s or math.inf)

@@ -16,7 +16,6 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 
 from bigmodel.errors import BigModelError
 from bigmodel.registry import DEFAULT_ALIAS, Ref, Registry, parse_ref
@@ -24,7 +23,7 @@ from bigmodel.registry.refs import parse_version
 from bigmodel.serve.batcher import Batcher
 from bigmodel.serve.config import ServeConfig
 from bigmodel.serve.metrics import Metrics
-from bigmodel.serve.runtime import ModelRuntime
+from bigmodel.serve.runtime import INFER_ROUTE, ModelRuntime, open_runtime
 
 log = logging.getLogger("bigmodel.serve")
 
@@ -40,7 +39,8 @@ class Served:
     name: str
     version: int
     runtime: ModelRuntime
-    batcher: Batcher
+    batcher: Batcher | None  # the infer route's dynamic batching (tabular models, sentence encoders)
+    generator: Any = None  # the generate routes' continuous batching (language models)
     users: int = 0
 
     @property
@@ -250,14 +250,16 @@ class Repository:
         served = self.loaded.get((name, version))
         if served is None:
             runtime = await asyncio.to_thread(self._open, name, version)
-            batcher = Batcher(
-                runtime.predict,
-                max_batch_size=self.cfg.max_batch_size,
-                max_delay_s=self.cfg.max_queue_delay_ms / 1000,
-                max_queue=self.cfg.max_queue,
-                on_batch=self.metrics.batch_observer(name, str(version)),
-            )
-            batcher.start()
+            batcher = None
+            if INFER_ROUTE in runtime.routes:
+                batcher = Batcher(
+                    runtime.predict,
+                    max_batch_size=self.cfg.max_batch_size,
+                    max_delay_s=self.cfg.max_queue_delay_ms / 1000,
+                    max_queue=self.cfg.max_queue,
+                    on_batch=self.metrics.batch_observer(name, str(version)),
+                )
+                batcher.start()
             served = Served(name, version, runtime, batcher)
             self.loaded[(name, version)] = served
             self.metrics.loaded[(name, str(version))] = runtime.kind
@@ -267,9 +269,8 @@ class Repository:
     def _open(self, name: str, version: int) -> ModelRuntime:
         path = self.registry.resolve(Ref(name, version=version))
         try:
-            runtime = ModelRuntime(path, self.cfg.runtime, self.cfg.threads)
-            for rows in (1, self.cfg.max_batch_size):  # warm up: the first requests should not pay
-                runtime.predict(np.zeros((rows, len(runtime.features)), dtype=np.float32))
+            runtime = open_runtime(path, self.cfg.runtime, self.cfg.threads)
+            runtime.warm_up(self.cfg.max_batch_size)
         except BigModelError as err:
             raise BigModelError(f"{name}:{version}: {err}") from None
         except Exception as err:  # a model that loads but cannot run: one line, never a crash
@@ -286,7 +287,10 @@ class Repository:
         # Unreachable first (no new requests), then answer everything already queued.
         self.loaded.pop((served.name, served.version), None)
         self.metrics.loaded.pop((served.name, served.version_str), None)
-        await served.batcher.stop()
+        if served.batcher is not None:
+            await served.batcher.stop()
+        if served.generator is not None:
+            await served.generator.stop()
 
     async def index(self) -> list[dict[str, Any]]:
         """Every version in the registry with its state here (the repository extension)."""

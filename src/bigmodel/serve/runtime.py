@@ -65,11 +65,7 @@ class ModelRuntime:
         self.meta = artifacts.read_meta(path)
         artifacts.verify(path, self.meta)  # every artifact, whichever runtime reads it
         arch = parse_architecture(self.meta.architecture)
-        if INFER_ROUTE not in arch.supports.routes:
-            raise BigModelError(
-                f"a {arch.name} model has no route on this server yet (it serves tabular models "
-                "through infer; text generation and embeddings are not served yet)"
-            )
+        self.family, self.routes = arch.name, arch.supports.routes
         self.spec = self.meta.spec
         # ONNX Runtime needs only the graph: a compressed model whose weights PyTorch cannot
         # rebuild from the architecture dict is still served from its ONNX export
@@ -95,6 +91,11 @@ class ModelRuntime:
             self.outputs = [TensorSpec("probabilities", "FP32", [-1, k]), TensorSpec("label", dtype, [-1])]
         self.output_specs = {o.name: o for o in self.outputs}
 
+    def warm_up(self, max_batch_size: int) -> None:
+        """Run the shapes the first requests will, so that they do not pay for it."""
+        for rows in (1, max_batch_size):
+            self.predict(np.zeros((rows, len(self.features)), dtype=np.float32))
+
     def predict(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """(B, F) raw float32 features -> every output, each with B rows."""
         logits = torch.from_numpy(self.forward(x))
@@ -114,3 +115,14 @@ class ModelRuntime:
             "task": self.spec.task,
             "labels": self.spec.label_values,
         }
+
+
+def open_runtime(path: Path, kind: RuntimeName = "auto", threads: int = 1) -> ModelRuntime:
+    """The runtime of the model directory ``path``, chosen by its family (``supports.routes``)."""
+    arch = parse_architecture(artifacts.read_meta(path).architecture)
+    if INFER_ROUTE in arch.supports.routes and arch.name == "mlp":
+        return ModelRuntime(path, kind, threads)
+    raise BigModelError(
+        f"a {arch.name} model has no route on this server yet (it serves tabular models "
+        "through infer; text generation and embeddings are not served yet)"
+    )
