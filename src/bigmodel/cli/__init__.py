@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
         explain,
         export,
         federated,
+        generate,
         online,
         predict,
         registry,
@@ -41,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = _Parser(prog="bigmodel", description=__doc__.splitlines()[0] if __doc__ else None)
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
-    for module in (data, train, export, compress, registry, serve, predict, online, federated, explain, demo):
+    for module in (
+        data, train, export, compress, registry, serve, predict, generate, online, federated, explain, demo
+    ):
         module.register(sub)
     return parser
 

@@ -15,15 +15,9 @@ from bigmodel.errors import BigModelError
 def resolve_model(ref: str | Path, registry: str | None = None) -> LoadedModel:
     """A model directory, or a registry reference ``NAME``, ``NAME@ALIAS``, ``NAME:VERSION`` (in
     ``registry``, default ``$BIGMODEL_REGISTRY``) -> the loaded, hash-verified model."""
-    path = Path(ref)
-    if path.is_dir():
-        return load_model(path)
-    text = str(ref)
-    if "/" in text or "\\" in text or text.startswith("."):
-        raise BigModelError(f"model not found: {ref} is not a model directory")
-    from bigmodel.registry import Registry
+    from bigmodel.registry import model_dir
 
-    return load_model(Registry(registry, create=False).resolve(text))
+    return load_model(model_dir(ref, registry))
 
 
 def read_table(path: str | Path) -> pa.Table:
