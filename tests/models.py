@@ -86,3 +86,20 @@ def fit_model_dir(path: Path, x: Any, y: Any, *, hidden: tuple[int, ...] = (16,)
     )
     artifacts.write_model_dir(path, model, meta)
     return path
+
+
+def make_lm_dir(path: Path, *, size: str = "tiny", context: int = 64, seed: int = 0) -> Path:
+    """A random byte-level transformer LM as a model directory (for generation and serving)."""
+    from bigmodel.models import transformer_architecture
+
+    torch.manual_seed(seed)
+    arch = transformer_architecture(size, context)
+    meta = artifacts.ModelMeta(
+        architecture=arch,
+        task={"task": "lm", "num_outputs": 256},
+        features=["tokens"],
+        metrics={"val_bits_per_byte": 8.0},
+        lineage=artifacts.Lineage(method="train", data_manifest_hash="cd" * 32),
+    )
+    artifacts.write_model_dir(path, build_model(arch), meta)
+    return path

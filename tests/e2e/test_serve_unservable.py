@@ -1,6 +1,7 @@
-"""A registry holding a model the server cannot serve yet (a transformer LM): ``serve`` of the whole
-registry names it in one line and serves the others; asked for by name, it is one line and exit 2;
-the repository extension's load answers 400, not 500 (issue 22: it exited 3 and printed nothing)."""
+"""A registry holding a model this server cannot serve (a transformer LM whose KV cache does not fit
+``--kv-cache-mb``): ``serve`` of the whole registry names it in one line and serves the others;
+asked for by name, it is one line and exit 2; the repository extension's load answers 400, not 500
+(issue 22: an LM, then unservable, exited 3 and printed nothing)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,9 @@ from bigmodel.serve.launch import ServerProcess
 from bigmodel.tasks import TaskSpec
 from tests.conftest import run_cli
 from tests.models import make_model_dir
+
+TOO_SMALL = ["--kv-cache-mb", "0.001"]  # one sequence of the tiny LM at context 16 takes 8 KiB
+WHY = "--kv-cache-mb 0.001 cannot hold one sequence of this model"
 
 
 def _lm_dir(path: Path) -> Path:
@@ -48,19 +52,22 @@ def _post(url: str) -> tuple[int, dict]:
 
 
 def test_the_whole_registry_serves_what_it_can_and_names_the_rest(registry: Registry, tmp_path: Path):
-    with ServerProcess(["--registry", registry.location, "--access-log", "off"]) as server:
+    args = ["--registry", registry.location, "--access-log", "off", *TOO_SMALL]
+    with ServerProcess(args) as server:
         assert [m["name"] for m in server.info["models"]] == ["iris"]
-        assert "bigmodel serve: skipping lm: lm:1: a transformer model has no route" in server.log()
+        assert f"bigmodel serve: skipping lm: lm:1: {WHY}" in server.log()
         status, body = _post(f"{server.url}/v2/repository/models/lm/load")
-        assert status == 400 and "a transformer model has no route" in body["error"], (status, body)
+        assert status == 400 and WHY in body["error"], (status, body)
         with urllib.request.urlopen(f"{server.url}/v2/health/ready", timeout=10) as r:
             assert r.status == 200
         assert server.stop() == 0
 
 
 def test_asking_for_it_by_name_is_one_line_and_exit_2(registry: Registry):
-    proc = run_cli("serve", "--registry", registry.location, "--models", "lm", "--port", "0", timeout=120)
+    proc = run_cli(
+        "serve", "--registry", registry.location, "--models", "lm", "--port", "0", *TOO_SMALL, timeout=120
+    )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
-    assert lines[-1].startswith("error: lm:1: a transformer model has no route"), proc.stderr
+    assert lines[-1].startswith(f"error: lm:1: {WHY}"), proc.stderr
     assert "Traceback" not in proc.stderr

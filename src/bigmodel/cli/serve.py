@@ -73,6 +73,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--access-log", default="-", help="'-' (stderr), a file, or 'off'")
     p.add_argument(
+        "--max-sequences",
+        type=int,
+        default=16,
+        help="language models: sequences generated at once per version",
+    )
+    p.add_argument(
+        "--kv-cache-mb",
+        type=float,
+        default=1024.0,
+        help="language models: KV cache per version (fewer sequences run if it cannot hold --max-sequences)",
+    )
+    p.add_argument(
         "--online",
         action="store_true",
         help="learn from POST /v2/models/{name}/feedback: the online policy may register versions "
@@ -112,6 +124,8 @@ def _serve(args: argparse.Namespace) -> None:
         threads=args.threads,
         poll_interval_s=args.poll_interval_s,
         access_log=args.access_log,
+        max_sequences=args.max_sequences,
+        kv_cache_mb=args.kv_cache_mb,
     )
     from bigmodel.serve import ServerState, serve  # torch and the server: only once the flags are good
 

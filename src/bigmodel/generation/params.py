@@ -17,7 +17,7 @@ class GenerationParams(BaseModel):
     """Sampling settings. ``max_tokens`` None: up to ``DEFAULT_MAX_TOKENS`` or the context's end.
     ``temperature`` 0 is greedy decoding; ``top_k`` 0 and ``top_p`` 1 switch those filters off."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)  # "5" or true is no count
 
     max_tokens: Annotated[int, Field(ge=1)] | None = None
     temperature: Annotated[float, Field(ge=0.0, le=100.0)] = 1.0

@@ -128,7 +128,9 @@ class Scheduler:
         budget = params.budget(len(tokens), self.context)
         req = Request(tokens, params, budget, timeout_s or self.timeout_s)
         with self._cv:
-            if len(self._waiting) >= self.max_waiting:
+            # requests that free slots will take at the next step do not count as waiting
+            free = self.engine.slots - len(self._running)
+            if len(self._waiting) >= self.max_waiting + free:
                 raise QueueFull()
             self._waiting.append(req)
             self._cv.notify()
@@ -172,7 +174,8 @@ class Scheduler:
     def _admit(self) -> list[Request]:
         # under the lock: take waiting requests into the lowest free slots (the decode step runs
         # slots 0..max, so a compact range wastes nothing)
-        now, admitted, budget = time.perf_counter(), [], PREFILL_TOKENS_PER_STEP
+        now, budget = time.perf_counter(), PREFILL_TOKENS_PER_STEP
+        admitted: list[Request] = []
         free = [s for s in range(self.engine.slots) if s not in self._running]
         while self._waiting and free:
             req = self._waiting[0]

@@ -26,14 +26,20 @@ from bigmodel.errors import BigModelError
 from bigmodel.serve.auth import APIKeyMiddleware
 from bigmodel.serve.config import ServeConfig
 from bigmodel.serve.extension import RouteGroup, Server
+from bigmodel.serve.generate import generate_routes
 from bigmodel.serve.http import BUDGET, BodyBudget, ClientGone, HTTPError, json_response
 from bigmodel.serve.infer import handle_infer
 from bigmodel.serve.metrics import AccessLog, Metrics
+from bigmodel.serve.openai_completions import completions_routes
+from bigmodel.serve.openai_embeddings import embeddings_routes
 from bigmodel.serve.repository import ModelNotFound, Repository
 from bigmodel.serve.routes import CORE
 from bigmodel.serve.state import ServerState
 
 log = logging.getLogger("bigmodel.serve")
+
+# Route groups built on the public seam that every server mounts, before the caller's extensions.
+DEFAULT_EXTENSIONS: tuple[RouteGroup, ...] = (embeddings_routes, generate_routes, completions_routes)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -80,9 +86,10 @@ class App:
             metrics.registry,
             max_body_bytes=cfg.max_body_bytes,
             shutdown_hooks=self.state.on_shutdown,
+            timeout_s=cfg.timeout_s,
         )
         routes = [r for group in CORE for r in group(self.state)]
-        routes += [r for group in extensions for r in group(server)]
+        routes += [r for group in (*DEFAULT_EXTENSIONS, *extensions) for r in group(server)]
         self.router = Starlette(
             routes=routes,
             exception_handlers={

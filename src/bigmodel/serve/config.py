@@ -29,4 +29,7 @@ class ServeConfig(BaseModel):
     max_buffered_bytes: int = Field(256 * 2**20, ge=1024)
     threads: int = Field(1, ge=1)  # intra-op threads per forward
     poll_interval_s: float = Field(1.0, gt=0)  # how often aliases are re-read from the registry
-    access_log: str | None = "-"  # "-": stderr; a file path; None or "off": no access log
+    access_log: str | None = "-"
+    # language models: sequences generated at once per version, and the KV cache that holds them
+    max_sequences: int = Field(16, ge=1, le=1024)
+    kv_cache_mb: float = Field(1024.0, gt=0)  # "-": stderr; a file path; None or "off": no access log

@@ -49,6 +49,10 @@ class Models:
         ``served.batcher`` right after it never meet a version being released."""
         return self._repo.get(name, version)
 
+    def names(self) -> list[str]:
+        """The names of the models served, sorted."""
+        return self._repo.names()
+
     def is_loaded(self, name: str, version: int) -> bool:
         """Whether version ``version`` of ``name`` is still served (caches drop the others)."""
         return (name, version) in self._repo.loaded
@@ -73,9 +77,11 @@ class Server:
         *,
         max_body_bytes: int,
         shutdown_hooks: list[Callable[[], Awaitable[None]]],
+        timeout_s: float = 30.0,
     ):
         self.models = Models(repo)
         self.max_body_bytes = max_body_bytes
+        self.timeout_s = timeout_s  # --timeout-s: how long a request may wait on a batcher
         self._metrics = metrics
         self._shutdown_hooks = shutdown_hooks
 

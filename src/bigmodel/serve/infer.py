@@ -48,7 +48,9 @@ async def handle_infer(
         rt = served.runtime
         if served.batcher is None:
             raise HTTPError(400, f"model {name} has no infer route (it is a {rt.family} model)")
-        req = protocol.decode_request(body, header_length, name, rt.input, rt.outputs)
+        req = protocol.decode_request(
+            body, header_length, name, rt.input, rt.outputs, max_rows=cfg.max_batch_size
+        )
         rows = len(req.x)
         timeout = min(cfg.timeout_s, req.timeout_s or math.inf)
         try:

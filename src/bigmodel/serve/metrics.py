@@ -48,6 +48,28 @@ class Histogram:
         return buckets, self.total
 
 
+TOKEN_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+class GenerationStats:
+    """One LM version's generation: time to first token, inter-token latency, tokens. Observed
+    from its scheduler's worker thread (one writer; a scrape reads, so no lock is needed)."""
+
+    def __init__(self) -> None:
+        self.ttft = Histogram(TOKEN_BUCKETS)
+        self.itl = Histogram(TOKEN_BUCKETS)
+        self.tokens = 0
+        self.scheduler: Any = None  # running/waiting sequences are read from it on scrape
+
+    def first_token(self, seconds: float) -> None:
+        self.ttft.observe(seconds)
+        self.tokens += 1
+
+    def next_token(self, seconds: float) -> None:
+        self.itl.observe(seconds)
+        self.tokens += 1
+
+
 class Metrics:
     """Counters keyed by (model, version[, status]); rendered on scrape."""
 
@@ -57,6 +79,7 @@ class Metrics:
         self.queue: dict[tuple[str, str], Histogram] = {}
         self.batch: dict[tuple[str, str], Histogram] = {}
         self.in_flight = 0
+        self.generation: dict[tuple[str, str], GenerationStats] = {}
         self.loaded: dict[tuple[str, str], str] = {}  # (model, version) -> runtime
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
@@ -76,7 +99,39 @@ class Metrics:
         h = self.batch.setdefault((model, version), Histogram(BATCH_BUCKETS))
         return h.observe
 
+    def generation_observer(self, model: str, version: str) -> GenerationStats:
+        return self.generation.setdefault((model, version), GenerationStats())
+
+    def _generation_families(self) -> Iterator[Any]:
+        table = sorted(self.generation.items())
+        for name, doc, attr in (
+            ("bigmodel_generation_time_to_first_token_seconds", "Time from request to first token", "ttft"),
+            (
+                "bigmodel_generation_inter_token_latency_seconds",
+                "Time between two tokens of a sequence",
+                "itl",
+            ),
+        ):
+            h = HistogramMetricFamily(name, doc, labels=["model", "version"])
+            for mv, stats in table:
+                buckets, total = getattr(stats, attr).family_args()
+                h.add_metric(list(mv), buckets, total)
+            yield h
+        c = CounterMetricFamily("bigmodel_generation_tokens", "Tokens generated", labels=["model", "version"])
+        for mv, stats in table:
+            c.add_metric(list(mv), stats.tokens)
+        yield c
+        g = GaugeMetricFamily(
+            "bigmodel_generation_sequences", "Sequences by state", labels=["model", "version", "state"]
+        )
+        for (m, v), stats in table:
+            if stats.scheduler is not None and (m, v) in self.loaded:
+                g.add_metric([m, v, "running"], stats.scheduler.running)
+                g.add_metric([m, v, "waiting"], stats.scheduler.waiting)
+        yield g
+
     def collect(self) -> Iterator[Any]:
+        yield from self._generation_families()
         c = CounterMetricFamily(
             "bigmodel_inference_requests",
             "Inference requests by model, version and HTTP status",

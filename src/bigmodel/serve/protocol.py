@@ -3,7 +3,8 @@
 Both tensor encodings are supported: JSON (``"data": [...]``, row-major) and the binary tensor data
 extension that tritonclient uses by default, where the JSON header is followed by raw little-endian
 tensor bytes; the header's length travels in ``Inference-Header-Content-Length`` and each tensor's
-byte count in its ``parameters.binary_data_size``. BYTES tensors are 4-byte-length-prefixed strings.
+byte count in its ``parameters.binary_data_size``. BYTES tensors are 4-byte-length-prefixed strings;
+a model whose input is BYTES (a sentence encoder's sentences) is decoded by ``text_tensor``.
 
 Every check that can fail raises ``HTTPError(400, "...")`` naming the tensor and what was expected:
 a bad request never reaches the model.
@@ -19,6 +20,7 @@ import numpy as np
 import orjson
 
 from bigmodel.serve.http import HTTPError
+from bigmodel.serve.text_tensor import decode_texts
 
 
 @dataclass(frozen=True)
@@ -33,7 +35,7 @@ class TensorSpec:
 
 @dataclass
 class InferRequest:
-    x: np.ndarray  # (B, F) float32, checked against the model's input spec
+    x: np.ndarray  # (B, F) float32, or (B,) str objects for BYTES, checked against the input spec
     id: str | None = None
     outputs: list[str] = field(default_factory=list)  # names to return, in order
     binary: set[str] = field(default_factory=set)  # names to return as binary data
@@ -61,8 +63,11 @@ def decode_request(
     model: str,
     inp: TensorSpec,
     outputs: list[TensorSpec],
+    *,
+    max_rows: int | None = None,
 ) -> InferRequest:
-    """Parse and check an infer request for a model taking one (B, F) tensor ``inp``."""
+    """Parse and check an infer request for a model taking one (B, F) tensor ``inp``, or one (B,)
+    BYTES tensor of strings (at most ``max_rows`` of them: a text batch's cost grows with it)."""
     if header_length is not None and not 0 < header_length <= len(body):
         raise _bad(f"Inference-Header-Content-Length {header_length} is outside the body ({len(body)} bytes)")
     head = body if header_length is None else body[:header_length]
@@ -83,6 +88,9 @@ def decode_request(
         raise _bad(
             f"input '{inp.name}' has datatype {t.get('datatype')!r}; model {model} takes {inp.datatype}"
         )
+    if inp.datatype == "BYTES":  # text: its own checks, one branch away from the FP32 hot path
+        x = decode_texts(t, _params(t, "inputs[0].parameters"), body, header_length, model, max_rows)
+        return _with_options(req, x, model, outputs)
     shape = t.get("shape")
     features = inp.shape[1]
     if (
@@ -130,7 +138,11 @@ def decode_request(
             f"input '{inp.name}' holds values that are not finite FP32 numbers (NaN, infinity, or "
             f"beyond +-3.4e38) at rows {_rows(~np.isfinite(x).all(axis=1))}"
         )
+    return _with_options(req, x, model, outputs)
 
+
+def _with_options(req: dict[str, Any], x: np.ndarray, model: str, outputs: list[TensorSpec]) -> InferRequest:
+    """The request around the decoded input ``x``: its id, timeout and the outputs it asks for."""
     out = InferRequest(x, id=req.get("id") if isinstance(req.get("id"), str) else None)
     rparams = _params(req, "parameters")
     binary_all = bool(rparams.get("binary_data_output", False))

@@ -16,14 +16,14 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-
 from bigmodel.errors import BigModelError
 from bigmodel.registry import DEFAULT_ALIAS, Ref, Registry, parse_ref
 from bigmodel.registry.refs import parse_version
 from bigmodel.serve.batcher import Batcher
 from bigmodel.serve.config import ServeConfig
+from bigmodel.serve.lm import LanguageModelRuntime
 from bigmodel.serve.metrics import Metrics
-from bigmodel.serve.runtime import INFER_ROUTE, ModelRuntime, open_runtime
+from bigmodel.serve.runtime import Runtime, open_runtime
 
 log = logging.getLogger("bigmodel.serve")
 
@@ -38,7 +38,7 @@ class Served:
 
     name: str
     version: int
-    runtime: ModelRuntime
+    runtime: Runtime
     batcher: Batcher | None  # the infer route's dynamic batching (tabular models, sentence encoders)
     generator: Any = None  # the generate routes' continuous batching (language models)
     users: int = 0
@@ -251,7 +251,7 @@ class Repository:
         if served is None:
             runtime = await asyncio.to_thread(self._open, name, version)
             batcher = None
-            if INFER_ROUTE in runtime.routes:
+            if not isinstance(runtime, LanguageModelRuntime):  # tabular models and encoders
                 batcher = Batcher(
                     runtime.predict,
                     max_batch_size=self.cfg.max_batch_size,
@@ -260,16 +260,23 @@ class Repository:
                     on_batch=self.metrics.batch_observer(name, str(version)),
                 )
                 batcher.start()
-            served = Served(name, version, runtime, batcher)
+            generator = None
+            if isinstance(runtime, LanguageModelRuntime):
+                stats = self.metrics.generation_observer(name, str(version))
+                generator = stats.scheduler = runtime.scheduler(self.cfg, stats)
+                generator.start()
+            served = Served(name, version, runtime, batcher, generator)
             self.loaded[(name, version)] = served
             self.metrics.loaded[(name, str(version))] = runtime.kind
         served.users += 1
         return served
 
-    def _open(self, name: str, version: int) -> ModelRuntime:
+    def _open(self, name: str, version: int) -> Runtime:
         path = self.registry.resolve(Ref(name, version=version))
         try:
             runtime = open_runtime(path, self.cfg.runtime, self.cfg.threads)
+            if isinstance(runtime, LanguageModelRuntime):
+                runtime.slots(self.cfg)  # a KV cache budget too small for one sequence: say so now
             runtime.warm_up(self.cfg.max_batch_size)
         except BigModelError as err:
             raise BigModelError(f"{name}:{version}: {err}") from None

@@ -15,6 +15,8 @@ import torch
 from bigmodel import artifacts, onnxrt, tasks
 from bigmodel.errors import BigModelError
 from bigmodel.models.arch import parse_architecture
+from bigmodel.serve.encoder import EncoderRuntime
+from bigmodel.serve.lm import LanguageModelRuntime
 from bigmodel.serve.protocol import TensorSpec
 
 RuntimeName = Literal["auto", "torch", "onnxruntime"]
@@ -117,12 +119,19 @@ class ModelRuntime:
         }
 
 
-def open_runtime(path: Path, kind: RuntimeName = "auto", threads: int = 1) -> ModelRuntime:
-    """The runtime of the model directory ``path``, chosen by its family (``supports.routes``)."""
+Runtime = ModelRuntime | EncoderRuntime | LanguageModelRuntime  # what a served version runs
+
+
+def open_runtime(path: Path, kind: RuntimeName = "auto", threads: int = 1) -> Runtime:
+    """The runtime of the model directory ``path``, chosen by its family: ``ModelRuntime``
+    (tabular), ``EncoderRuntime`` (sentence encoders) or ``LanguageModelRuntime`` (generation)."""
     arch = parse_architecture(artifacts.read_meta(path).architecture)
-    if INFER_ROUTE in arch.supports.routes and arch.name == "mlp":
+    if arch.name == "mlp":
         return ModelRuntime(path, kind, threads)
-    raise BigModelError(
-        f"a {arch.name} model has no route on this server yet (it serves tabular models "
-        "through infer; text generation and embeddings are not served yet)"
-    )
+    if arch.name == "sentence_encoder":
+        return EncoderRuntime(path, kind, threads)
+    if arch.name == "transformer":
+        if kind == "onnxruntime":
+            raise BigModelError("--runtime onnxruntime cannot generate text (the KV cache runs in PyTorch)")
+        return LanguageModelRuntime(path)
+    raise BigModelError(f"a {arch.name} model has no route on this server")

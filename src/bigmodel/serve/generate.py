@@ -1,0 +1,166 @@
+"""Text generation over HTTP: the Open Inference Protocol's generate extension.
+
+``POST /v2/models/{m}[/versions/{v}]/generate`` with ``{"text_input": ..., "parameters": {...}}``
+answers ``{"model_name", "model_version", "text_output", "details"}``; ``.../generate_stream``
+answers Server-Sent Events, one ``{"text_output": ...}`` per piece of text and a last one with
+``finish_reason``. Both submit to the version's continuous-batching scheduler (``serve.lm``).
+
+Everything that can be refused is refused before the stream starts, with a 4xx: the first event is
+awaited before the response begins, so a full queue is still a 503. A failure after it is an
+``{"error": ...}`` event. A client that disconnects cancels its sequence, which frees its slot at
+the next decode step. ``submit`` and ``first_chunk`` serve the OpenAI completions route too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from bigmodel.errors import BigModelError
+from bigmodel.generation import Chunk, GenerationParams, prompt_bytes
+from bigmodel.generation.scheduler import QueueFull, Scheduler, Timeout
+from bigmodel.generation.scheduler import Request as Sequence
+from bigmodel.serve.extension import HTTPError, Served, Server, json_response
+from bigmodel.serve.sse import event, sse_response
+
+TOP_KEYS = ("text_input", "parameters", "id")
+
+
+def scheduler_of(served: Served) -> Scheduler:
+    """The version's scheduler, or a 400 when it is not a language model."""
+    if served.generator is None:
+        raise HTTPError(
+            400,
+            f"model '{served.name}' is a {served.runtime.family} model; text generation needs a language model",
+        )
+    return served.generator
+
+
+def params_from(values: Any, where: str) -> GenerationParams:
+    if not isinstance(values, dict):
+        raise HTTPError(400, f"'{where}' must be a JSON object")
+    try:
+        return GenerationParams.parse(values, where)
+    except BigModelError as err:
+        raise HTTPError(400, str(err)) from None
+
+
+def submit(served: Served, prompt: Any, params: GenerationParams, key: str) -> Sequence:
+    """Queue ``prompt`` on the version's scheduler; 400 for a bad prompt, 503 when overloaded."""
+    scheduler = scheduler_of(served)
+    if not isinstance(prompt, str):
+        raise HTTPError(400, f"'{key}' must be a string")
+    try:
+        tokens = prompt_bytes(prompt)
+    except UnicodeEncodeError:
+        raise HTTPError(400, f"'{key}' is not valid UTF-8 text (it holds a lone surrogate)") from None
+    except BigModelError as err:
+        raise HTTPError(400, f"'{key}': {err}") from None
+    try:
+        return scheduler.submit(tokens, params)
+    except BigModelError as err:  # the prompt or max_tokens does not fit the context
+        raise HTTPError(400, str(err)) from None
+    except QueueFull:
+        raise HTTPError(
+            503,
+            f"model {served.name} is overloaded: {scheduler.waiting} requests wait for a sequence slot; retry later",
+            {"Retry-After": "1"},
+        ) from None
+
+
+async def first_chunk(served: Served, seq: Sequence) -> Chunk:
+    """Wait for the first piece of text (or a 503 if it never got a slot in time)."""
+    chunks = seq.chunks()
+    try:
+        return await anext(chunks)
+    except Timeout:
+        raise HTTPError(
+            503, f"timed out waiting for a sequence slot on model {served.name}", {"Retry-After": "1"}
+        ) from None
+    except RuntimeError as err:
+        raise HTTPError(503, str(err), {"Retry-After": "1"}) from None
+
+
+async def rest(served: Served, seq: Sequence, first: Chunk) -> AsyncIterator[Chunk | str]:
+    """``first`` then the other chunks; a failure midway is yielded as its message (an str).
+    Leaving early (the client went away) cancels the sequence."""
+    try:
+        yield first
+        if first.finish_reason is None:
+            async for chunk in seq.chunks():
+                yield chunk
+    except (RuntimeError, Timeout) as err:
+        yield str(err) or type(err).__name__
+    finally:
+        if served.generator is not None:
+            served.generator.cancel(seq)
+
+
+def generate_routes(server: Server) -> list[BaseRoute]:
+    """OIP ``generate`` and ``generate_stream`` for every served language model."""
+
+    async def read(request: Request) -> tuple[Served, Sequence, Chunk]:
+        body = await server.read_json(request)
+        unknown = [k for k in body if k not in TOP_KEYS]
+        if unknown:
+            raise HTTPError(400, f"unknown key '{unknown[0]}' (known: {', '.join(TOP_KEYS)})")
+        if "text_input" not in body:
+            raise HTTPError(400, "'text_input' is required")
+        params = params_from(body.get("parameters") or {}, "parameters")
+        p = request.path_params
+        served = server.models.get(p["name"], p.get("version"))
+        seq = submit(served, body["text_input"], params, "text_input")
+        try:
+            return served, seq, await first_chunk(served, seq)
+        except BaseException:
+            scheduler_of(served).cancel(seq)
+            raise
+
+    async def generate(request: Request) -> Response:
+        served, seq, first = await read(request)
+        pieces: list[str] = []
+        last: Chunk | str = first
+        async for last in rest(served, seq, first):
+            if isinstance(last, str):
+                raise HTTPError(503, last, {"Retry-After": "1"})
+            pieces.append(last.text)
+        assert isinstance(last, Chunk)
+        return json_response(
+            {
+                "model_name": served.name,
+                "model_version": served.version_str,
+                "text_output": "".join(pieces),
+                "details": {
+                    "finish_reason": last.finish_reason,
+                    "prompt_tokens": seq.prompt_tokens,
+                    "completion_tokens": last.tokens,
+                },
+            }
+        )
+
+    async def generate_stream(request: Request) -> Response:
+        served, seq, first = await read(request)
+        head = {"model_name": served.name, "model_version": served.version_str}
+
+        async def events() -> AsyncIterator[bytes]:
+            async for chunk in rest(served, seq, first):
+                if isinstance(chunk, str):
+                    yield event({**head, "error": chunk})
+                    return
+                out: dict[str, Any] = {**head, "text_output": chunk.text}
+                if chunk.finish_reason is not None:
+                    out["finish_reason"] = chunk.finish_reason
+                    out["details"] = {"prompt_tokens": seq.prompt_tokens, "completion_tokens": chunk.tokens}
+                yield event(out)
+
+        return sse_response(events())
+
+    routes: list[BaseRoute] = []
+    for base in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
+        routes.append(Route(f"{base}/generate", generate, methods=["POST"]))
+        routes.append(Route(f"{base}/generate_stream", generate_stream, methods=["POST"]))
+    return routes
