@@ -43,7 +43,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="bigmodel", description=__doc__.splitlines()[0] if __doc__ else None)
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     for module in (
-        data, train, export, compress, registry, serve, predict, generate, online, federated, explain, demo
+        data,
+        train,
+        export,
+        compress,
+        registry,
+        serve,
+        predict,
+        generate,
+        online,
+        federated,
+        explain,
+        demo,
     ):
         module.register(sub)
     return parser
