@@ -10,7 +10,7 @@ SHELL  := /bin/bash
 # pip prints a harmless "Location ... is ignored" line per local index; keep the log readable.
 QUIET  := 2>&1 | { grep -v "is ignored" || true; }
 
-.PHONY: install demo test bench lint lock gpu-check clean
+.PHONY: install demo test test-slow bench lint lock gpu-check clean
 
 install: $(STAMP)
 
@@ -44,7 +44,11 @@ demo: install
 # module's tests, and its module-scoped server or dataset, on one worker.
 TEST_WORKERS ?= 2
 test: install
-	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile tests
+	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile -m "not slow" tests
+
+# The long end-to-end runs (the demo's text part: an LM trained, MiniLM quantized); CI runs them too.
+test-slow: install
+	$(PY) -m pytest -q -p no:cacheprovider -m slow tests
 
 bench: install
 	$(PY) benchmarks/run.py

@@ -265,7 +265,7 @@ def test_a_folder_of_user_files_is_not_trained_into(tmp_path: Path):
 
 
 def test_demo(tmp_path: Path):
-    proc = run_cli("demo", "--workdir", str(tmp_path / "demo"), "--json", timeout=240)
+    proc = run_cli("demo", "--part", "tabular", "--workdir", str(tmp_path / "demo"), "--json", timeout=240)
     out = _json(proc)
     # every step says what it did, not only its heading (with --json, on stderr)
     for said in (
@@ -349,3 +349,17 @@ def test_prepare_stopped_by_sigterm_leaves_nothing(tmp_path: Path):
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert "interrupted by signal 15" in err and "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.parquet"]  # no half-written folder
+
+
+@pytest.mark.slow
+def test_demo_text_part(tmp_path: Path):
+    """The text part: an LM trained briefly, served, streamed through the openai client; int8 MiniLM
+    embeddings put related sentences closer than unrelated ones."""
+    proc = run_cli(
+        "demo", "--part", "text", "--lm-steps", "20", "--workdir", str(tmp_path / "d"), "--json", timeout=900
+    )
+    out = _json(proc)["text"]
+    assert out["completion"]["text"] and out["completion"]["ttft_s"] > 0
+    assert out["minilm"]["cosine_to_fp32"] >= 0.99
+    assert out["cosines"]["related"] > out["cosines"]["unrelated"] + 0.3
+    assert "openai.OpenAI" in proc.stderr

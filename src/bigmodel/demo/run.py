@@ -25,10 +25,29 @@ def _export_breast_cancer(path: Path) -> None:
     pcsv.write_csv(pa.table(cols), path)
 
 
-def demo(workdir: str | Path | None = None, *, workers: int = 2, json_mode: bool = False) -> dict[str, Any]:
-    """CSV -> prepared shards -> reference network trained by DDP on ``workers`` processes -> evaluation."""
+def demo(
+    workdir: str | Path | None = None,
+    *,
+    workers: int = 2,
+    json_mode: bool = False,
+    part: str = "all",
+    lm_steps: int = 300,
+) -> dict[str, Any]:
+    """The tabular part (CSV -> shards -> DDP training -> compress -> registry -> serve -> online,
+    federated, explain) and the text part (``bigmodel.demo.text``), or one of them (``part``)."""
     work = Path(workdir or Path("runs") / f"demo-{dt.datetime.now():%Y%m%d-%H%M%S}")
     say = console.err.print if json_mode else console.out.print
+    out: dict[str, Any] = {"workdir": str(work)}
+    if part in ("all", "tabular"):
+        out.update(_tabular(work, workers=workers, say=say, json_mode=json_mode))
+    if part in ("all", "text"):
+        from bigmodel.demo.text import demo_text
+
+        out["text"] = demo_text(work, say=say, json_mode=json_mode, steps=lm_steps)
+    return out
+
+
+def _tabular(work: Path, *, workers: int, say: Any, json_mode: bool) -> dict[str, Any]:
 
     say(
         f"[bold]1. data[/bold]  breast_cancer (569 real tumours, 30 features) -> CSV -> Parquet shards in {work}/data"
@@ -106,7 +125,6 @@ def demo(workdir: str | Path | None = None, *, workers: int = 2, json_mode: bool
     }
     console.show(console.kv_table("demo summary", rows), json_mode=json_mode)
     return {
-        "workdir": str(work),
         "train": summary,
         "evaluate": ev,
         "compress": compressed,
