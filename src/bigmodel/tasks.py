@@ -82,6 +82,16 @@ def distill_loss_sum(
             log_target=True,
             reduction="sum",
         )
+    elif spec.task == "lm":  # (B, T, V): each position's next-byte distribution, a row its mean (as loss_sum)
+        soft = (
+            F.kl_div(
+                F.log_softmax(student.flatten(0, 1).float() / t, dim=1),
+                F.log_softmax(teacher.flatten(0, 1).float() / t, dim=1),
+                log_target=True,
+                reduction="sum",
+            )
+            / y.shape[1]
+        )
     elif spec.task == "binary":
         p = torch.sigmoid(teacher[:, 0] / t)
         # KL of two Bernoullis = cross-entropy - the teacher's entropy

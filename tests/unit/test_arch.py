@@ -77,7 +77,7 @@ def test_families_say_what_they_support_and_make_example_inputs():
     enc = parse_architecture(sentence_architecture({"vocab_size": 100}, 8))
     assert isinstance(lm, TransformerArch) and isinstance(enc, SentenceEncoderArch)
     assert mlp.supports.prune and mlp.supports.int8 and mlp.supports.distill and mlp.supports.onnx_export
-    assert not (lm.supports.prune or lm.supports.int8 or lm.supports.distill) and lm.supports.onnx_export
+    assert lm.supports.int8 and lm.supports.distill and lm.supports.onnx_export and not lm.supports.prune
     assert not enc.supports.onnx_export and enc.reads_text and enc.metric == "cosine_to_fp32"
     (x,) = mlp.example_inputs(5, mean=[1.0] * 4, std=[2.0] * 4)
     assert x.shape == (5, 4) and x.dtype == torch.float32

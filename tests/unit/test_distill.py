@@ -103,7 +103,9 @@ def test_a_teacher_for_another_dataset_is_refused(tmp_path_factory: pytest.TempP
         train(cfg)
 
 
-def test_a_teacher_that_is_not_an_mlp_is_refused(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path):
+def test_an_mlp_student_of_a_language_model_is_refused(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+):
     from bigmodel.compress import distill
     from bigmodel.models import build_model, transformer_architecture
 
@@ -112,6 +114,6 @@ def test_a_teacher_that_is_not_an_mlp_is_refused(tmp_path_factory: pytest.TempPa
     artifacts.write_model_dir(
         tmp_path / "lm", build_model(arch), meta.model_copy(update={"architecture": arch})
     )
-    with pytest.raises(BigModelError, match=r"lm is a transformer model; distill trains MLP students"):
+    with pytest.raises(BigModelError, match=r"--hidden shapes an mlp student; .*lm is a language model"):
         distill(tmp_path / "lm", hidden=[4], out=tmp_path / "student", progress=False)
     assert not (tmp_path / "student").exists()

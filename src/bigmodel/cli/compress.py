@@ -38,7 +38,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     z.add_argument(
         "model", help="a model directory, or 'minilm' (all-MiniLM-L6-v2 from bigmodel[transformers])"
     )
-    z.add_argument("--method", default="dynamic", help="dynamic | static | fp16 | bf16")
+    z.add_argument(
+        "--method",
+        default="dynamic",
+        help="dynamic | static | fp16 | bf16 | fp32 (minilm only: the pretrained encoder unchanged)",
+    )
     z.add_argument("--backend", default=None, help="onnxruntime (int8 default) | torch (fp16/bf16 default)")
     z.add_argument(
         "--max-drop", type=float, default=0.01, help="largest relative metric drop allowed (default 0.01)"
@@ -52,12 +56,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     d = csub.add_parser("distill", help="train a small student from a teacher's softened outputs")
     d.add_argument("teacher_dir")
-    d.add_argument("--hidden", type=int_list, required=True, help="student hidden sizes, e.g. 32,16")
+    d.add_argument("--hidden", type=int_list, help="mlp teacher: student hidden sizes, e.g. 32,16")
+    d.add_argument("--size", help="language model teacher: student size (tiny | mini | small | ...)")
     d.add_argument("--temperature", type=float, default=4.0)
     d.add_argument(
         "--alpha", type=float, default=0.9, help="weight of the teacher's soft targets (rest: labels)"
     )
     d.add_argument("--epochs", type=int, default=None, help="default: the teacher's epochs")
+    d.add_argument(
+        "--max-steps", type=int, default=None, help="stop after N steps (default: the teacher's cap)"
+    )
     d.add_argument("--lr", type=float, default=None, help="default: the teacher's learning rate")
     d.add_argument("--workers", type=int, default=1, help="train on N local worker processes (DDP)")
     d.add_argument("--seed", type=int, default=0)
@@ -152,6 +160,8 @@ def _distill(args: argparse.Namespace) -> None:
     result = distill(
         args.teacher_dir,
         hidden=args.hidden,
+        size=args.size,
+        max_steps=args.max_steps,
         temperature=args.temperature,
         alpha=args.alpha,
         epochs=args.epochs,
@@ -163,7 +173,8 @@ def _distill(args: argparse.Namespace) -> None:
     )
     p = result["params"]
     details = {
-        "student": f"mlp {p['hidden']}",
+        "student": f"transformer {p['size']}" if "size" in p else f"mlp {p['hidden']}",
+        "steps": p["steps"],
         "temperature": p["temperature"],
         "alpha": p["alpha"],
         "epochs": p["epochs"],

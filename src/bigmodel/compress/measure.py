@@ -17,6 +17,8 @@ import numpy as np
 import torch
 
 from bigmodel import artifacts, tasks
+from bigmodel.compress.lm_measure import METRIC as LM_METRIC
+from bigmodel.compress.lm_measure import is_language_model, profile_lms
 from bigmodel.compress.sentences import sentence_inputs
 from bigmodel.compress.timing import latencies, ort_session, torch_threads
 from bigmodel.data.builtin import resolve
@@ -26,6 +28,7 @@ from bigmodel.models import count_params, parse_architecture
 from bigmodel.models.layers import Int8Linear
 
 Inputs = tuple[np.ndarray, ...]
+LOWER_IS_BETTER = frozenset({LM_METRIC, "perplexity", "loss"})
 
 
 @dataclass
@@ -38,6 +41,7 @@ class Runner:
     params: int
     nonzero: int
     call: Callable[..., np.ndarray]
+    module: torch.nn.Module | None = None  # the PyTorch module (language models are timed through it)
 
     def __call__(self, *arrays: np.ndarray) -> np.ndarray:
         return self.call(*arrays)
@@ -57,7 +61,7 @@ def open_runner(path: str | Path, threads: int = 1) -> Runner:
         def run_ort(*arrays: np.ndarray) -> np.ndarray:
             return session.run([output], dict(zip(names, arrays, strict=True)))[0]
 
-        return Runner(path, loaded.meta, "onnxruntime", params, nonzero, run_ort)
+        return Runner(path, loaded.meta, "onnxruntime", params, nonzero, run_ort, loaded.module)
     module = loaded.module
 
     @torch.no_grad()
@@ -65,7 +69,7 @@ def open_runner(path: str | Path, threads: int = 1) -> Runner:
         with torch_threads(threads):
             return module(*(torch.from_numpy(a) for a in arrays)).float().numpy()
 
-    return Runner(path, loaded.meta, "torch", params, nonzero, run_torch)
+    return Runner(path, loaded.meta, "torch", params, nonzero, run_torch, module)
 
 
 def served_bytes(runner: Runner) -> int:
@@ -133,8 +137,14 @@ def val_metric(runner: Runner) -> float:
 def profile_all(
     paths: list[str | Path], *, threads: int = 1, runs: int = 100, batches: tuple[int, ...] = (1, 64)
 ) -> list[dict[str, Any]]:
-    """Params, file bytes, latency per batch size (interleaved across models) and metric of each."""
+    """Params, file bytes, latency per batch size (interleaved across models) and metric of each;
+    for language models tokens/s at batch 1 and 16 and bits per byte instead (``lm_measure``)."""
     runners = [open_runner(p, threads) for p in paths]
+    lms = [is_language_model(r.meta) for r in runners]
+    if any(lms) and not all(lms):
+        raise BigModelError(
+            "language models (bits per byte, tokens/s) are compared with language models only"
+        )
     out: list[dict[str, Any]] = [
         {
             "path": str(r.path),
@@ -146,6 +156,10 @@ def profile_all(
         }
         for r in runners
     ]
+    if all(lms):
+        models = [(r.meta, r.path, r.module) for r in runners if r.module is not None]
+        profile_lms(models, out, threads=threads, runs=runs)
+        return out
     for b in batches:
         ms = latencies(
             runners,
@@ -161,20 +175,35 @@ def profile_all(
 
 def metric_name(meta: artifacts.ModelMeta) -> str:
     """The name of the metric ``val_metric`` reports for this model."""
+    if is_language_model(meta):
+        return LM_METRIC
     return parse_architecture(meta.architecture).metric or meta.spec.primary_metric
 
 
+def lower_is_better(name: str) -> bool:
+    """Whether a smaller value of the metric ``name`` is the better one (bits per byte, a loss)."""
+    return name in LOWER_IS_BETTER
+
+
 def side_by_side(original: dict[str, Any], compressed: dict[str, Any]) -> dict[str, Any]:
-    """``{"original", "compressed", "ratios"}``: sizes and latencies as original / compressed (higher
-    is better), the metric as compressed - original."""
+    """``{"original", "compressed", "ratios"}``: sizes and latencies as original / compressed and
+    throughputs as compressed / original (higher is better either way), the metric as compressed -
+    original; ``metric_relative_drop`` is how much worse it got, relative (for bits per byte, a rise)."""
     ratios: dict[str, Any] = {}
     for key in ("params", "file_bytes"):
         ratios[key] = original[key] / max(compressed[key], 1)
     for key in original:
         if key.startswith("latency_ms_") and key in compressed:
             ratios["speedup_" + key.removeprefix("latency_ms_")] = original[key] / max(compressed[key], 1e-9)
+        if key.startswith("tokens_per_s_") and key in compressed:
+            ratios["speedup_" + key.removeprefix("tokens_per_s_")] = compressed[key] / max(
+                original[key], 1e-9
+            )
     ratios["metric_delta"] = compressed["metric"] - original["metric"]
-    ratios["metric_relative_drop"] = (original["metric"] - compressed["metric"]) / max(
-        abs(original["metric"]), 1e-12
+    worse = (
+        ratios["metric_delta"]
+        if lower_is_better(original.get("metric_name", ""))
+        else -ratios["metric_delta"]
     )
+    ratios["metric_relative_drop"] = worse / max(abs(original["metric"]), 1e-12)
     return {"original": original, "compressed": compressed, "ratios": ratios}

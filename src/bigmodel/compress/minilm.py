@@ -15,6 +15,9 @@ What makes int8 both fast and accurate here (measured, not guessed):
 - Softmax, LayerNorm, GELU and the attention products stay in float (only weight MatMuls are int8).
 - ``--max-drop`` (default 0.01, i.e. mean cosine >= 0.99) keeps the most sensitive layers in float if
   that is still not enough.
+
+``--method fp32`` writes the pretrained encoder unchanged (lineage ``import``, cosine 1.0), so that
+the original and its int8 copy are both model directories that register and serve alike.
 """
 
 from __future__ import annotations
@@ -76,6 +79,7 @@ __all__ = [
 SOURCE = "minilm"  # how the command line names this pretrained encoder (``quantize minilm``)
 DEFAULT_ALPHA = 0.75
 INPUTS, OUTPUT = ["input_ids", "attention_mask"], "embeddings"
+FP32 = "fp32"  # --method fp32: the pretrained encoder as it is, written as a model directory
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 
 
@@ -125,7 +129,7 @@ def quantize_minilm(
 ) -> dict[str, Any]:
     """Quantize all-MiniLM-L6-v2 into a new model directory (default ``./minilm-<suffix>``)."""
     if method == "static":
-        raise BigModelError("--method static is not supported for minilm (use dynamic, fp16 or bf16)")
+        raise BigModelError("--method static is not supported for minilm (use dynamic, fp16, bf16 or fp32)")
     folder = package_path()
     dst = destination(SOURCE, out, suffix)
     model, config = load_encoder(folder)
@@ -162,13 +166,16 @@ def quantize_encoder(
 ) -> dict[str, Any]:
     """Quantize a sentence encoder whose tokenizer and weights are in ``folder``; the metric is the
     mean cosine to ``fp32``'s embeddings of ``texts``."""
-    if method not in ("dynamic", "fp16", "bf16"):
+    if method not in ("dynamic", "fp16", "bf16", FP32):
         raise BigModelError(
-            f"--method {method} is not supported for sentence encoders (use dynamic, fp16, bf16)"
+            f"--method {method} is not supported for sentence encoders (use dynamic, fp16, bf16, fp32)"
         )
     data = batches(folder, texts)
-    ref = embed(torch_fn(fp32), data)
+    # fp32 is its own reference (cosine 1.0): embedding every sentence for that would be wasted time
+    ref = embed(torch_fn(fp32), data) if method != FP32 else np.zeros((len(texts), 0), np.float32)
     arch = sentence_architecture(bert_config, MAX_LENGTH)
+    if method == FP32:
+        backend, max_drop = "torch", None  # nothing is searched: the weights are copied unchanged
     params: dict[str, Any] = {"method": method, "backend": backend, "max_drop": max_drop}
     onnx_file: Path | None = None
     with tempfile.TemporaryDirectory(prefix="bigmodel-minilm-") as work_dir:
@@ -179,6 +186,8 @@ def quantize_encoder(
             arch["dtype"] = dtype
             cos = cosines(embed(torch_fn(set_dtype(copy.deepcopy(fp32), dtype)), data), ref)
             module = module.to(getattr(torch, dtype))
+        elif method == FP32:
+            module, cos = fp32, np.ones(len(ref))
         elif method == "dynamic":
             module, layers, cos, onnx_file, plan = _int8(
                 fp32, bert_config, folder, data, ref, calib_texts, backend, max_drop, alpha, work
@@ -200,7 +209,7 @@ def quantize_encoder(
             },
             metrics=metrics,
             lineage=artifacts.Lineage(
-                method="quantize",
+                method="import" if method == FP32 else "quantize",
                 parent={"path": str(folder), "digest": _file_digest(folder / "model.safetensors")},
                 params=params,
             ),

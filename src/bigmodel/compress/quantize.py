@@ -23,6 +23,7 @@ from torch import nn
 from bigmodel import artifacts
 from bigmodel.compress import int8, minilm
 from bigmodel.compress.export import INPUT, OUTPUT
+from bigmodel.compress.lm_measure import is_language_model
 from bigmodel.compress.measure import profile_all, score, side_by_side, split_arrays
 from bigmodel.compress.outdir import building, check_layers, derived_meta, destination, open_source
 from bigmodel.compress.sensitivity import search
@@ -72,6 +73,22 @@ def quantize(
 ) -> dict[str, Any]:
     """Quantize a model directory (or ``"minilm"``) into a new one; return the side-by-side report
     ``{"original", "compressed", "ratios", "model_dir", ...}``."""
+    if str(source) == minilm.SOURCE and method == minilm.FP32:  # the pretrained encoder, unchanged
+        return minilm.quantize_minilm(method=method, out=out, suffix=minilm.FP32, threads=threads, runs=runs)
+    if str(source) != minilm.SOURCE and is_language_model(artifacts.read_meta(source)):
+        from bigmodel.compress.lm_quantize import quantize_lm  # int8 on PyTorch, scored in bits per byte
+
+        return quantize_lm(
+            source,
+            method=method,
+            backend=backend,
+            max_drop=max_drop,
+            smooth=smooth,
+            out=out,
+            suffix=SUFFIX.get(method, method),
+            threads=threads,
+            runs=runs,
+        )
     method, backend = check_choice(method, backend)
     if max_drop is not None and not 0.0 <= max_drop < 1.0:
         raise BigModelError(f"--max-drop must be in [0, 1) (a fraction of the metric), got {max_drop}")

@@ -38,7 +38,7 @@ class Supports:
     """What the stages may do with a family; each stage asks here instead of comparing names."""
 
     prune: bool = False  # compress prune (unstructured and structured)
-    int8: bool = False  # compress quantize DIR (int8 or fp16/bf16), scored on the model's dataset
+    int8: bool = False  # compress quantize DIR (int8, fp16, bf16), scored on its dataset (LM: held-out text)
     distill: bool = False  # teacher (and student) of compress distill
     onnx_export: bool = False  # bigmodel export: one input tensor with a dynamic batch dimension
     routes: tuple[str, ...] = ()  # the server's route groups that can run it
@@ -94,8 +94,8 @@ class TransformerArch(BaseModel):
     """Byte tokens (B, T) int64 -> next-byte logits (B, T, vocab): see ``bigmodel.models.transformer``."""
 
     model_config = _CONFIG
-    # Not prunable or quantizable yet: compress handles MLP layers and the sentence encoder only.
-    supports: ClassVar[Supports] = Supports(onnx_export=True)
+    # int8 and distill in compress (bits per byte, tokens/s by generation); not prunable yet
+    supports: ClassVar[Supports] = Supports(int8=True, distill=True, onnx_export=True, routes=("generate",))
     reads_text: ClassVar[bool] = False
     metric: ClassVar[str | None] = None
 
@@ -131,8 +131,9 @@ class SentenceEncoderArch(BaseModel):
 
     model_config = _CONFIG
     # Its model directories are what quantization writes (from the pretrained weights, by name);
-    # they take two inputs and are read through the tokenizer shipped beside the weights.
-    supports: ClassVar[Supports] = Supports()
+    # they take two inputs and are read through the tokenizer shipped beside the weights. The server
+    # runs them on text: OIP infer with a BYTES tensor, and OpenAI-style /v1/embeddings.
+    supports: ClassVar[Supports] = Supports(routes=("infer", "embeddings"))
     reads_text: ClassVar[bool] = True  # timed on tokenized sentences, with the directory's tokenizer
     metric: ClassVar[str | None] = "cosine_to_fp32"  # recorded at compression against the fp32 model
 

@@ -10,13 +10,15 @@ other. ``arch["compact"]`` maps a module path to its kind, e.g. ``{"net.0": {"ki
 - ``Int8Linear``: weights int8, symmetric per output channel; activations quantized to int8 per row
   at run time (dynamic) or with one calibrated scale (static); int8 x int8 -> int32 on ATen's
   ``_int_mm`` (the GEMM torchao's int8 path runs on CPU). An optional SmoothQuant vector moves
-  activation outliers into the weights before quantizing.
+  activation outliers into the weights before quantizing. ``packed`` layers (language models) run
+  on FBGEMM's dynamic int8 linear instead, from the same stored bytes (see ``Int8Linear``).
 - ``MatMulLinear``: the float twin of an ``Int8Linear`` (dequantized weight as ``x @ W_t + b``),
   exported to ONNX so that ONNX Runtime's quantizer finds exactly the same int8 weights.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -101,11 +103,27 @@ def quantize_weight(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class Int8Linear(nn.Module):
-    """``y = x W^T + b`` with int8 weights and int8 activations (see the module docstring)."""
+    """``y = x W^T + b`` with int8 weights and int8 activations (see the module docstring).
 
-    def __init__(self, in_features: int, out_features: int, *, static: bool = False, smooth: bool = False):
+    ``packed``: run on FBGEMM's dynamic int8 linear (``quantized::linear_dynamic``; activations
+    quantized per tensor, 7 bits so that no CPU's int16 pair sums saturate). The weights it packs
+    are exactly the stored int8 ones. Generating text one token at a time, on a 2-core AMD EPYC, all
+    25 layers of a 6-layer width-384 LM took 0.89 ms on it against 15.5 ms on ``_int_mm`` (which
+    seems to re-read its weight in a slow layout every call) and 23 ms in float32."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        static: bool = False,
+        smooth: bool = False,
+        packed: bool = False,
+    ):
         super().__init__()
         self.in_features, self.out_features, self.static = in_features, out_features, static
+        self.packed = packed and not static
+        self._fbgemm: tuple[tuple[int, ...], Any] | None = None  # (what it was packed from, packed)
         self.qweight: torch.Tensor
         self.scale: torch.Tensor
         self.bias: torch.Tensor
@@ -119,11 +137,22 @@ class Int8Linear(nn.Module):
 
     @classmethod
     def from_linear(
-        cls, lin: nn.Linear, *, smooth: torch.Tensor | None = None, input_scale: float | None = None
+        cls,
+        lin: nn.Linear,
+        *,
+        smooth: torch.Tensor | None = None,
+        input_scale: float | None = None,
+        packed: bool = False,
     ) -> Int8Linear:
         """Quantize a Linear. ``smooth`` (in,) is SmoothQuant's s: x/s times s*W is the same product
         with the activation outliers moved into the weights, where per-channel scales absorb them."""
-        m = cls(lin.in_features, lin.out_features, static=input_scale is not None, smooth=smooth is not None)
+        m = cls(
+            lin.in_features,
+            lin.out_features,
+            static=input_scale is not None,
+            smooth=smooth is not None,
+            packed=packed,
+        )
         w = lin.weight.detach().float()
         if smooth is not None:
             w = w * smooth[None, :]
@@ -139,21 +168,54 @@ class Int8Linear(nn.Module):
         """The float weight the int8 one stands for, (in, out)."""
         return self.qweight.float() * self.scale[None, :]
 
+    def _packed_weight(self) -> Any:
+        """FBGEMM's packed form of the stored int8 weight, made on first use and again whenever the
+        weight, scales or bias were replaced or written to (a load_state_dict, say)."""
+        version = tuple(v for t in (self.qweight, self.scale, self.bias) for v in (id(t), t._version))
+        if self._fbgemm is None or self._fbgemm[0] != version:
+            with warnings.catch_warnings():  # quantized tensors are deprecated; only the packer takes one
+                warnings.simplefilter("ignore")
+                w = torch._make_per_channel_quantized_tensor(
+                    self.qweight.t().contiguous(),
+                    self.scale.double(),
+                    torch.zeros(self.out_features, dtype=torch.long),
+                    0,
+                )
+            self._fbgemm = (version, _prepack(w, self.bias.float()))
+        return self._fbgemm[1]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., in) -> (..., out)
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features).float()  # (M, in)
         if self.smooth is not None:
             x2 = x2 * self.smooth
+        if self.packed and x2.device.type == "cpu" and x2.shape[0] > 0:
+            y = torch.ops.quantized.linear_dynamic(x2.contiguous(), self._packed_weight(), True)
+            return y.reshape(*lead, self.out_features).to(x.dtype)
+        # In-place steps where a new tensor is not needed: generating one token at a time (M = 1),
+        # allocations and dispatch, not the int8 GEMM, were most of this layer's time (same results).
         if self.input_scale is not None:
             s = self.input_scale.expand(x2.shape[0], 1)
         else:
-            s = (x2.abs().amax(dim=1, keepdim=True) / QMAX).clamp(min=1e-12)  # (M, 1) per row
-        xq = torch.round(x2 / s).clamp(-QMAX, QMAX).to(torch.int8)
+            s = x2.abs().amax(dim=1, keepdim=True).div_(QMAX).clamp_(min=1e-12)  # (M, 1) per row
+        xq = x2.div(s).round_().clamp_(-QMAX, QMAX).to(torch.int8)
         if xq.shape[0] == 0:
             return x.new_zeros(*lead, self.out_features)
-        acc = torch._int_mm(xq, self.qweight)  # (M, out) int32
-        y = acc.float() * s * self.scale + self.bias
+        y = torch._int_mm(xq, self.qweight).float()  # (M, out), from int32
+        y.mul_(s).mul_(self.scale).add_(self.bias)
         return y.reshape(*lead, self.out_features).to(x.dtype)
+
+
+def _prepack(w: torch.Tensor, bias: torch.Tensor) -> Any:
+    """Pack for FBGEMM itself where it exists: the default "x86" engine packs for a kernel that ran
+    2.5x slower at 16 rows here. The packed weight keeps its kernel whatever the engine later."""
+    engines = torch.backends.quantized.supported_engines
+    old = torch.backends.quantized.engine
+    torch.backends.quantized.engine = "fbgemm" if "fbgemm" in engines else old
+    try:
+        return torch.ops.quantized.linear_prepack(w, bias)
+    finally:
+        torch.backends.quantized.engine = old
 
 
 class MatMulLinear(nn.Module):
@@ -203,6 +265,7 @@ def apply_layers(model: nn.Module, layers: dict[str, dict[str, Any]]) -> nn.Modu
                 old.out_features,
                 static=bool(spec.get("static", False)),
                 smooth=bool(spec.get("smooth", False)),
+                packed=bool(spec.get("packed", False)),
             )
         else:
             raise BigModelError(f"layer '{path}': unknown kind {kind!r} (known: sparse, int8)")
