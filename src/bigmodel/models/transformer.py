@@ -36,10 +36,11 @@ class KVCache:
     """
 
     def __init__(self, model: Transformer, slots: int, dtype: torch.dtype | None = None):
-        attn = model.blocks[0].attn
-        width = model.tok.embedding_dim
+        block = model.blocks[0]
+        assert isinstance(block, Block)
+        heads, width = block.attn.heads, model.tok.embedding_dim
         dtype = dtype or model.tok.weight.dtype
-        shape = (len(model.blocks), slots, attn.heads, model.context, width // attn.heads)
+        shape = (len(model.blocks), slots, heads, model.context, width // heads)
         self.k = torch.zeros(shape, dtype=dtype, device=model.tok.weight.device)
         self.v = torch.zeros_like(self.k)
         self.slots, self.context = slots, model.context
