@@ -3,6 +3,7 @@
     python benchmarks/run.py              # every benchmarks/bench_*.py
     python benchmarks/run.py trainer      # only bench_trainer.py
     python benchmarks/run.py --render     # only rebuild BENCHMARKS.md from benchmarks/results/*.json
+    python benchmarks/run.py --quick lm   # BENCH_QUICK=1: benchmarks that know it run one short round
 
 Each ``bench_<name>.py`` defines ``run() -> dict`` returning ``{"title", "rows": [[...], ...],
 "header": [...], "notes": [...]}``; figures are ratios measured side by side in one run. The result,
@@ -71,7 +72,7 @@ def run_one(name: str) -> None:
     result = _load(path).run()
     result.update(
         name=name,
-        command=f"make bench (python benchmarks/run.py {name})",
+        command=f"make bench (python benchmarks/run.py {'--quick ' if os.environ.get('BENCH_QUICK') else ''}{name})",
         date=dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
         machine=machine(),
         seconds=round(time.perf_counter() - t0, 1),
@@ -141,7 +142,10 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("names", nargs="*")
     p.add_argument("--render", action="store_true")
+    p.add_argument("--quick", action="store_true", help="set BENCH_QUICK=1 (bench_lm, bench_embed)")
     args = p.parse_args()
+    if args.quick:
+        os.environ["BENCH_QUICK"] = "1"
     if not args.render:
         names = args.names or sorted(f.stem.removeprefix("bench_") for f in HERE.glob("bench_*.py"))
         for name in names:
