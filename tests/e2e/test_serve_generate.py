@@ -239,3 +239,46 @@ def test_generation_metrics(world):
     assert metric(world, "bigmodel_generation_time_to_first_token_seconds_count", model="lm") > 0
     assert metric(world, "bigmodel_generation_inter_token_latency_seconds_count", model="lm") > 0
     assert metric(world, "bigmodel_generation_tokens_total", model="lm") > 0
+
+
+def test_a_tiny_temperature_is_near_greedy_and_harms_no_other_sequence(world):
+    results: list[Any] = []
+    other = threading.Thread(
+        target=lambda: results.append(
+            post(world, "/v2/models/long/generate", {"text_input": "o", "parameters": {"max_tokens": 300}})
+        )
+    )
+    other.start()
+    time.sleep(0.2)
+    greedy = in_process(world, "a", max_tokens=20, temperature=0)
+    for t in (1e-300, 5e-324, 1e-45):
+        status, body, _ = post(
+            world,
+            "/v2/models/lm/generate",
+            {"text_input": "a", "parameters": {"max_tokens": 20, "temperature": t}},
+        )
+        assert status == 200 and body["text_output"] == greedy, (t, body)
+    other.join(60)
+    assert results[0][0] == 200 and results[0][1]["details"]["completion_tokens"] == 300
+    status, body, _ = post(world, "/v1/completions", {"model": "lm", "prompt": "a", "stream_options": {}})
+    assert status == 400 and "stream_options" in body["error"]["message"]
+
+
+def test_a_client_that_leaves_a_non_streamed_request_frees_its_slot(world):
+    before = metric(world, "bigmodel_generation_tokens_total", model="long")
+    for path, body in (
+        ("/v2/models/long/generate", {"text_input": "go", "parameters": {"max_tokens": 4000}}),
+        ("/v1/completions", {"model": "long", "prompt": "go", "max_tokens": 4000}),
+    ):
+        conn = http.client.HTTPConnection(world["url"].removeprefix("http://"), timeout=30)
+        conn.request("POST", path, json.dumps(body), H)
+        deadline = time.time() + 20
+        while metric(world, "bigmodel_generation_sequences", model="long", state="running") < 1:
+            assert time.time() < deadline
+            time.sleep(0.02)
+        conn.sock.close()  # type: ignore[union-attr]
+        conn.close()
+        while metric(world, "bigmodel_generation_sequences", model="long", state="running") > 0:
+            assert time.time() < deadline, "the slot was never freed"
+            time.sleep(0.05)
+    assert metric(world, "bigmodel_generation_tokens_total", model="long") - before < 8000

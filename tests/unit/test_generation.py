@@ -9,6 +9,7 @@ import torch
 
 from bigmodel.errors import BigModelError
 from bigmodel.generation import Engine, GenerationParams, generate, stream
+from bigmodel.generation.sampling import new_generator, sample
 from bigmodel.generation.scheduler import QueueFull, Scheduler
 from bigmodel.generation.text import TextStream
 from bigmodel.models.transformer import Transformer
@@ -165,3 +166,12 @@ def test_a_cancelled_sequence_frees_its_slot_and_a_full_queue_refuses(lm):
             await sched.stop()
 
     asyncio.run(main())
+
+
+def test_tiny_temperatures_sample_the_most_likely_byte():
+    logits = torch.tensor([1.0, 3.0, 2.0, -50.0])
+    for t in (1e-300, 5e-324, 1e-45):
+        params = GenerationParams(temperature=t)
+        assert sample(logits, params, new_generator(0)) == 1
+    with pytest.raises(ValueError, match="not finite"):
+        sample(torch.tensor([float("nan"), 1.0]), GenerationParams(), new_generator(0))

@@ -18,7 +18,10 @@ def sample(logits: torch.Tensor, params: GenerationParams, gen: torch.Generator)
     """One token from (V,) logits."""
     if params.greedy:
         return int(logits.argmax())
-    logits = logits.float() / params.temperature
+    # shifted so the best is 0 before dividing: a tiny temperature sends the others to -inf (greedy
+    # in the limit) instead of overflowing every logit to inf and the softmax to NaN
+    logits = logits.double()
+    logits = (logits - logits.max()) / params.temperature
     if 0 < params.top_k < logits.numel():
         kth = torch.topk(logits, params.top_k).values[-1]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -28,4 +31,6 @@ def sample(logits: torch.Tensor, params: GenerationParams, gen: torch.Generator)
         p, order = probs.sort(descending=True)
         keep = p.cumsum(0) - p < params.top_p  # the token that crosses top_p stays in
         probs = torch.zeros_like(probs).scatter_(0, order[keep], p[keep])
+    if not bool(torch.isfinite(probs).all()) or float(probs.sum()) <= 0:  # NaN logits from the model
+        raise ValueError("the model's next-byte distribution is not finite")
     return int(torch.multinomial(probs, 1, generator=gen))

@@ -42,6 +42,14 @@ class Timeout(Exception):
     """The request waited longer than its timeout for a free slot."""
 
 
+class Cancelled(Exception):
+    """The request was cancelled (its client went away) before it finished."""
+
+
+class Failed(Exception):
+    """Generation failed for this request (a bug or a broken model, not the client's input)."""
+
+
 class Observer(Protocol):
     def first_token(self, seconds: float) -> None: ...  # from submit to the first token
     def next_token(self, seconds: float) -> None: ...  # between two tokens of one sequence
@@ -164,10 +172,10 @@ class Scheduler:
             except Exception as err:  # a model failure fails its sequences, never the server
                 log.exception("generation step failed")
                 for req in [*admitted, *self._running.values()]:
-                    req._put(RuntimeError(f"generation failed: {type(err).__name__}: {err}"))
+                    req._put(Failed(f"generation failed: {type(err).__name__}"))
                 self._running.clear()
         for req in [*self._waiting, *self._running.values()]:
-            req._put(RuntimeError("the server is shutting down"))
+            req._put(Timeout("the server is shutting down"))
         self._waiting.clear()
         self._running.clear()
 
@@ -181,6 +189,7 @@ class Scheduler:
             req = self._waiting[0]
             if req.cancelled:
                 self._waiting.popleft()
+                req._put(Cancelled())
                 continue
             if now > req.deadline:
                 self._waiting.popleft()
@@ -202,6 +211,7 @@ class Scheduler:
         for slot, req in list(self._running.items()):
             if req.cancelled:
                 del self._running[slot]
+                req._put(Cancelled())
         if not self._running:
             return
         rows = {s: (r.last, r.prompt_tokens + r.generated - 1) for s, r in self._running.items()}
@@ -212,7 +222,12 @@ class Scheduler:
 
     def _emit(self, req: Request, logits: object) -> bool:
         """Sample ``req``'s next token, send the text it completes; True when ``req`` is done."""
-        tok = sample(logits, req.params, req.gen)  # type: ignore[arg-type]
+        try:
+            tok = sample(logits, req.params, req.gen)  # type: ignore[arg-type]
+        except Exception as err:  # fails this sequence only; the others in the batch go on
+            log.error("sampling failed for one sequence: %s", err)
+            req._put(Failed(f"generation failed: {err}"))
+            return True
         req.generated += 1
         req.last = tok
         now = time.perf_counter()
@@ -227,4 +242,7 @@ class Scheduler:
             piece += req.text.finish()
         if piece or finish:
             req._put(Chunk(piece, req.generated, finish))
-        return finish is not None or req.cancelled
+        if finish is None and req.cancelled:  # its client left while this step ran
+            req._put(Cancelled())
+            return True
+        return finish is not None

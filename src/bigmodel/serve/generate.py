@@ -13,6 +13,7 @@ the next decode step. ``submit`` and ``first_chunk`` serve the OpenAI completion
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,9 +23,10 @@ from starlette.routing import BaseRoute, Route
 
 from bigmodel.errors import BigModelError
 from bigmodel.generation import Chunk, GenerationParams, prompt_bytes
-from bigmodel.generation.scheduler import QueueFull, Scheduler, Timeout
+from bigmodel.generation.scheduler import Cancelled, Failed, QueueFull, Scheduler, Timeout
 from bigmodel.generation.scheduler import Request as Sequence
 from bigmodel.serve.extension import HTTPError, Served, Server, json_response
+from bigmodel.serve.http import ClientGone
 from bigmodel.serve.sse import event, sse_response
 
 TOP_KEYS = ("text_input", "parameters", "id")
@@ -67,22 +69,28 @@ def submit(served: Served, prompt: Any, params: GenerationParams, key: str) -> S
     except QueueFull:
         raise HTTPError(
             503,
-            f"model {served.name} is overloaded: {scheduler.waiting} requests wait for a sequence slot; retry later",
+            f"model {served.name} is overloaded: every sequence slot is busy and the queue is full; retry later",
             {"Retry-After": "1"},
         ) from None
 
 
+def _http_error(served: Served, err: Exception) -> Exception:
+    """What a failed sequence answers: 503 (no slot in time, or shutting down: retry), 500 (a
+    failure of ours), or nothing for a client that is gone."""
+    if isinstance(err, Cancelled):
+        return ClientGone()
+    if isinstance(err, Timeout):
+        why = str(err) or f"timed out waiting for a sequence slot on model {served.name}"
+        return HTTPError(503, why, {"Retry-After": "1"})
+    return HTTPError(500, str(err) or "generation failed")
+
+
 async def first_chunk(served: Served, seq: Sequence) -> Chunk:
-    """Wait for the first piece of text (or a 503 if it never got a slot in time)."""
-    chunks = seq.chunks()
+    """Wait for the first piece of text (a 503 if it never got a slot in time)."""
     try:
-        return await anext(chunks)
-    except Timeout:
-        raise HTTPError(
-            503, f"timed out waiting for a sequence slot on model {served.name}", {"Retry-After": "1"}
-        ) from None
-    except RuntimeError as err:
-        raise HTTPError(503, str(err), {"Retry-After": "1"}) from None
+        return await anext(seq.chunks())
+    except (Timeout, Failed, Cancelled) as err:
+        raise _http_error(served, err) from None
 
 
 async def rest(served: Served, seq: Sequence, first: Chunk) -> AsyncIterator[Chunk | str]:
@@ -93,11 +101,34 @@ async def rest(served: Served, seq: Sequence, first: Chunk) -> AsyncIterator[Chu
         if first.finish_reason is None:
             async for chunk in seq.chunks():
                 yield chunk
-    except (RuntimeError, Timeout) as err:
+    except (Timeout, Failed, Cancelled) as err:
         yield str(err) or type(err).__name__
     finally:
         if served.generator is not None:
             served.generator.cancel(seq)
+
+
+async def collect(request: Request, served: Served, seq: Sequence, first: Chunk) -> tuple[str, Chunk]:
+    """The whole text of a non-streamed answer and its last chunk. A client that disconnects while
+    it waits cancels the sequence at once (its slot would otherwise run to max_tokens for nobody)."""
+    scheduler = scheduler_of(served)
+
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        scheduler.cancel(seq)
+
+    watcher = asyncio.get_running_loop().create_task(watch())
+    pieces, last = [first.text], first
+    try:
+        if first.finish_reason is None:
+            async for last in seq.chunks():
+                pieces.append(last.text)
+    except (Timeout, Failed, Cancelled) as err:
+        raise _http_error(served, err) from None
+    finally:
+        watcher.cancel()
+    return "".join(pieces), last
 
 
 def generate_routes(server: Server) -> list[BaseRoute]:
@@ -122,18 +153,12 @@ def generate_routes(server: Server) -> list[BaseRoute]:
 
     async def generate(request: Request) -> Response:
         served, seq, first = await read(request)
-        pieces: list[str] = []
-        last: Chunk | str = first
-        async for last in rest(served, seq, first):
-            if isinstance(last, str):
-                raise HTTPError(503, last, {"Retry-After": "1"})
-            pieces.append(last.text)
-        assert isinstance(last, Chunk)
+        text, last = await collect(request, served, seq, first)
         return json_response(
             {
                 "model_name": served.name,
                 "model_version": served.version_str,
-                "text_output": "".join(pieces),
+                "text_output": text,
                 "details": {
                     "finish_reason": last.finish_reason,
                     "prompt_tokens": seq.prompt_tokens,

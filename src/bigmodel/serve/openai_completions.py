@@ -21,9 +21,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from bigmodel.generation import Chunk
 from bigmodel.serve.extension import HTTPError, Server, json_response
-from bigmodel.serve.generate import first_chunk, params_from, rest, scheduler_of, submit
+from bigmodel.serve.generate import collect, first_chunk, params_from, rest, scheduler_of, submit
 from bigmodel.serve.openai_common import openai_errors, served_model
 from bigmodel.serve.sse import DONE, event, sse_response
 
@@ -53,6 +52,8 @@ def _check(body: dict[str, Any]) -> None:
     if not isinstance(body.get("stream", False), bool):
         raise HTTPError(400, "'stream' must be true or false")
     options = body.get("stream_options")
+    if options is not None and not body.get("stream"):
+        raise HTTPError(400, "'stream_options' is only allowed with 'stream': true")
     if options is not None and (not isinstance(options, dict) or set(options) - {"include_usage"}):
         raise HTTPError(400, "'stream_options' may only hold 'include_usage'")
 
@@ -102,19 +103,8 @@ def completions_routes(server: Server) -> list[BaseRoute]:
             }
 
         if not body.get("stream"):
-            pieces: list[str] = []
-            last: Chunk | str = first
-            async for last in rest(served, seq, first):
-                if isinstance(last, str):
-                    raise HTTPError(503, last, {"Retry-After": "1"})
-                pieces.append(last.text)
-            assert isinstance(last, Chunk)
-            choice = {
-                "text": "".join(pieces),
-                "index": 0,
-                "logprobs": None,
-                "finish_reason": last.finish_reason,
-            }
+            text, last = await collect(request, served, seq, first)
+            choice = {"text": text, "index": 0, "logprobs": None, "finish_reason": last.finish_reason}
             return json_response({**head, "choices": [choice], "usage": usage(last.tokens)})
 
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
