@@ -78,7 +78,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     r.add_argument("model_dirs", nargs="+")
     r.add_argument(
         "--plots",
-        help="folder for size.png and latency.png (default compress-report-<time>; never overwritten)",
+        help="folder for size.png and latency.png (tokens/s for language models; default compress-report-<time>; never overwritten)",
     )
     r.add_argument("--threads", type=int, default=1, help="threads for every latency (default 1)")
     r.add_argument("--runs", type=int, default=100, help="timed runs at batch 1 (a quarter at batch 64)")

@@ -196,6 +196,11 @@ def _check_exportable(path: Path, meta: artifacts.ModelMeta, module: torch.nn.Mo
             f"run; serve it with PyTorch, or export the float32 model it came from{source}"
         )
     int8 = [name for name, m in module.named_modules() if isinstance(m, Int8Linear)]
+    if int8 and meta.architecture.get("name") == "transformer":
+        raise BigModelError(
+            f"cannot export {path} to ONNX: an int8 language model runs on PyTorch's int8 kernels, which "
+            "ONNX has no operator for; generation and `bigmodel serve` run it with PyTorch as it is"
+        )
     if int8:
         raise BigModelError(
             f"cannot export {path} to ONNX: its int8 layers ({', '.join(int8)}) run on PyTorch's int8 "

@@ -151,7 +151,8 @@ def draw(models: list[dict[str, Any]], folder: Path) -> dict[str, str]:
         ax.set_xscale("log")
         ax.set_xlabel(xlabel)
         ax.set_ylabel(f"validation {metric_label(metric)}")
-        ax.set_title(f"{metric} vs {'size' if key == 'file_bytes' else 'latency'}")
+        against = "size" if key == "file_bytes" else "tokens/s" if "tokens" in key else "latency"
+        ax.set_title(f"{metric} vs {against}")
         ax.grid(alpha=0.3)
         fig.tight_layout()
         with atomic_path(folder / name) as tmp:
