@@ -10,7 +10,7 @@ SHELL  := /bin/bash
 # pip prints a harmless "Location ... is ignored" line per local index; keep the log readable.
 QUIET  := 2>&1 | { grep -v "is ignored" || true; }
 
-.PHONY: install demo test test-slow bench lint lock gpu-check clean
+.PHONY: install demo test test-slow bench lint lock gpu-check proto clean
 
 install: $(STAMP)
 
@@ -65,6 +65,11 @@ lint: install
 	$(VENV)/bin/ruff format --check src tests benchmarks
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+
+# The gRPC service's Python code, from its .proto (committed; rerun after editing the .proto).
+PROTO := src/bigmodel/serve/grpc_gen/inference.proto
+proto: install
+	$(PY) -m grpc_tools.protoc -I src --python_out=src --pyi_out=src --grpc_python_out=src $(PROTO)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -236,6 +236,9 @@ def test_past_the_sequences_and_the_queue_it_is_503_with_retry_after(world):
 
 
 def test_generation_metrics(world):
+    # generate, stream and completions count as requests of their model, by status, as infer does
+    assert metric(world, "bigmodel_inference_requests_total", model="lm", status="200") > 5
+    assert metric(world, "bigmodel_inference_requests_total", model="lm", status="400") > 5
     assert metric(world, "bigmodel_generation_time_to_first_token_seconds_count", model="lm") > 0
     assert metric(world, "bigmodel_generation_inter_token_latency_seconds_count", model="lm") > 0
     assert metric(world, "bigmodel_generation_tokens_total", model="lm") > 0

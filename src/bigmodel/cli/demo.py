@@ -25,6 +25,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _demo(args: argparse.Namespace) -> None:
+    if args.lm_steps < 1:
+        from bigmodel.errors import BigModelError
+
+        raise BigModelError(f"--lm-steps must be at least 1 (got {args.lm_steps})")
     from bigmodel.demo import demo
 
     result = demo(

@@ -6,7 +6,8 @@ import argparse
 import sys
 import time
 
-from bigmodel.cli.common import add_json, emit
+from bigmodel import console
+from bigmodel.cli.common import add_json
 from bigmodel.console import kv_table
 
 
@@ -22,7 +23,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--top-k", type=int, default=0, help="sample among the k most likely bytes (default 0: off)"
     )
-    p.add_argument("--stop", nargs="+", default=None, metavar="S", help="stop before any of these strings")
+    p.add_argument(
+        "--stop", action="append", default=None, metavar="S", help="stop before this string (repeatable)"
+    )
     p.add_argument("--seed", type=int, default=None, help="the same seed gives the same text")
     p.add_argument("--registry", default=None, help="registry for NAME refs (default $BIGMODEL_REGISTRY)")
     add_json(p)
@@ -69,4 +72,7 @@ def _generate(args: argparse.Namespace) -> None:
     if not show and not args.json:
         print(args.prompt + result["text"])
     stats = {k: result[k] for k in ("finish_reason", "prompt_tokens", "completion_tokens", "tokens_per_s")}
-    emit(args, result, lambda: [kv_table("generation", stats)])
+    # the figures go to stderr: stdout keeps the text (``> out.txt``), or the JSON line
+    console.show(kv_table("generation", stats), json_mode=True)
+    if args.json:
+        console.print_json(result)

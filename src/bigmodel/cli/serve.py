@@ -26,9 +26,32 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "(default: every model in the registry)",
     )
     p.add_argument(
+        "--model-dir",
+        metavar="DIR",
+        help="serve this one model directory instead of a registry (KServe: /mnt/models), as version 1",
+    )
+    p.add_argument(
+        "--model-name",
+        metavar="NAME",
+        help="with --model-dir: the name it is served under (default: the directory's name)",
+    )
+    p.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
     )
-    p.add_argument("--port", type=int, default=8000, help="port (0: any free port, printed when ready)")
+    p.add_argument(
+        "--port",
+        "--http-port",
+        dest="port",
+        type=int,
+        default=8000,
+        help="HTTP port (0: any free port, printed when ready); --http-port is the container's name for it",
+    )
+    p.add_argument(
+        "--grpc-port",
+        type=int,
+        default=None,
+        help="also serve the Open Inference Protocol over gRPC on this port (0: any free port; default off)",
+    )
     p.add_argument("--max-batch-size", type=int, default=64, help="most rows merged into one forward pass")
     p.add_argument(
         "--max-queue-delay-ms",
@@ -105,11 +128,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _serve(args: argparse.Namespace) -> None:
+    _check_model_dir(args)
     cfg = _config(
         registry=args.registry,
         models=[m.strip() for m in (args.models or "").split(",") if m.strip()],
+        model_dir=args.model_dir,
+        model_name=args.model_name,
         host=args.host,
         port=args.port,
+        grpc_port=args.grpc_port,
         max_batch_size=args.max_batch_size,
         max_queue_delay_ms=args.max_queue_delay_ms,
         max_queue=args.max_queue,
@@ -136,12 +163,44 @@ def _serve(args: argparse.Namespace) -> None:
         ]
         shown = ", ".join(f"{m['name']}:{m['version']} ({m['runtime']})" for m in models) or "no models"
         key = "API key required" if cfg.api_key else "no API key"
-        print(f"bigmodel serve: {shown} at {url} ({key}); Ctrl-C stops", file=sys.stderr, flush=True)
+        at = f"{url} and gRPC {state.grpc_url}" if state.grpc_url else url
+        print(f"bigmodel serve: {shown} at {at} ({key}); Ctrl-C stops", file=sys.stderr, flush=True)
         if args.json:
-            result: dict[str, Any] = {"url": url, "models": models, "registry": state.repo.registry.location}
+            registry = state.repo.registry
+            result: dict[str, Any] = {"url": url, "models": models}
+            if registry is not None:
+                result["registry"] = registry.location
+            else:
+                result["model_dir"] = str(state.repo.fixed)
+            if state.grpc_url:
+                result["grpc_url"] = state.grpc_url
             console.print_json(result)
 
     serve(cfg, extensions=_extensions(args, cfg), on_ready=ready)
+
+
+def _check_model_dir(args: argparse.Namespace) -> None:
+    """``--model-dir`` alone (no registry flags), an existing model directory and a valid name:
+    one-line errors before anything binds or loads (the hashes are checked as the model loads)."""
+    from bigmodel import artifacts
+    from bigmodel.errors import BigModelError
+    from bigmodel.registry.refs import check_name
+
+    if args.model_dir is None:
+        if args.model_name is not None:
+            raise BigModelError("--model-name needs --model-dir")
+        return
+    for flag, value in (("--registry", args.registry), ("--models", args.models), ("--online", args.online)):
+        if value:
+            raise BigModelError(
+                f"--model-dir and {flag}: --model-dir serves one directory without a registry"
+            )
+    artifacts.read_meta(args.model_dir)  # missing, not a folder, no model.json: one line now
+    hint = "" if args.model_name else " (the directory's name; give another with --model-name)"
+    try:
+        check_name(args.model_name or Path(args.model_dir).resolve().name)
+    except BigModelError as err:
+        raise BigModelError(f"{err}{hint}") from None
 
 
 def _api_key(args: argparse.Namespace) -> str | None:

@@ -106,6 +106,27 @@ def _read_files(paths: list[str], fs: fsspec.AbstractFileSystem) -> Iterator[byt
         yield b"\n"
 
 
+def _text_files(fs: fsspec.AbstractFileSystem, root: str) -> list[str]:
+    """The text files under ``root``, sorted. Skipped, as for tables (and as pyarrow, Spark and Hive
+    skip them): paths with a part starting with "." or "_" (.git, _SUCCESS, _temporary); and files
+    that are not text: a NUL byte in the first 8 KiB, or a gzip/zip/bzip2/xz/zstd header (a model
+    trained on a code folder must not learn .git objects or archives)."""
+    root = root.rstrip("/")
+    out = []
+    for f in sorted(fs.find(root)):
+        if any(p.startswith((".", "_")) for p in f[len(root) + 1 :].split("/")):
+            continue
+        with fs.open(f, "rb") as fh:
+            head = fh.read(8192)
+        if b"\x00" in head or head.startswith(_ARCHIVES):
+            continue
+        out.append(f)
+    return out
+
+
+_ARCHIVES = (b"\x1f\x8b", b"PK\x03\x04", b"BZh", b"\xfd7zXZ", b"\x28\xb5\x2f\xfd")
+
+
 def prepare_text(
     src: str,
     dst: str | Path,
@@ -122,9 +143,11 @@ def prepare_text(
     fs, path = open_source(src)
     if fs.isdir(path) and fs.exists(f"{path.rstrip('/')}/{MANIFEST}"):  # its Parquet would be read as bytes
         raise BigModelError(f"{src} is a prepared dataset already; train on it directly (--dataset {src})")
-    paths = sorted(fs.find(path)) if fs.isdir(path) else [path]
+    paths = _text_files(fs, path) if fs.isdir(path) else [path]
     if not paths:
-        raise BigModelError(f"no files in {src}")
+        raise BigModelError(
+            f"no text files in {src} (skipped: hidden or _-prefixed paths, binary and compressed files)"
+        )
     return write_text_dataset(
         dst,
         _read_files(paths, fs),

@@ -39,7 +39,10 @@ class Completion:
 
 def prompt_bytes(prompt: str | bytes) -> list[int]:
     """The tokens of a prompt: its UTF-8 bytes; an empty prompt is an error."""
-    data = prompt.encode("utf-8") if isinstance(prompt, str) else bytes(prompt)
+    try:
+        data = prompt.encode("utf-8") if isinstance(prompt, str) else bytes(prompt)
+    except UnicodeEncodeError:  # a command line's undecodable bytes arrive as lone surrogates
+        raise BigModelError("the prompt is not valid UTF-8 text") from None
     if not data:
         raise BigModelError("the prompt is empty (a byte-level model needs at least one byte to continue)")
     return list(data)

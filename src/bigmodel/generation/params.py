@@ -20,8 +20,8 @@ class GenerationParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)  # "5" or true is no count
 
     max_tokens: Annotated[int, Field(ge=1)] | None = None
-    temperature: Annotated[float, Field(ge=0.0, le=100.0)] = 1.0
-    top_p: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
+    temperature: Annotated[float, Field(ge=0.0, le=100.0, allow_inf_nan=False)] = 1.0
+    top_p: Annotated[float, Field(gt=0.0, le=1.0, allow_inf_nan=False)] = 1.0
     top_k: Annotated[int, Field(ge=0)] = 0
     stop: tuple[str, ...] = ()
     seed: Annotated[int, Field(ge=0, lt=2**63)] | None = None

@@ -155,11 +155,14 @@ class Transformer(nn.Module):
         """(B, T) -> (B, T, V). With ``step``, idx holds only new tokens: their keys and values go
         into ``step.cache`` and attention reads every earlier token of the sequence from it."""
         T = idx.shape[1]
-        pos = torch.arange(T, device=idx.device) if step is None else step.positions  # (T,) | (B, T)
-        if self.context <= int(pos.max()):
-            raise ValueError(
-                f"sequence of {int(pos.max()) + 1} tokens is longer than the model's context {self.context}"
-            )
+        if step is None:  # T itself, not a tensor's value: torch.export traces this branch
+            if self.context < T:
+                raise ValueError(f"sequence of {T} tokens is longer than the model's context {self.context}")
+            pos = torch.arange(T, device=idx.device)  # (T,)
+        else:
+            pos = step.positions  # (B, T)
+            if self.context <= int(pos.max()):
+                raise ValueError(f"position {int(pos.max())} is past the model's context {self.context}")
         x = self.drop(self.tok(idx) + self.pos(pos))  # (B, T, C)
         for i, block in enumerate(self.blocks):
             x = block(x) if step is None else block(x, step, i)

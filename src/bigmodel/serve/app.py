@@ -27,7 +27,7 @@ from bigmodel.serve.auth import APIKeyMiddleware
 from bigmodel.serve.config import ServeConfig
 from bigmodel.serve.extension import RouteGroup, Server
 from bigmodel.serve.generate import generate_routes
-from bigmodel.serve.http import BUDGET, BodyBudget, ClientGone, HTTPError, json_response
+from bigmodel.serve.http import BUDGET, SERVED, BodyBudget, ClientGone, HTTPError, json_response
 from bigmodel.serve.infer import handle_infer
 from bigmodel.serve.metrics import AccessLog, Metrics
 from bigmodel.serve.openai_completions import completions_routes
@@ -138,20 +138,31 @@ class App:
         try:
             await self.router(scope, receive, send_and_note)
         finally:
-            self.state.access.write(
-                {
-                    "method": scope["method"],
-                    "path": scope["path"],
-                    "status": status[0],
-                    "ms": round((time.perf_counter() - t0) * 1000, 3),
-                }
-            )
+            seconds = time.perf_counter() - t0
+            record = {"method": scope["method"], "path": scope["path"], "status": status[0]}
+            served = scope.get(SERVED)  # a model route said which version answered
+            if served is not None:
+                # counted with infer requests: one error rate and latency per model, whatever the route
+                model, version = served
+                self.state.metrics.request(model, version, status[0] or 499, seconds, None)
+                record["model"], record["version"] = model, version
+            record["ms"] = round(seconds * 1000, 3)
+            self.state.access.write(record)
 
     async def _lifespan(self, receive: Any, send: Any) -> None:
         await receive()  # lifespan.startup
+        grpc = None
         try:
             self.state.access.start()
+            if self.state.cfg.grpc_port is not None:  # grpcio is imported only when asked for
+                from bigmodel.serve.grpc_server import GRPCServer
+
+                grpc = GRPCServer(self.state, self.state.cfg.grpc_port)
+                grpc.bind()  # before the models load: a taken port fails the start at once
             await self.state.repo.start()
+            if grpc is not None:
+                await grpc.start()
+                self.state.grpc_url = grpc.url
         except BigModelError as err:
             self.startup_error = err
             await send({"type": "lifespan.startup.failed", "message": str(err)})
@@ -164,6 +175,8 @@ class App:
             hook(self.state)
         await send({"type": "lifespan.startup.complete"})
         await receive()  # lifespan.shutdown
+        if grpc is not None:  # no new calls; those under way finish, like REST's
+            await grpc.stop()
         for stop in self.state.on_shutdown:
             await stop()
         await self.state.repo.stop()

@@ -12,8 +12,13 @@ class ServeConfig(BaseModel):
 
     registry: str | None = None  # folder or fsspec URL; default $BIGMODEL_REGISTRY or ~/.bigmodel/registry
     models: list[str] = Field(default_factory=list)  # NAME, NAME@ALIAS, NAME:VERSION; empty: every model
+    # one model directory served without a registry (KServe's /mnt/models) as MODEL_NAME, version 1
+    model_dir: str | None = None
+    model_name: str | None = None  # default: the directory's name
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)  # 0: any free port (printed when ready)
+    # the Open Inference Protocol over gRPC on this port too (0: any free port); None: REST only
+    grpc_port: int | None = Field(None, ge=0, le=65535)
     max_batch_size: int = Field(64, ge=1)
     max_queue_delay_ms: float = Field(0.0, ge=0)
     max_queue: int = Field(256, ge=1)  # queued requests per model version before 503

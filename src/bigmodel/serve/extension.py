@@ -32,8 +32,9 @@ from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.routing import BaseRoute
 
+from bigmodel.errors import BigModelError
 from bigmodel.registry import Registry
-from bigmodel.serve.http import HTTPError, json_response, read_json_object
+from bigmodel.serve.http import SERVED, HTTPError, json_response, read_json_object
 from bigmodel.serve.repository import ModelNotFound, Repository, Served
 
 
@@ -63,7 +64,10 @@ class Models:
 
     @property
     def registry(self) -> Registry:
-        """The registry the models come from (e.g. where a learner registers new versions)."""
+        """The registry the models come from (e.g. where a learner registers new versions);
+        a server of one model directory (``--model-dir``) has none: a one-line error."""
+        if self._repo.registry is None:
+            raise BigModelError(f"serving the model directory {self._repo.fixed}: there is no registry")
         return self._repo.registry
 
 
@@ -89,6 +93,11 @@ class Server:
         """The body as a JSON object under the server's size limit (413 beyond it, 400 if not an
         object); ``empty_ok``: no body reads as ``{}``."""
         return await read_json_object(request, self.max_body_bytes, empty_ok=empty_ok)
+
+    def answered_by(self, request: Request, served: Served) -> None:
+        """Count ``request`` as one of ``served``'s (request metrics by model, version and status,
+        and the access log), as infer requests are."""
+        request.scope[SERVED] = (served.name, served.version_str)
 
     def add_collector(self, collector: Collector) -> None:
         """Render ``collector``'s metric families on ``/metrics`` too (prometheus_client's

@@ -58,8 +58,6 @@ def submit(served: Served, prompt: Any, params: GenerationParams, key: str) -> S
         raise HTTPError(400, f"'{key}' must be a string")
     try:
         tokens = prompt_bytes(prompt)
-    except UnicodeEncodeError:
-        raise HTTPError(400, f"'{key}' is not valid UTF-8 text (it holds a lone surrogate)") from None
     except BigModelError as err:
         raise HTTPError(400, f"'{key}': {err}") from None
     try:
@@ -144,6 +142,7 @@ def generate_routes(server: Server) -> list[BaseRoute]:
         params = params_from(body.get("parameters") or {}, "parameters")
         p = request.path_params
         served = server.models.get(p["name"], p.get("version"))
+        server.answered_by(request, served)
         seq = submit(served, body["text_input"], params, "text_input")
         try:
             return served, seq, await first_chunk(served, seq)

@@ -47,6 +47,7 @@ async def send_error(send: Any, err: HTTPError) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+SERVED = "bigmodel.served"  # scope key: (model, version) a routed request was answered by, for metrics
 BUDGET = "bigmodel.body_budget"  # the scope key under which the app puts its BodyBudget
 _HELD = "bigmodel.body_bytes"
 

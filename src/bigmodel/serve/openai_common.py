@@ -40,9 +40,12 @@ def openai_errors(
     return handler
 
 
-def served_model(server: Server, model: object) -> Served:
+def served_model(server: Server, model: object, request: Request | None = None) -> Served:
     """The version a request's ``model`` names: ``NAME`` (the one served for it) or ``NAME:VERSION``."""
     if not isinstance(model, str) or not model:
         raise HTTPError(400, "'model' must be a model name: NAME or NAME:VERSION")
     name, _, version = model.partition(":")
-    return server.models.get(name, version or None)
+    served = server.models.get(name, version or None)
+    if request is not None:
+        server.answered_by(request, served)
+    return served

@@ -80,7 +80,7 @@ def completions_routes(server: Server) -> list[BaseRoute]:
         sampling = {k: body[k] for k in SAMPLING if k in body and body[k] is not None}
         sampling.setdefault("max_tokens", OPENAI_DEFAULT_MAX_TOKENS)
         params = params_from(sampling, "request")
-        served = served_model(server, body.get("model"))
+        served = served_model(server, body.get("model"), request)
         scheduler_of(served)
         seq = submit(served, _prompt(body), params, "prompt")
         try:

@@ -89,7 +89,7 @@ def embeddings_routes(server: Server) -> list[BaseRoute]:
     async def answer(request: Request) -> Response:
         body = await server.read_json(request)
         _check_keys(body)
-        served = served_model(server, body["model"])  # unknown: a 404 naming what is served
+        served = served_model(server, body["model"], request)  # unknown: a 404 naming what is served
         name = served.name
         rt = served.runtime
         if ROUTE not in rt.routes or served.batcher is None:

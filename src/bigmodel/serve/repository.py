@@ -6,6 +6,10 @@ version; a version loaded for several targets is loaded once. Every ``poll_inter
 are re-resolved; when an alias moved, the new version is loaded and warmed up beside the old one,
 the target switches in one step on the event loop, and the old version answers every request it
 already queued before it is released. No request fails or is dropped during a switch.
+
+With ``model_dir`` (``bigmodel serve --model-dir``, what KServe mounts at ``/mnt/models``) there is
+no registry: the one target is that directory, served as ``model_name`` version 1, with no aliases
+and nothing to poll.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import asyncio
 import logging
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from bigmodel.errors import BigModelError
@@ -64,7 +69,10 @@ class Repository:
     def __init__(self, cfg: ServeConfig, metrics: Metrics):
         self.cfg = cfg
         self.metrics = metrics
-        self.registry = Registry(cfg.registry, create=False)
+        # a fixed model directory (--model-dir) replaces the registry: version 1 is that directory
+        self.fixed = Path(cfg.model_dir) if cfg.model_dir is not None else None
+        self.fixed_name = cfg.model_name or (self.fixed.resolve().name if self.fixed else "")
+        self.registry = Registry(cfg.registry, create=False) if self.fixed is None else None
         self.targets: list[Target] = []
         self.loaded: dict[tuple[str, int], Served] = {}
         self.registry_aliases: dict[str, dict[str, int]] = {}  # as last read from the registry
@@ -125,6 +133,10 @@ class Repository:
         """Load the models asked for (``--models``: any failure stops the start, in one line) or,
         with none named, every model in the registry that can be served: one that cannot (a
         family without an infer route, a broken version) is named in one line and skipped."""
+        if self.registry is None:  # a fixed model directory: loaded once, nothing to watch
+            self.targets = [Target(Ref(self.fixed_name, version=1))]  # pinned: no alias to follow
+            await self.refresh(raise_errors=True)
+            return
         if self.cfg.models:
             self.targets = [Target(parse_ref(text)) for text in self.cfg.models]
             await self.refresh(raise_errors=True)
@@ -157,7 +169,10 @@ class Repository:
         does not retry it every poll. A target that already serves keeps serving its version.
         """
         ref = parse_ref(name)
-        await asyncio.to_thread(self.registry.version_of, ref)  # unknown name: a clear error now
+        if self.registry is None:
+            self._fixed_version(ref, raise_error=True)
+        else:
+            await asyncio.to_thread(self.registry.version_of, ref)  # unknown name: a clear error now
         async with self._lock:
             target = next((t for t in self.targets if t.ref == ref), None)
             if target is None:
@@ -221,6 +236,8 @@ class Repository:
     def _resolve_all(
         self, targets: list[Target]
     ) -> tuple[list[int | BigModelError], dict[str, dict[str, int]]]:
+        if self.registry is None:
+            return [self._fixed_version(t.ref) for t in targets], {}
         heads = self.registry.heads(sorted({t.ref.name for t in targets}))
         out: list[int | BigModelError] = []
         for t in targets:
@@ -237,6 +254,19 @@ class Repository:
                     continue
             out.append(want)
         return out, {name: aliases for name, (_, aliases) in heads.items()}
+
+    def _fixed_version(self, ref: Ref, *, raise_error: bool = False) -> int | BigModelError:
+        """What ``ref`` resolves to beside a fixed model directory: version 1 of its one name."""
+        err: BigModelError | None = None
+        if ref.name != self.fixed_name:
+            err = BigModelError(
+                f"no model named '{ref.name}' here (serving {self.fixed} as '{self.fixed_name}')"
+            )
+        elif ref.alias is not None or ref.version not in (None, 1):
+            err = BigModelError(f"{ref}: a model directory is served as version 1, without aliases")
+        if err is not None and raise_error:
+            raise err
+        return err or 1
 
     async def _watch_loop(self) -> None:
         while True:
@@ -272,7 +302,11 @@ class Repository:
         return served
 
     def _open(self, name: str, version: int) -> Runtime:
-        path = self.registry.resolve(Ref(name, version=version))
+        if self.registry is None:
+            assert self.fixed is not None
+            path = self.fixed
+        else:
+            path = self.registry.resolve(Ref(name, version=version))
         try:
             runtime = open_runtime(path, self.cfg.runtime, self.cfg.threads)
             if isinstance(runtime, LanguageModelRuntime):
@@ -301,7 +335,10 @@ class Repository:
 
     async def index(self) -> list[dict[str, Any]]:
         """Every version in the registry with its state here (the repository extension)."""
-        records = await asyncio.to_thread(self.registry.versions)
+        if self.registry is None:
+            records: list[dict[str, Any]] = [{"name": self.fixed_name, "version": 1}]
+        else:
+            records = await asyncio.to_thread(self.registry.versions)
         return [
             {
                 "name": r["name"],

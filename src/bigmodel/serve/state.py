@@ -24,3 +24,4 @@ class ServerState:
     on_ready: list[Callable[[ServerState], None]] = field(default_factory=list)
     # extensions' own clean-up (e.g. a learner thread), before the models are released
     on_shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    grpc_url: str | None = None  # host:port of the gRPC endpoint once it listens (--grpc-port)
