@@ -52,6 +52,7 @@ class Batcher:
         max_delay_s: float = 0.0,
         max_queue: int = 256,
         on_batch: Callable[[int], None] | None = None,
+        forward_s: float = 0.0,
     ):
         self.predict = predict
         self.max_batch_size = max_batch_size
@@ -62,7 +63,9 @@ class Batcher:
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
-        self._forward_s = 0.0  # moving average of one forward's CPU time
+        # moving average of one forward's CPU time; seeded from the warm-up, so a slow model's first
+        # batch already runs off the event loop
+        self._forward_s = forward_s
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="bigmodel-forward")
         self._task: asyncio.Task[None] | None = None
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -279,7 +280,7 @@ class Repository:
     async def _acquire(self, name: str, version: int) -> Served:
         served = self.loaded.get((name, version))
         if served is None:
-            runtime = await asyncio.to_thread(self._open, name, version)
+            runtime, forward_s = await asyncio.to_thread(self._open, name, version)
             batcher = None
             if not isinstance(runtime, LanguageModelRuntime):  # tabular models and encoders
                 batcher = Batcher(
@@ -288,6 +289,7 @@ class Repository:
                     max_delay_s=self.cfg.max_queue_delay_ms / 1000,
                     max_queue=self.cfg.max_queue,
                     on_batch=self.metrics.batch_observer(name, str(version)),
+                    forward_s=forward_s,
                 )
                 batcher.start()
             generator = None
@@ -301,7 +303,9 @@ class Repository:
         served.users += 1
         return served
 
-    def _open(self, name: str, version: int) -> Runtime:
+    def _open(self, name: str, version: int) -> tuple[Runtime, float]:
+        """The version's runtime, warmed up, and the CPU seconds of one warm-up forward (the
+        batcher's first guess at where forwards should run)."""
         if self.registry is None:
             assert self.fixed is not None
             path = self.fixed
@@ -311,12 +315,14 @@ class Repository:
             runtime = open_runtime(path, self.cfg.runtime, self.cfg.threads)
             if isinstance(runtime, LanguageModelRuntime):
                 runtime.slots(self.cfg)  # a KV cache budget too small for one sequence: say so now
-            runtime.warm_up(self.cfg.max_batch_size)
+            t0 = time.thread_time()
+            runtime.warm_up(self.cfg.max_batch_size)  # two forwards: batch 1 and the largest
+            forward_s = (time.thread_time() - t0) / 2
         except BigModelError as err:
             raise BigModelError(f"{name}:{version}: {err}") from None
         except Exception as err:  # a model that loads but cannot run: one line, never a crash
             raise BigModelError(f"{name}:{version} cannot be served: {type(err).__name__}: {err}") from None
-        return runtime
+        return runtime, forward_s
 
     async def _release(self, name: str, version: int) -> None:
         served = self.loaded[(name, version)]
