@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -21,8 +22,18 @@ from rich.progress import (
 )
 from rich.table import Table
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+PIPED_WIDTH = 160  # rich's 80 columns cut model names and figures in tables sent to a file or pipe
+
+
+def _width(stream: Any) -> int | None:
+    """None (rich decides: the terminal's width, or $COLUMNS) unless the output is piped."""
+    if os.environ.get("COLUMNS") or stream.isatty():
+        return None
+    return PIPED_WIDTH
+
+
+out = Console(highlight=False, width=_width(sys.stdout))
+err = Console(stderr=True, highlight=False, width=_width(sys.stderr))
 
 Advance = Callable[..., None]
 
