@@ -70,9 +70,17 @@ def _reg(args: argparse.Namespace, *, create: bool = False) -> Any:
     return Registry(args.registry, create=create)
 
 
+# the headline metric of each kind of model, first found wins: a language model's bits per byte
+# (its next-byte accuracy is a side figure), an encoder's cosine to fp32, a classifier's accuracy
+PRIMARY = ("bits_per_byte", "cosine_to_fp32", "accuracy", "r2")
+
+
 def _primary(rec: dict[str, Any]) -> Any:
     m = rec["metrics"]
-    return m.get("accuracy", m.get("r2", "-"))
+    for key in PRIMARY:
+        if key in m:
+            return f"{m[key]:.4g} {key}" if key in ("bits_per_byte", "cosine_to_fp32") else m[key]
+    return "-"
 
 
 def _parent(rec: dict[str, Any]) -> str:
