@@ -6,6 +6,7 @@ import contextlib
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -66,3 +67,24 @@ def open_files() -> list[str]:
         with contextlib.suppress(OSError):  # the descriptor listdir itself used, closed by now
             paths.append(os.readlink(f"/proc/self/fd/{fd}"))
     return paths
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """The admin URL of one throwaway PostgreSQL server for the whole session (tests/pg.py);
+    the test skips, saying why, where PostgreSQL or its driver is not installed."""
+    from tests import pg
+
+    with pg.server() as (url, why):
+        if url is None:
+            pytest.skip(why)
+        yield url
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> Iterator[str]:
+    """A fresh, empty database on that server: a ``postgresql+psycopg://`` URL, dropped after the test."""
+    from tests import pg
+
+    with pg.database(postgres_server) as url:
+        yield url

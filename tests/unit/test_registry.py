@@ -1,7 +1,9 @@
+import json
 import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,9 +15,14 @@ from bigmodel.registry.refs import MAX_VERSION, parse_version
 from tests.models import make_model_dir
 
 
-@pytest.fixture
-def reg(tmp_path: Path) -> Registry:
-    return Registry(tmp_path / "reg")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def reg(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Registry]:
+    """Every test that takes ``reg`` runs on the default SQLite file and on a real PostgreSQL
+    server (tests/pg.py; skipped where PostgreSQL is not installed)."""
+    db_url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
+    registry = Registry(tmp_path / "reg", db_url=db_url)
+    yield registry
+    registry.engine.dispose()  # let the test's database be dropped
 
 
 def test_register_versions_aliases_and_resolve(tmp_path: Path, reg: Registry):
@@ -137,21 +144,21 @@ def test_object_store_url_through_fsspec(tmp_path: Path):
 WORKER = """
 import sys, time
 from bigmodel.registry import Registry
-reg = Registry(sys.argv[1])
+reg = Registry(sys.argv[1], db_url=sys.argv[5] if len(sys.argv) > 5 else None)
 start = float(sys.argv[3])
 while time.time() < start:
     time.sleep(0.001)
-print(" ".join(str(reg.register(sys.argv[2], "shared")["version"]) for _ in range(4)))
+print(" ".join(str(reg.register(sys.argv[2], "shared")["version"]) for _ in range(int(sys.argv[4]))))
 """
 
 
-def test_concurrent_processes_never_lose_or_duplicate_a_version(tmp_path: Path):
-    dirs = [make_model_dir(tmp_path / f"m{i}", seed=i) for i in range(4)]
-    Registry(tmp_path / "reg")  # create the database before the race, like a first `register`
-    start = time.time() + 4  # all four processes start registering at the same moment
+def _race(root: Path, dirs: list[Path], each: int, db_url: str | None = None) -> list[int]:
+    """Every process registers its directory ``each`` times as "shared", all starting at once."""
+    start = time.time() + 4  # after every process has imported bigmodel
+    extra = [db_url] if db_url else []
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", WORKER, str(tmp_path / "reg"), str(d), str(start)],
+            [sys.executable, "-c", WORKER, str(root), str(d), str(start), str(each), *extra],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -163,6 +170,13 @@ def test_concurrent_processes_never_lose_or_duplicate_a_version(tmp_path: Path):
         out, err = p.communicate(timeout=120)
         assert p.returncode == 0, err
         got += [int(v) for v in out.split()]
+    return got
+
+
+def test_concurrent_processes_never_lose_or_duplicate_a_version(tmp_path: Path):
+    dirs = [make_model_dir(tmp_path / f"m{i}", seed=i) for i in range(4)]
+    Registry(tmp_path / "reg")  # create the database before the race, like a first `register`
+    got = _race(tmp_path / "reg", dirs, 4)
     assert sorted(got) == list(range(1, 17))
     records = Registry(tmp_path / "reg").versions("shared")
     assert [r["version"] for r in records] == list(range(1, 17))
@@ -187,7 +201,8 @@ def test_a_name_whose_last_version_was_deleted_is_not_listed(tmp_path: Path, reg
     assert reg.register(a, "gone")["version"] == 2  # its numbers are still never reused
 
 
-def test_a_damaged_database_is_refused_and_not_written(tmp_path: Path, reg: Registry):
+def test_a_damaged_database_is_refused_and_not_written(tmp_path: Path):
+    reg = Registry(tmp_path / "reg")  # the SQLite file itself is damaged here
     a = make_model_dir(tmp_path / "a")
     reg.register(a, "m")
     reg.engine.dispose()
@@ -239,3 +254,33 @@ def test_gc_removes_what_killed_processes_left(tmp_path: Path, reg: Registry):
     assert sorted(out["checkouts"]) == sorted([half.name, old.name])
     assert young.exists() and not stale.exists() and not half.exists() and not old.exists()
     reg.resolve("m:1")  # the live checkout is untouched
+
+
+def test_eight_processes_registering_at_once_on_postgresql(tmp_path: Path, postgres_url: str):
+    """PostgreSQL's row lock on registry_lock serialises the writers: versions 1..8 once each."""
+    dirs = [make_model_dir(tmp_path / f"m{i}", seed=i) for i in range(8)]
+    Registry(tmp_path / "reg", db_url=postgres_url).engine.dispose()  # the tables, before the race
+    got = _race(tmp_path / "reg", dirs, 1, postgres_url)
+    assert sorted(got) == list(range(1, 9))
+    reg = Registry(tmp_path / "reg", db_url=postgres_url)
+    records = reg.versions("shared")
+    reg.engine.dispose()
+    assert [r["version"] for r in records] == list(range(1, 9))
+    assert sorted(r["digest"] for r in records) == sorted(artifacts.digest(d) for d in dirs)
+
+
+def test_a_folder_remembers_its_postgresql_database(tmp_path: Path, postgres_url: str):
+    """Created with a database URL, the folder records it (no password): later processes that name
+    only the folder use the same database, and one that names another database is refused."""
+    reg = Registry(tmp_path / "reg", db_url=postgres_url.replace("://postgres@", "://postgres:pw@"))
+    reg.register(make_model_dir(tmp_path / "a"), "m")
+    reg.engine.dispose()
+    assert json.loads((tmp_path / "reg" / "registry.json").read_text()) == {"database": postgres_url}
+    again = Registry(tmp_path / "reg", create=False)
+    assert again.versions("m")[0]["ref"] == "m:1" and not (tmp_path / "reg" / "registry.db").exists()
+    again.engine.dispose()
+    with pytest.raises(BigModelError, match="keeps its metadata in postgresql"):
+        Registry(tmp_path / "reg", db_url=f"sqlite:///{tmp_path / 'other.db'}")
+    Registry(tmp_path / "sqlite-reg").engine.dispose()  # an ordinary SQLite registry folder
+    with pytest.raises(BigModelError, match=r"keeps its metadata in sqlite:///.*registry\.db"):
+        Registry(tmp_path / "sqlite-reg", db_url=postgres_url)

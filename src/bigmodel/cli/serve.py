@@ -157,11 +157,17 @@ def _serve(args: argparse.Namespace) -> None:
     from bigmodel.serve import ServerState, serve  # torch and the server: only once the flags are good
 
     def ready(state: ServerState, url: str) -> None:
-        models = [
-            {"name": s.name, "version": s.version, "runtime": s.runtime.kind}
-            for s in state.repo.loaded.values()
-        ]
-        shown = ", ".join(f"{m['name']}:{m['version']} ({m['runtime']})" for m in models) or "no models"
+        models: list[dict[str, Any]] = []
+        for s in state.repo.loaded.values():
+            models.append({"name": s.name, "version": s.version, "runtime": s.runtime.kind})
+            if s.generator is not None:  # what the KV cache holds: sequences generated at once
+                models[-1]["sequences"] = s.generator.engine.slots
+
+        def label(m: dict[str, Any]) -> str:
+            extra = f", {m['sequences']} sequences" if "sequences" in m else ""
+            return f"{m['name']}:{m['version']} ({m['runtime']}{extra})"
+
+        shown = ", ".join(label(m) for m in models) or "no models"
         key = "API key required" if cfg.api_key else "no API key"
         at = f"{url} and gRPC {state.grpc_url}" if state.grpc_url else url
         print(f"bigmodel serve: {shown} at {at} ({key}); Ctrl-C stops", file=sys.stderr, flush=True)

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from sqlalchemy import (
+    URL,
     BigInteger,
     Column,
     Connection,
@@ -25,10 +26,11 @@ from sqlalchemy import (
     create_engine,
     event,
     insert,
+    make_url,
     select,
     update,
 )
-from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DatabaseError, IntegrityError, OperationalError, SQLAlchemyError
 
 from bigmodel.errors import BigModelError
 
@@ -85,8 +87,29 @@ aliases = Table(
 )
 
 
+def normalize_url(url: str) -> str:
+    """``postgresql://`` and ``postgres://`` mean psycopg 3 (the ``postgres`` extra), not psycopg2."""
+    for scheme in ("postgresql://", "postgres://"):
+        if url.startswith(scheme):
+            return "postgresql+psycopg://" + url.removeprefix(scheme)
+    return url
+
+
+def without_password(url: str) -> str:
+    """The URL as a registry folder records it: no password (libpq reads PGPASSWORD, ~/.pgpass)."""
+    try:
+        parsed = make_url(normalize_url(url))
+    except (ArgumentError, ValueError):
+        return url
+    bare = URL.create(
+        parsed.drivername, parsed.username, None, parsed.host, parsed.port, parsed.database, parsed.query
+    )
+    return bare.render_as_string(hide_password=False)
+
+
 def connect(url: str) -> Engine:
     """An engine with the tables created; SQLite waits for other writers instead of failing."""
+    url = normalize_url(url)
     sqlite = url.startswith("sqlite")
     try:
         engine = create_engine(url, connect_args={"timeout": 60} if sqlite else {})

@@ -47,6 +47,30 @@ def _is_local(url: str) -> bool:
     return "://" not in url or url.startswith("file://")
 
 
+REGISTRY_JSON = "registry.json"
+
+
+def _recorded_db(root: Path) -> str | None:
+    """The database a registry folder keeps its metadata in: the one ``registry.json`` names
+    (password-free) when it was created with a database URL, else its SQLite file; None: no registry."""
+    record = root / REGISTRY_JSON
+    if record.is_file():
+        try:
+            url = json.loads(record.read_text())["database"]
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise BigModelError(f"{record} is damaged ({err}); it names the registry's database") from None
+        if not isinstance(url, str):
+            raise BigModelError(f"{record} is damaged: its database is not a URL")
+        return url
+    return f"sqlite:///{root / 'registry.db'}" if (root / "registry.db").is_file() else None
+
+
+def _record_db(root: Path, db_url: str) -> None:
+    tmp = root / f".{REGISTRY_JSON}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps({"database": db.without_password(db_url)}, indent=2) + "\n")
+    os.replace(tmp, root / REGISTRY_JSON)  # two processes creating it at once write the same thing
+
+
 class Registry:
     """A registry at ``location``: a folder (``registry.db`` + ``blobs/``) or an fsspec URL for the
     artifacts with ``db_url`` (or ``$BIGMODEL_REGISTRY_DB``) naming the database."""
@@ -65,13 +89,21 @@ class Registry:
         if _is_local(self.location):
             root = Path(self.location.removeprefix("file://")).expanduser()
             in_the_way = any(p.is_file() for p in (root, *root.parents))  # make_dir names it
-            if not create and not db_url and not in_the_way and not (root / "registry.db").is_file():
+            recorded = None if in_the_way else _recorded_db(root)
+            if not create and not db_url and not in_the_way and recorded is None:
                 raise BigModelError(
                     f"no registry at {root} (`bigmodel registry register MODEL_DIR --name NAME` creates one)"
                 )
             make_dir(root, "registry")
             self.location = str(root)
-            db_url = db_url or f"sqlite:///{root / 'registry.db'}"
+            if db_url and recorded and db.without_password(db_url) != recorded:
+                raise BigModelError(
+                    f"registry {root} keeps its metadata in {recorded}, not {db.without_password(db_url)}; "
+                    f"leave out ${ENV_DB} to use it"
+                )
+            if db_url and recorded is None:  # every later process finds the database from the folder
+                _record_db(root, db_url)
+            db_url = db_url or recorded or f"sqlite:///{root / 'registry.db'}"
             self.cache = root / "checkouts"
         else:
             if not db_url:
