@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from common import start_peer as run_peer
+
 HERE = Path(__file__).resolve().parent
 WORK = HERE / ".work" / "embed"
 THREADS = 1
@@ -60,20 +62,13 @@ def post(url: str, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def start_peer(env: dict[str, str]) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [sys.executable, str(HERE / "embed_peer.py"), str(PEER_PORT), str(THREADS)], env=env
+    return run_peer(
+        HERE / "embed_peer.py",
+        [str(PEER_PORT), str(THREADS)],
+        PEER_PORT,
+        env,
+        "sentence-transformers FastAPI peer",
     )
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{PEER_PORT}/docs", timeout=1)
-            return proc
-        except OSError:
-            if proc.poll() is not None:
-                break
-            time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError("the sentence-transformers FastAPI peer did not start")
 
 
 def load(api: str, url: str, sentences_file: Path, seconds: float) -> dict[str, Any]:

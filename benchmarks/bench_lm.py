@@ -25,8 +25,6 @@ import os
 import statistics
 import subprocess
 import sys
-import time
-import urllib.request
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -35,6 +33,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 WORK = HERE / ".work" / "lm"
 sys.path.insert(0, str(ROOT))
+from common import start_peer as run_peer  # noqa: E402
 
 THREADS = 1
 CLIENTS = 16
@@ -87,18 +86,7 @@ def lm_registry() -> Path:
 
 
 def start_peer(env: dict[str, str]) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen([sys.executable, str(HERE / "lm_peer.py"), str(PEER_PORT), str(THREADS)], env=env)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{PEER_PORT}/docs", timeout=1)
-            return proc
-        except OSError:
-            if proc.poll() is not None:
-                break
-            time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError("the GPT-2 FastAPI peer did not start")
+    return run_peer(HERE / "lm_peer.py", [str(PEER_PORT), str(THREADS)], PEER_PORT, env, "GPT-2 FastAPI peer")
 
 
 def stream_load(api: str, url: str, requests: int, new_bytes: int) -> dict[str, Any]:

@@ -26,6 +26,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
+from common import start_peer as run_peer  # noqa: E402
 
 KEY = "bench-key"
 SMALL, BIG = (64, (256, 256), 10), (1024, (4096, 4096), 10)
@@ -111,16 +112,7 @@ def load(url: str, body: Path, concurrency: int, seconds: float, auth: bool) -> 
 
 
 def start_peer(model_dir: Path, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen([sys.executable, str(HERE / "serve_peer.py"), str(model_dir), str(port)], env=env)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/docs", timeout=1)
-            return proc
-        except OSError:
-            time.sleep(0.3)
-    proc.kill()
-    raise RuntimeError("the FastAPI peer did not start")
+    return run_peer(HERE / "serve_peer.py", [str(model_dir), str(port)], port, env, "FastAPI peer")
 
 
 def _mean(runs: list[dict]) -> dict:
