@@ -88,3 +88,26 @@ def postgres_url(postgres_server: str) -> Iterator[str]:
 
     with pg.database(postgres_server) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """The endpoint URL of one moto S3 server for the whole session (tests/s3.py); the test skips,
+    saying why, where moto's server or s3fs is not installed."""
+    from tests import s3
+
+    with s3.server() as (url, why):
+        if url is None:
+            pytest.skip(why)
+        yield url
+
+
+@pytest.fixture
+def s3_bucket(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh, empty bucket; this test's environment (and the processes it starts) reaches the server
+    through ``AWS_ENDPOINT_URL`` and test credentials, as a user would point at their own S3."""
+    from tests import s3
+
+    for key, value in {**s3.CREDENTIALS, "AWS_ENDPOINT_URL": s3_server}.items():
+        monkeypatch.setenv(key, value)
+    return s3.new_bucket(s3_server)
