@@ -175,6 +175,33 @@ def test_bad_requests_are_status_codes(world):
     assert 'bigmodel_inference_requests_total{model="_unknown",status="404",version=""} 1.0' in text
 
 
+def test_repository_unload_and_load(world):
+    """RepositoryModelUnload/Load through the unmodified client, the same code path as REST's
+    repository extension: an unloaded model is listed UNAVAILABLE and refuses inference."""
+    c = world["client"]
+    x = np.ones((1, 4), np.float32)
+    c.unload_model("house", headers=AUTH)
+    index = c.get_model_repository_index(headers=AUTH, as_json=True)["models"]
+    assert {r["name"]: r["state"] for r in index}["house"] == "UNAVAILABLE"
+    assert not c.is_model_ready("house", headers=AUTH)
+    with pytest.raises(InferenceServerException) as err:
+        c.infer("house", [_input(x)], headers=AUTH)
+    assert _code(err) in ("StatusCode.NOT_FOUND", "StatusCode.UNAVAILABLE"), err.value
+    c.load_model("house", headers=AUTH)
+    assert c.is_model_ready("house", headers=AUTH)
+    assert c.infer("house", [_input(x)], headers=AUTH).as_numpy("prediction").shape[0] == 1
+    for call, code in [
+        (lambda: c.load_model("nope", headers=AUTH), "NOT_FOUND"),
+        (lambda: c.unload_model("nope", headers=AUTH), "NOT_FOUND"),
+        (lambda: c.unload_model("house"), "UNAUTHENTICATED"),
+        (lambda: c.load_model("house", headers={"authorization": "Bearer nope"}), "UNAUTHENTICATED"),
+    ]:
+        with pytest.raises(InferenceServerException) as err:
+            call()
+        assert _code(err) == f"StatusCode.{code}", (code, err.value)
+    assert c.is_model_ready("house", headers=AUTH)  # a refused unload left it loaded
+
+
 def test_overload_is_unavailable(tmp_path):
     reg = Registry(tmp_path / "registry")
     reg.register(make_model_dir(tmp_path / "iris"), "iris")
