@@ -226,5 +226,10 @@ def test_overload_is_unavailable(tmp_path):
             with pytest.raises(grpc.RpcError) as rpc:
                 ch.unary_unary("/inference.GRPCInferenceService/ModelConfig")(b"")
             assert rpc.value.code() == grpc.StatusCode.UNIMPLEMENTED
+            # bytes that are no ModelInferRequest: INVALID_ARGUMENT naming it, not UNKNOWN
+            with pytest.raises(grpc.RpcError) as rpc:
+                ch.unary_unary("/inference.GRPCInferenceService/ModelInfer")(b"\xff\xfe\x00garbage")
+            assert rpc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "malformed ModelInfer request" in str(rpc.value.details())
         c.close()
         assert server.stop() == 0, server.log()[-2000:]

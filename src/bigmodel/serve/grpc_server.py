@@ -272,6 +272,50 @@ async def _get(state: ServerState, name: str, version: str, context: Any) -> Ser
         raise  # abort raises; this line only tells the type checker so
 
 
+class Malformed:
+    """A request whose bytes are not the message its method takes, kept so the method can answer
+    INVALID_ARGUMENT (grpcio itself would answer UNKNOWN with a Python exception's name)."""
+
+    def __init__(self, error: Exception):
+        self.error = error
+
+
+def _decoder(message: Any) -> Callable[[bytes], Any]:
+    def decode(data: bytes) -> Any:
+        try:
+            return message.FromString(data)
+        except Exception as err:  # protobuf's DecodeError, or anything its C parser raises
+            return Malformed(err)
+
+    return decode
+
+
+def _checked(name: str, method: Callable[[Any, Any], Awaitable[Any]]) -> Callable[[Any, Any], Awaitable[Any]]:
+    async def handle(request: Any, context: Any) -> Any:
+        if isinstance(request, Malformed):
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"malformed {name} request: {request.error}"
+            )
+        return await method(request, context)
+
+    return handle
+
+
+def service_handlers(servicer: Servicer) -> grpc.GenericRpcHandler:
+    """Every method of the service from its descriptor, as the generated ``add_..._to_server``
+    registers them, but with a decoder that turns undecodable bytes into INVALID_ARGUMENT."""
+    service = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+    handlers = {
+        m.name: grpc.unary_unary_rpc_method_handler(
+            _checked(m.name, getattr(servicer, m.name)),
+            request_deserializer=_decoder(getattr(pb, m.input_type.name)),
+            response_serializer=getattr(pb, m.output_type.name).SerializeToString,
+        )
+        for m in service.methods
+    }
+    return grpc.method_handlers_generic_handler(service.full_name, handlers)
+
+
 class KeyCheck(grpc.aio.ServerInterceptor):
     """UNAUTHENTICATED for calls without ``authorization: Bearer <key>`` metadata (probes excepted)."""
 
@@ -314,7 +358,7 @@ class GRPCServer:
                 ("grpc.so_reuseport", 0),  # a port in use is an error, not a second listener
             ],
         )
-        pb_grpc.add_GRPCInferenceServiceServicer_to_server(Servicer(state), self.server)
+        self.server.add_generic_rpc_handlers((service_handlers(Servicer(state)),))
         self.grace_s = max(cfg.timeout_s, 5.0)
 
     @property
