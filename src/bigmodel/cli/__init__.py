@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         registry,
         serve,
         train,
+        tune,
     )
 
     parser = _Parser(prog="bigmodel", description=__doc__.splitlines()[0] if __doc__ else None)
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     for module in (
         data,
         train,
+        tune,
         export,
         compress,
         registry,

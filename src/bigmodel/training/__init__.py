@@ -13,10 +13,14 @@ if TYPE_CHECKING:
     from bigmodel.config import TrainConfig
     from bigmodel.training.consolidation import consolidate
     from bigmodel.training.evaluation import evaluate
+    from bigmodel.training.loop import OnEpoch
 
 
-def train(cfg: TrainConfig) -> dict[str, Any]:
+def train(cfg: TrainConfig, on_epoch: OnEpoch | None = None) -> dict[str, Any]:
     """Train a model as ``cfg`` says and write its run directory; return the summary (rank 0's).
+
+    ``on_epoch(epochs_done, val_metrics)`` (one process only: workers=1) is called after each
+    epoch's validation; returning False stops the run there, as a tuner's pruner does.
 
     Returns ``{"metrics", "train_loss", "world_size", "samples_per_s", "data_wait_fraction",
     "epochs", "steps", "seconds", "run_dir"}``.
@@ -24,7 +28,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     # A thin function: `import bigmodel` stays light, torch loads when a run starts.
     from bigmodel.training.loop import train as run
 
-    return run(cfg)
+    return run(cfg, on_epoch)
 
 
 if not TYPE_CHECKING:

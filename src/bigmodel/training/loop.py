@@ -17,7 +17,7 @@ import dataclasses
 import json
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,16 +39,24 @@ from bigmodel.training.run_dir import LOSS_PLOT, METRICS_FILE, PreparedRun, prep
 from bigmodel.training.spec import model_meta, plain_module
 from bigmodel.training.trainer import Trainer, build
 
+# Called after each epoch's validation with (epochs done, validation metrics); False stops the run
+# there (it still writes its model directory). A tuner's pruner decides through it.
+OnEpoch = Callable[[int, dict[str, float]], bool]
+
 # FSDP gathers each block's parameters (and gradients) and frees them right after use. glibc keeps
 # freed buffers of up to 32 MiB in its heap, so a worker's resident memory would keep the largest
 # gathers forever and never show the sharding; allocations of 1 MiB or more go back to the OS at once.
 FSDP_WORKER_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1 << 20)}
 
 
-def train(cfg: TrainConfig) -> dict[str, Any]:
+def train(cfg: TrainConfig, on_epoch: OnEpoch | None = None) -> dict[str, Any]:
     """``bigmodel.training.train``, which documents it (that module stays light; this one is torch)."""
     run = prepare_run(cfg)
     cfg = run.cfg
+    if on_epoch is not None and (dist.under_launcher() or cfg.dist.workers > 1 or cfg.dist.max_restarts):
+        raise BigModelError("an on_epoch callback runs in this process: it needs workers=1, no torchrun")
+    if on_epoch is not None:
+        return worker(run, on_epoch)
     if dist.under_launcher():
         return worker(run)
     if cfg.dist.workers > 1 or cfg.dist.max_restarts:
@@ -59,7 +67,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     return worker(run)
 
 
-def worker(run: PreparedRun) -> dict[str, Any]:
+def worker(run: PreparedRun, on_epoch: OnEpoch | None = None) -> dict[str, Any]:
     """The whole run inside one process (rank); every rank returns the same summary."""
     cfg = run.cfg
     if dist.restart_count() > 0 and not cfg.resume and checkpoint.latest(Path(str(cfg.run_dir))):
@@ -69,12 +77,12 @@ def worker(run: PreparedRun) -> dict[str, Any]:
     env = dist.setup(cfg.device, cfg.dist.backend, cfg.dist.timeout_s, cfg.dist.threads, group_of_one=fsdp)
     try:
         with dist.fail_on_timeout(env, cfg.dist.timeout_s):
-            return _train(run, env)
+            return _train(run, env, on_epoch)
     finally:
         dist.teardown()
 
 
-def _train(run: PreparedRun, env: dist.DistEnv) -> dict[str, Any]:
+def _train(run: PreparedRun, env: dist.DistEnv, on_epoch: OnEpoch | None = None) -> dict[str, Any]:
     """The loop: ``build`` once, each epoch's steps and its end, then ``finish``."""
     tr = build(run, env)
     cfg, st = run.cfg, tr.state
@@ -106,6 +114,8 @@ def _train(run: PreparedRun, env: dist.DistEnv) -> dict[str, Any]:
             bar.end_epoch(f"val loss {val_metrics['loss']:.4f}")
             if capped or (cfg.until_converged and st.bad_epochs >= cfg.patience):
                 break
+            if on_epoch is not None and not on_epoch(epoch + 1, val_metrics):
+                break  # stopped from outside (a tuner pruning this trial)
     return finish(tr, val_metrics, peak_rss)
 
 

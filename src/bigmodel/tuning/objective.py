@@ -1,0 +1,138 @@
+"""One trial of ``bigmodel tune``: the sampled knobs, a real ``train`` run reporting every epoch to
+the pruner, the compression the trial chose, and the measured artifact.
+
+Objectives, each a number per trial:
+- ``metric``: the model's primary validation metric (accuracy for classes, r2 for regression, bits per
+  byte for a language model), of the artifact the trial produced (the int8 or pruned one, if any);
+- ``loss``: the validation loss of the trained model (no compression: a loss is not measured on an
+  int8 artifact);
+- ``latency``: median ms of one batch-1 forward of that artifact, 1 thread;
+- ``size``: the bytes it serves from on disk.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from bigmodel.errors import BigModelError
+from bigmodel.tuning import space as sp
+from bigmodel.tuning.study import mark_owner
+
+OBJECTIVES = ("metric", "loss", "latency", "size")
+METRIC = {"mlp": ("accuracy / r2", "maximize"), "transformer": ("bits_per_byte", "minimize")}
+
+
+def direction(objective: str, family: str) -> str:
+    if objective == "metric":
+        return METRIC[family][1]
+    return "minimize"  # loss, latency, size
+
+
+@dataclass(frozen=True)
+class Setup:
+    """Everything a trial needs that is the same for every trial of this process."""
+
+    family: sp.Family
+    base: dict[str, Any]  # the training config as a dict, without the space
+    space: dict[str, sp.Param]
+    objectives: tuple[str, ...]
+    runs: Path  # each trial's model directory goes to runs/trial-<number>
+    pruning: bool
+    progress: bool
+
+
+def run_trial(trial: optuna.Trial, setup: Setup) -> float | tuple[float, ...]:
+    """Train (and compress) what the trial samples; return its objective values."""
+    from bigmodel import config
+    from bigmodel.training import train
+
+    mark_owner(trial)
+    values = sp.suggest(trial, setup.space)
+    cfg_dict = sp.apply(setup.base, setup.family, values)
+    run_dir = setup.runs / f"trial-{trial.number}"
+    if run_dir.exists():  # a retried trial's number is new; an old folder is a leftover of this one
+        shutil.rmtree(run_dir)
+    cfg_dict.update(run_dir=str(run_dir), progress=setup.progress, resume=False)
+    cfg = config.validate(cfg_dict)
+    primary = setup.objectives[0]
+    pruned_at = 0  # the epoch after which the pruner stopped the trial (asked once: it keeps state)
+
+    def on_epoch(epoch: int, metrics: dict[str, float]) -> bool:
+        nonlocal pruned_at
+        trial.set_user_attr("epochs", epoch)
+        if not setup.pruning:
+            return True
+        trial.report(_primary(primary, metrics), step=epoch)
+        if trial.should_prune():
+            pruned_at = epoch
+        return not pruned_at
+
+    summary = train(cfg, on_epoch=on_epoch if cfg.dist.workers == 1 else None)
+    trial.set_user_attr("epochs", int(summary["epochs"]))
+    trial.set_user_attr("val_loss", float(summary["metrics"]["loss"]))
+    for k, v in summary["metrics"].items():
+        trial.set_user_attr(f"val_{k}", float(v))
+    if pruned_at and pruned_at < cfg.epochs:  # pruned at the last epoch: it finished anyway
+        raise optuna.TrialPruned(f"pruned after {pruned_at} epochs")
+    artifact = compress(Path(summary["run_dir"]), values, setup.family)
+    trial.set_user_attr("model_dir", str(artifact))
+    measured = measure(artifact, setup.objectives, summary["metrics"])
+    for k, v in measured.items():
+        trial.set_user_attr(k, v)
+    out = tuple(float(measured[o]) for o in setup.objectives)
+    return out[0] if len(out) == 1 else out
+
+
+def _primary(objective: str, metrics: dict[str, float]) -> float:
+    if objective == "loss":
+        return float(metrics["loss"])
+    for name in ("bits_per_byte", "accuracy", "r2"):
+        if name in metrics:
+            return float(metrics[name])
+    raise BigModelError(f"validation gave no primary metric (got {', '.join(metrics)})")
+
+
+def compress(model_dir: Path, values: dict[str, Any], family: str) -> Path:
+    """The artifact the trial chose: the trained model, structurally pruned and/or int8."""
+    from bigmodel.compress import prune, quantize
+
+    current = model_dir
+    if values.get("sparsity"):
+        out = model_dir.parent / f"{model_dir.name}-pruned"
+        r = prune(
+            current,
+            sparsity=float(values["sparsity"]),
+            structured=True,
+            finetune_epochs=1,
+            steps=1,
+            out=out,
+            runs=10,
+            progress=False,
+        )
+        current = Path(r["model_dir"])
+    if values.get("int8"):
+        out = model_dir.parent / f"{model_dir.name}-int8"
+        method = "dynamic"
+        r = quantize(current, method=method, out=out, runs=10)
+        current = Path(r["model_dir"])
+    return current
+
+
+def measure(artifact: Path, objectives: tuple[str, ...], trained: dict[str, float]) -> dict[str, float]:
+    """The artifact's metric, batch-1 latency and bytes on disk (only what the objectives need,
+    plus the metric, which every table shows)."""
+    from bigmodel.compress.measure import profile_all
+
+    out: dict[str, float] = {"loss": float(trained["loss"])}
+    compressed = artifact.name.endswith(("-int8", "-pruned"))
+    if "latency" in objectives or "size" in objectives or compressed:
+        p = profile_all([artifact], runs=50, batches=(1,))[0]
+        out.update(metric=float(p["metric"]), latency=float(p["latency_ms_b1"]), size=float(p["file_bytes"]))
+    else:
+        out["metric"] = _primary("metric", trained)
+    return out

@@ -1,0 +1,201 @@
+"""``bigmodel tune``: open (or continue) a study, run trials until it holds ``trials`` finished ones,
+summarise it, and optionally register the winners. Reads top to bottom."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from bigmodel.errors import BigModelError
+from bigmodel.tuning import report
+from bigmodel.tuning import space as sp
+from bigmodel.tuning import study as st
+from bigmodel.tuning.objective import OBJECTIVES, Setup, direction, run_trial
+
+FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+
+
+def tune(
+    base: dict[str, Any],
+    *,
+    trials: int,
+    raw_space: Any = None,
+    study_name: str | None = None,
+    storage: str | None = None,
+    objectives: tuple[str, ...] = ("metric",),
+    pruner: st.Pruner | None = None,
+    sampler: st.Sampler = "tpe",
+    timeout_s: float | None = None,
+    seed: int | None = None,
+    register: str | None = None,
+    out: str | Path | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run a study (see the module docstring); return its summary (``report.summary``)."""
+    # 1. check everything before the study is touched
+    if trials < 1:
+        raise BigModelError(f"--trials must be at least 1, got {trials}")
+    if timeout_s is not None and timeout_s <= 0:
+        raise BigModelError(f"--timeout must be positive seconds, got {timeout_s}")
+    bad = [o for o in objectives if o not in OBJECTIVES]
+    if (
+        bad
+        or not objectives
+        or len(set(objectives)) != len(objectives)
+        or objectives[0] not in ("metric", "loss")
+    ):
+        raise BigModelError(
+            f"--objective must start with metric or loss, then latency and/or size, once each "
+            f"(got {','.join(objectives)})"
+        )
+    from bigmodel import config
+
+    family: sp.Family = base.get("model", {}).get("name", "mlp")
+    if family not in sp.KNOBS:
+        raise BigModelError(f"model.name must be mlp or transformer to tune, got {family!r}")
+    multi = len(objectives) > 1
+    space = sp.parse(family, raw_space) if raw_space is not None else sp.default(family, compression=multi)
+    if objectives[0] == "loss" and any(k in space for k in sp.COMPRESSION):
+        raise BigModelError(
+            "--objective loss measures the trained model; drop int8/sparsity from the space or use metric"
+        )
+    if multi and pruner not in (None, "none"):
+        raise BigModelError(
+            f"--pruner {pruner}: Optuna prunes single-objective studies only; use --pruner none with "
+            f"--objective {','.join(objectives)}"
+        )
+    pruner = pruner or ("none" if multi else "asha")
+    _check_configs(base, family, space)
+    cfg = config.validate(base)
+    dataset = cfg.data.dataset
+    name = study_name or f"{Path(dataset).name}-{family}"
+    storage_obj = st.open_storage(storage)
+    identity = st.Identity(
+        dataset=dataset,
+        family=family,
+        objectives=objectives,
+        directions=tuple(direction(o, family) for o in objectives),
+        space=sp.to_json(space),
+    )
+    with _quiet_optuna():
+        study = st.open_study(
+            name, storage_obj, identity, st.make_sampler(sampler, seed), st.make_pruner(pruner, cfg.epochs)
+        )
+
+    # 2. run trials until the study holds `trials` finished ones (this worker's share of them)
+    from bigmodel.data.builtin import home
+
+    runs = Path(out) if out else home() / "tune" / name
+    runs.mkdir(parents=True, exist_ok=True)
+    setup = Setup(family, base, space, objectives, runs, pruning=pruner != "none", progress=False)
+    retried = st.fail_dead_workers(study)
+    started = time.monotonic()
+    with report.trial_progress(trials, _finished(study), enabled=progress) as advance:
+
+        def stop_when_done(s: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
+            retried.extend(st.fail_dead_workers(s))
+            advance(_finished(s))
+            if _finished(s) >= trials:
+                s.stop()
+
+        while _finished(study) < trials:
+            left = None if timeout_s is None else timeout_s - (time.monotonic() - started)
+            if left is not None and left <= 0:
+                break
+            with _quiet_optuna():
+                study.optimize(
+                    lambda t: run_trial(t, setup),
+                    n_trials=trials - _finished(study),
+                    timeout=left,
+                    callbacks=[stop_when_done],
+                    catch=(BigModelError,),  # a config the space allows but training refuses: FAIL, go on
+                    gc_after_trial=True,
+                )
+            if not _running_or_waiting(study) and _failed_in_a_row(study) >= 3:
+                raise BigModelError(f"study {name!r}: the last 3 trials failed ({_last_failure(study)})")
+
+    # 3. summarise, plot, register
+    summary = report.summary(study, objectives, runs)
+    summary["retried_trials"] = sorted(set(retried))
+    if register:
+        from bigmodel.tuning.register import register_winners
+
+        summary["registered"] = register_winners(study, summary, register)
+    return summary
+
+
+def show(study_name: str, storage: str | None = None, out: str | Path | None = None) -> dict[str, Any]:
+    """The summary of an existing study, without running anything."""
+    study = st.load(study_name, st.open_storage(storage))
+    objectives = tuple(study.user_attrs.get("objectives") or ("metric",))
+    from bigmodel.data.builtin import home
+
+    return report.summary(study, objectives, Path(out) if out else home() / "tune" / study_name)
+
+
+def _check_configs(base: dict[str, Any], family: sp.Family, space: dict[str, sp.Param]) -> None:
+    """Every choice and both ends of every range must make a valid training config, so a typo in the
+    space is found now and not as a failed trial."""
+    from bigmodel import config
+
+    for name, p in space.items():
+        if name in sp.COMPRESSION:
+            if (
+                isinstance(p, sp.Choices)
+                and name == "int8"
+                and not all(isinstance(c, bool) for c in p.choices)
+            ):
+                raise BigModelError(f"the search space: int8 choices must be true/false, got {p.choices}")
+            if name == "sparsity" and isinstance(p, sp.Range) and not (p.low >= 0 and p.high < 1):
+                raise BigModelError(f"the search space: sparsity must lie in [0, 1), got [{p.low}, {p.high}]")
+            continue
+        candidates = p.choices if isinstance(p, sp.Choices) else [p.low, p.high]
+        for value in candidates:
+            try:
+                config.validate(sp.apply(base, family, {name: value}))
+            except BigModelError as err:
+                raise BigModelError(
+                    f"the search space: {name}={value!r} is not a valid setting ({err})"
+                ) from None
+
+
+def _finished(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+def _running_or_waiting(study: optuna.Study) -> bool:
+    states = (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
+    return bool(study.get_trials(deepcopy=False, states=states))
+
+
+def _failed_in_a_row(study: optuna.Study) -> int:
+    n = 0
+    for t in reversed(study.get_trials(deepcopy=False)):
+        if t.state != optuna.trial.TrialState.FAIL:
+            break
+        n += 1
+    return n
+
+
+def _last_failure(study: optuna.Study) -> str:
+    for t in reversed(study.get_trials(deepcopy=False)):
+        if t.state == optuna.trial.TrialState.FAIL:
+            return str(t.system_attrs.get("fail_reason", "see the log")).splitlines()[0][:200]
+    return ""
+
+
+@contextlib.contextmanager
+def _quiet_optuna() -> Any:
+    """Optuna logs a line per trial; our progress bar and table say it once."""
+    logger = logging.getLogger("optuna")
+    level = logger.level
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

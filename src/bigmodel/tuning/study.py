@@ -1,0 +1,198 @@
+"""Where a study lives and how it is opened: storage, sampler, pruner, and the checks that keep a
+re-run from mixing two different searches.
+
+Every `bigmodel tune` process that names the same study and storage works on the same study: that is
+how work spreads over processes and machines (Optuna's model: the storage decides distribution).
+
+- No ``--storage``: an Optuna journal file under ``$BIGMODEL_HOME/tune`` (safe for several processes
+  on one machine; Optuna documents SQLite as unsafe for that). A path ending ``.journal`` or
+  ``.log`` picks another journal file (e.g. on NFS, for machines that share it).
+- ``postgresql://...`` (or any SQLAlchemy URL): Optuna's RDB storage, for workers on many machines.
+  Each running trial beats every few seconds; a worker that dies mid-trial (SIGKILL, a lost machine)
+  stops beating, and the next worker to look marks that trial FAIL and queues its parameters again.
+  A journal study gets the same on one machine from the process ids its trials record.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import optuna
+from optuna.storages.journal import JournalFileBackend
+
+from bigmodel.errors import BigModelError
+
+Pruner = Literal["asha", "hyperband", "none"]
+Sampler = Literal["tpe", "random"]
+
+# seconds; BIGMODEL_TUNE_HEARTBEAT_S shortens both for the tests that kill a worker
+HEARTBEAT_S = int(os.environ.get("BIGMODEL_TUNE_HEARTBEAT_S", "10"))
+GRACE_S = 3 * HEARTBEAT_S
+MAX_RETRY = 2  # a trial whose worker died is run again at most this often
+
+
+def default_storage() -> str:
+    from bigmodel.data.builtin import home
+
+    return str(home() / "tune" / "studies.journal")
+
+
+def is_journal(url: str) -> bool:
+    return "://" not in url
+
+
+def open_storage(url: str | None) -> optuna.storages.BaseStorage:
+    """The storage a URL names; an unreachable database is a one-line error, at once."""
+    url = url or default_storage()
+    if is_journal(url):
+        path = Path(url).expanduser()
+        if path.is_dir():
+            raise BigModelError(
+                f"--storage {path} is a folder; name a journal file (e.g. {path}/tune.journal)"
+            )
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+        except OSError as err:
+            raise BigModelError(f"cannot open journal storage {path}: {err}") from None
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from bigmodel.registry.db import normalize_url, without_password
+
+    db_url = normalize_url(url)
+    connect_args = {"connect_timeout": 5} if db_url.startswith("postgresql") else {}
+    try:
+        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna since 2.8; we rely on them
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                db_url,
+                engine_kwargs={"pool_pre_ping": True, "connect_args": connect_args},
+                heartbeat_interval=HEARTBEAT_S,
+                grace_period=GRACE_S,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                    max_retry=MAX_RETRY
+                ),
+            )
+    except (SQLAlchemyError, ImportError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise BigModelError(f"cannot open study storage {without_password(db_url)}: {first}") from None
+
+
+def make_pruner(name: Pruner, max_epochs: int) -> optuna.pruners.BasePruner:
+    if name == "asha":  # successive halving without waiting for a rung to fill: asynchronous
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs, reduction_factor=3)
+    return optuna.pruners.NopPruner()
+
+
+def make_sampler(name: Sampler, seed: int | None) -> optuna.samplers.BaseSampler:
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What a study was created for; a re-run must agree, or it would mix two searches."""
+
+    dataset: str
+    family: str
+    objectives: tuple[str, ...]
+    directions: tuple[str, ...]
+    space: str  # space.to_json
+
+    def attrs(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "family": self.family,
+            "objectives": list(self.objectives),
+            "space": self.space,
+        }
+
+
+def open_study(
+    name: str, storage: optuna.storages.BaseStorage, identity: Identity, sampler: Any, pruner: Any
+) -> optuna.Study:
+    """Create the study, or load it and check that it searches the same thing."""
+    existing = {s.study_name: s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
+    if name in existing:
+        attrs = existing[name].user_attrs
+        for key, want in identity.attrs().items():
+            have = attrs.get(key)
+            if have != want:
+                what = "search space" if key == "space" else key
+                raise BigModelError(
+                    f"study {name!r} was created with a different {what} ({_short(have)}, now {_short(want)}); "
+                    "it is left unchanged: use a new --study name for a new search"
+                )
+        return optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+    study = optuna.create_study(
+        study_name=name,
+        storage=storage,
+        sampler=sampler,
+        pruner=pruner,
+        directions=[optuna.study.StudyDirection[d.upper()] for d in identity.directions],
+        load_if_exists=True,  # two workers starting at once both end up on the one study
+    )
+    for key, value in identity.attrs().items():
+        study.set_user_attr(key, value)
+    return study
+
+
+def load(name: str, storage: optuna.storages.BaseStorage) -> optuna.Study:
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+        raise BigModelError(
+            f"no study named {name!r} in this storage (studies: {', '.join(names) or 'none'})"
+        ) from None
+
+
+def _short(v: Any) -> str:
+    text = str(v)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def mark_owner(trial: optuna.Trial) -> None:
+    """Which process runs the trial, so a journal study can tell a dead worker's trial."""
+    trial.set_user_attr("host", socket.gethostname())
+    trial.set_user_attr("pid", os.getpid())
+
+
+def fail_dead_workers(study: optuna.Study) -> list[int]:
+    """Journal storage has no heartbeat: RUNNING trials whose process on this machine is gone are
+    marked FAIL and their parameters queued again (at most MAX_RETRY times). Returns their numbers."""
+    if not isinstance(study._storage, optuna.storages.JournalStorage):
+        optuna.storages.fail_stale_trials(study)  # RDB: by heartbeat
+        return []
+    host, failed = socket.gethostname(), []
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        pid = t.user_attrs.get("pid")
+        if t.user_attrs.get("host") != host or not isinstance(pid, int) or _alive(pid):
+            continue
+        try:
+            study._storage.set_trial_state_values(t._trial_id, state=optuna.trial.TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another worker got there first
+        failed.append(t.number)
+        retries = int(t.user_attrs.get("retries", 0))
+        if retries < MAX_RETRY:
+            study.enqueue_trial(t.params, user_attrs={"retries": retries + 1, "retry_of": t.number})
+    return failed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

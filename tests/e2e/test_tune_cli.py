@@ -1,0 +1,135 @@
+"""``bigmodel tune`` as a user runs it: a study with ASHA that continues when re-run, ``tune show``,
+a Pareto front registered with its lineage, and bad input refused in one line with the study untouched."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli
+
+FAST = ["--dataset", "breast_cancer", "--epochs", "3", "--seed", "0"]
+
+
+def _json(r) -> dict:
+    assert r.returncode == 0, r.stderr[-2000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def test_a_study_prunes_continues_and_shows(tmp_path: Path):
+    storage = str(tmp_path / "studies.journal")
+    args = ["tune", *FAST, "--storage", storage, "--study", "bc", "--json"]
+    first = _json(run_cli(*args, "--trials", "6"))
+    states = [t["state"] for t in first["trials"]]
+    assert len(states) == 6 and set(states) <= {"COMPLETE", "PRUNED"}
+    assert "PRUNED" in states  # ASHA (the default) stopped some trials after their first epoch
+    pruned = [t for t in first["trials"] if t["state"] == "PRUNED"]
+    assert all(t["epochs"] < 3 for t in pruned)
+    assert first["epochs_spent"] < 6 * 3
+    best = first["best"]
+    assert best["state"] == "COMPLETE" and 0.5 < best["metric"] <= 1.0
+    assert (Path(best["model_dir"]) / "model.json").is_file()
+
+    again = _json(run_cli(*args, "--trials", "8"))  # the same command, more trials: it continues
+    assert len(again["trials"]) == 8
+    assert [t["params"] for t in again["trials"][:6]] == [t["params"] for t in first["trials"]]
+
+    shown = _json(run_cli("tune", "show", "--study", "bc", "--storage", storage, "--json"))
+    assert shown["trials"] == again["trials"] and shown["best"]["number"] == again["best"]["number"]
+    table = run_cli("tune", "show", "--study", "bc", "--storage", storage)
+    assert table.returncode == 0 and "best trial" in table.stdout
+
+
+def test_pareto_front_is_plotted_and_registered_with_lineage(tmp_path: Path):
+    from bigmodel import artifacts
+    from bigmodel.registry import Registry
+
+    registry = tmp_path / "registry"
+    env = {"BIGMODEL_REGISTRY": str(registry)}
+    args = ["tune", *FAST, "--storage", str(tmp_path / "s.journal"), "--study", "front"]
+    args += ["--trials", "4", "--objective", "metric,latency,size", "--register", "bc-tuned", "--json"]
+    out = _json(run_cli(*args, env=env))
+    front = out["pareto"]
+    assert front and all(t["state"] == "COMPLETE" for t in front)
+    assert Path(out["plot"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert {t["params"]["int8"] for t in out["trials"]} <= {True, False}  # compression is searched too
+    for t in out["trials"]:
+        assert t["latency"] > 0 and t["size"] > 0
+    reg = Registry(registry)
+    assert [r["trial"] for r in out["registered"]] == [t["number"] for t in front]
+    for r in out["registered"]:
+        meta = artifacts.read_meta(reg.resolve(f"bc-tuned:{r['version']}"))
+        tune = meta.model_extra["tune"]
+        assert tune["study"] == "front" and tune["trial"] == r["trial"]
+        assert tune["params"] == next(t["params"] for t in front if t["number"] == r["trial"])
+
+
+def test_bad_input_is_one_line_and_leaves_the_study_untouched(tmp_path: Path):
+    storage = str(tmp_path / "s.journal")
+    base = ["tune", *FAST, "--storage", storage, "--study", "s"]
+    _json(run_cli(*base, "--trials", "2", "--json"))
+    before = _json(run_cli("tune", "show", "--study", "s", "--storage", storage, "--json"))
+
+    def refused(*args: str, words: str, env: dict[str, str] | None = None) -> None:
+        r = run_cli(*args, env=env)
+        assert r.returncode == 2, (args, r.stdout, r.stderr)
+        assert words in r.stderr, (words, r.stderr)
+        assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+    cfg = tmp_path / "space.yaml"
+    cfg.write_text("space:\n  widht: {low: 8, high: 64}\n")
+    refused(*base, str(cfg), "--trials", "2", words="unknown parameter 'widht'")
+    cfg.write_text("space:\n  width: {low: 64, high: 8}\n")
+    refused(*base, str(cfg), "--trials", "2", words="empty range")
+    cfg.write_text("space:\n  activation: {choices: [relu, swish]}\n")
+    refused(*base, str(cfg), "--trials", "2", words="activation='swish' is not a valid setting")
+    cfg.write_text("space:\n  width: {low: 8, high: 64}\n")  # valid, but not the study's space
+    refused(*base, str(cfg), "--trials", "4", words="study 's' was created with a different search space")
+    refused(*base, "--trials", "0", words="--trials must be at least 1")
+    refused(
+        *base, "--trials", "3", "--objective", "metric,latency", "--pruner", "asha", words="single-objective"
+    )
+    refused(
+        *base, "--trials", "3", "--objective", "latency", words="--objective must start with metric or loss"
+    )
+    t0 = time.monotonic()
+    refused(
+        "tune",
+        *FAST,
+        "--trials",
+        "2",
+        "--storage",
+        "postgresql://nobody@127.0.0.1:1/none",
+        words="cannot open study storage postgresql+psycopg://nobody@127.0.0.1:1/none",
+    )
+    assert time.monotonic() - t0 < 30
+    refused("tune", "show", "--study", "nope", "--storage", storage, words="no study named 'nope'")
+    after = _json(run_cli("tune", "show", "--study", "s", "--storage", storage, "--json"))
+    assert after["trials"] == before["trials"]
+
+
+@pytest.mark.parametrize("objective", ["loss"])
+def test_loss_objective_with_random_search(tmp_path: Path, objective: str):
+    out = _json(
+        run_cli(
+            "tune",
+            *FAST,
+            "--storage",
+            str(tmp_path / "s.journal"),
+            "--trials",
+            "3",
+            "--sampler",
+            "random",
+            "--pruner",
+            "none",
+            "--objective",
+            objective,
+            "--json",
+        )
+    )
+    assert out["directions"] == ["minimize"]
+    assert all(t["state"] == "COMPLETE" and t["epochs"] == 3 for t in out["trials"])  # no pruner
+    assert out["best"]["loss"] == min(t["loss"] for t in out["trials"])
