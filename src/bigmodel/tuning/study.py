@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,27 +61,37 @@ def open_storage(url: str | None) -> optuna.storages.BaseStorage:
             return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
         except OSError as err:
             raise BigModelError(f"cannot open journal storage {path}: {err}") from None
-    from sqlalchemy.exc import SQLAlchemyError
+    from sqlalchemy.exc import IntegrityError, ProgrammingError, SQLAlchemyError
 
     from bigmodel.registry.db import normalize_url, without_password
 
     db_url = normalize_url(url)
     connect_args = {"connect_timeout": 5} if db_url.startswith("postgresql") else {}
-    try:
-        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna since 2.8; we rely on them
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                db_url,
-                engine_kwargs={"pool_pre_ping": True, "connect_args": connect_args},
-                heartbeat_interval=HEARTBEAT_S,
-                grace_period=GRACE_S,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                    max_retry=MAX_RETRY
-                ),
-            )
-    except (SQLAlchemyError, ImportError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise BigModelError(f"cannot open study storage {without_password(db_url)}: {first}") from None
+    for attempt in range(5):
+        try:
+            with (
+                warnings.catch_warnings()
+            ):  # heartbeats are "experimental" in Optuna since 2.8; we rely on them
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    db_url,
+                    engine_kwargs={"pool_pre_ping": True, "connect_args": connect_args},
+                    heartbeat_interval=HEARTBEAT_S,
+                    grace_period=GRACE_S,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                        max_retry=MAX_RETRY
+                    ),
+                )
+        except (IntegrityError, ProgrammingError):
+            # workers started together on a new database race to create Optuna's tables; the loser
+            # finds them made a moment later
+            if attempt == 4:
+                raise
+            time.sleep(0.5 + attempt)
+        except (SQLAlchemyError, ImportError, ValueError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise BigModelError(f"cannot open study storage {without_password(db_url)}: {first}") from None
+    raise AssertionError("unreachable")
 
 
 def make_pruner(name: Pruner, max_epochs: int) -> optuna.pruners.BasePruner:

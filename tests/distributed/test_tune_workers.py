@@ -1,0 +1,101 @@
+"""Several ``bigmodel tune`` processes on one study: on a real PostgreSQL server (two workers, one
+killed mid-trial and its trial retried by heartbeat) and on the default journal file (a dead worker's
+trial found by its process id)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from tests.conftest import BIN, ROOT
+
+ENV = {"BIGMODEL_TUNE_HEARTBEAT_S": "1"}  # beats every second, stale after 3
+ARGS = ["tune", "--dataset", "breast_cancer", "--seed", "0", "--pruner", "none", "--json"]
+
+
+def _start(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [str(BIN / "bigmodel"), *ARGS, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **ENV},
+        cwd=str(ROOT),
+    )
+
+
+def _done(p: subprocess.Popen[str]) -> dict:
+    out, err = p.communicate(timeout=240)
+    assert p.returncode == 0, err[-2000:]
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def _storage(url: str) -> optuna.storages.BaseStorage:
+    from bigmodel.tuning.study import open_storage
+
+    return open_storage(url)
+
+
+def test_two_workers_share_one_postgresql_study(tmp_path: Path, postgres_url: str):
+    a = _start("--storage", postgres_url, "--study", "shared", "--trials", "6", "--epochs", "2")
+    b = _start("--storage", postgres_url, "--study", "shared", "--trials", "6", "--epochs", "2")
+    _done(a), _done(b)
+    study = optuna.load_study(study_name="shared", storage=_storage(postgres_url))
+    trials = study.get_trials()
+    finished = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert 6 <= len(finished) <= 7  # a worker may start one more while the other finishes the sixth
+    assert len({t.number for t in trials}) == len(trials)
+    pids = {t.user_attrs["pid"] for t in finished}
+    assert len(pids) == 2  # both workers did some of the work
+
+
+def _kill_mid_trial(storage: str, study: str) -> int:
+    """Start a worker on long trials, SIGKILL it while its first trial runs; that trial's number."""
+    victim = _start("--storage", storage, "--study", study, "--trials", "3", "--epochs", "400")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            running = optuna.load_study(study_name=study, storage=_storage(storage)).get_trials(
+                states=(optuna.trial.TrialState.RUNNING,)
+            )
+        except KeyError:  # not created yet
+            running = []
+        mine = [t for t in running if t.user_attrs.get("pid") == victim.pid and t.user_attrs.get("epochs")]
+        if mine:
+            victim.send_signal(signal.SIGKILL)
+            victim.wait(timeout=30)
+            return mine[0].number
+        time.sleep(0.2)
+    victim.kill()
+    pytest.fail(f"no trial started: {victim.communicate()[1][-2000:]}")
+
+
+@pytest.mark.parametrize("where", ["postgresql", "journal"])
+def test_a_killed_workers_trial_is_failed_and_retried(tmp_path: Path, request, where: str):
+    storage = (
+        request.getfixturevalue("postgres_url") if where == "postgresql" else str(tmp_path / "s.journal")
+    )
+    killed = _kill_mid_trial(storage, "k")
+    time.sleep(4)  # past the heartbeat's grace period (3 s)
+    # the survivor trains short trials: the killed one needed only to be running
+    survivor = _done(_start("--storage", storage, "--study", "k", "--trials", "3", "--epochs", "3"))
+    study = optuna.load_study(study_name="k", storage=_storage(storage))
+    by_number = {t.number: t for t in study.get_trials()}
+    assert by_number[killed].state == optuna.trial.TrialState.FAIL
+    retries = [
+        t
+        for t in by_number.values()
+        if t.system_attrs.get("failed_trial") == killed or t.user_attrs.get("retry_of") == killed
+    ]
+    assert len(retries) == 1, [(t.number, t.state, t.user_attrs, t.system_attrs) for t in by_number.values()]
+    assert retries[0].state == optuna.trial.TrialState.COMPLETE
+    assert retries[0].params == by_number[killed].params  # the same trial, run again
+    assert survivor["counts"].get("COMPLETE") == 3 and survivor["counts"].get("FAIL") == 1
+    assert killed not in [t["number"] for t in survivor["trials"] if t["state"] == "COMPLETE"]
