@@ -7,6 +7,8 @@ import json
 import urllib.request
 from pathlib import Path
 
+import fsspec
+
 from bigmodel.serve.launch import ServerProcess
 from tests.conftest import run_cli
 from tests.models import make_model_dir
@@ -25,7 +27,8 @@ def test_cli_registers_to_s3_and_a_server_serves_from_it(tmp_path: Path, s3_buck
         "registry", "register", str(model), "--name", "shared", "--registry", location, "--json", env=env
     )
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["version"] == 1
+    record = json.loads(done.stdout)
+    assert record["version"] == 1
     with ServerProcess(["--registry", location, "--models", "shared"], env=env) as server:
         body = {"inputs": [{"name": "input", "shape": [1, 6], "datatype": "FP32", "data": [0.5] * 6}]}
         req = urllib.request.Request(
@@ -37,3 +40,14 @@ def test_cli_registers_to_s3_and_a_server_serves_from_it(tmp_path: Path, s3_buck
             out = json.loads(r.read())
     assert out["model_version"] == "1"
     assert any(o["name"] == "probabilities" for o in out["outputs"])
+
+    # A server on another machine (a fresh cache) whose S3 object was changed refuses at start.
+    sha = record["files"]["model.safetensors"]["sha256"]
+    fsspec.filesystem("s3").pipe(f"{s3_bucket}/team-registry/blobs/sha256/{sha[:2]}/{sha}", b"not weights")
+    env["BIGMODEL_HOME"] = str(tmp_path / "home2")
+    refused = run_cli(
+        "serve", "--registry", location, "--models", "shared", "--port", "0", env=env, timeout=60
+    )
+    assert refused.returncode == 2, refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert f"corrupt: s3://{s3_bucket}/team-registry/blobs/sha256/" in refused.stderr, refused.stderr

@@ -29,6 +29,16 @@ class BlobStore:
     def path(self, sha256: str) -> str:
         return f"{self.root}/blobs/sha256/{sha256[:2]}/{sha256}"
 
+    def where(self, sha256: str) -> str:
+        """The blob's address as a user would name it: ``s3://bucket/...`` (fsspec drops the
+        protocol from its paths), or a local path."""
+        path = self.path(sha256)
+        return (
+            path
+            if "://" not in self.url or self.url.startswith("file://")
+            else self.fs.unstrip_protocol(path)
+        )
+
     def exists(self, sha256: str) -> bool:
         return bool(self.fs.exists(self.path(sha256)))
 
@@ -81,11 +91,11 @@ class BlobStore:
                     out.write(block)
                 if h.hexdigest() != sha256:
                     raise BigModelError(
-                        f"registry artifact {what} is corrupt: {self.path(sha256)} has sha256 "
+                        f"registry artifact {what} is corrupt: {self.where(sha256)} has sha256 "
                         f"{h.hexdigest()[:12]}..., recorded {sha256[:12]}...; refusing to load it"
                     )
         except FileNotFoundError:
-            raise BigModelError(f"registry artifact {what} is missing: {self.path(sha256)}") from None
+            raise BigModelError(f"registry artifact {what} is missing: {self.where(sha256)}") from None
 
     def delete(self, sha256: str) -> None:
         if self.fs.exists(self.path(sha256)):
