@@ -1,0 +1,278 @@
+"""``bigmodel tune``: does early stopping pay, do two workers go twice as fast, and does the Pareto
+front hold a much faster model at nearly the best accuracy?
+
+1. ASHA vs random search: the same trials (a seeded random sampler draws the same configurations in
+   the same order), once trained in full and once under Optuna's successive-halving pruner (rungs at
+   1, 3 and 9 epochs). Best validation loss reached and the sum of epochs spent, on the 200,000-row
+   synthetic multiclass data and on digits, 3 seeds each; a plot of best-so-far vs epochs spent.
+2. Two `bigmodel tune` processes on one study (journal file) vs one: finished trials per hour, one
+   torch thread per process, on digits.
+3. The Pareto front (accuracy, batch-1 latency) on digits with int8 in the space: the fastest model
+   within 1 accuracy point of the most accurate one, and how much faster it is.
+
+BENCH_QUICK=1: fewer rows, trials and seeds (a smoke run, not the figures).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+QUICK = bool(os.environ.get("BENCH_QUICK"))
+ROWS = 20_000 if QUICK else 200_000
+SEEDS = (0,) if QUICK else (0, 1, 2)
+TRIALS = 6 if QUICK else 12
+EPOCHS = 9  # the last rung of ASHA with reduction factor 3
+SPACE = {
+    "depth": {"low": 1, "high": 3},
+    "width": {"low": 16, "high": 256, "log": True},
+    "lr": {"low": 1e-4, "high": 1e-1, "log": True},
+    "batch_size": {"choices": [128, 256, 512]},
+    "dropout": {"low": 0.0, "high": 0.3},
+}
+
+
+def datasets(work: Path) -> dict[str, str]:
+    from bigmodel.data import generate_synthetic
+
+    synth = work / f"synthetic-{ROWS}"
+    if not synth.exists():
+        generate_synthetic(synth, rows=ROWS, features=32, task="multiclass", classes=10, seed=0, noise=0.5)
+    return {f"synthetic {ROWS:,} x 32, 10 classes": str(synth), "digits": "digits"}
+
+
+def search(dataset: str, seed: int, pruner: str, storage: Path) -> list[dict[str, Any]]:
+    from bigmodel.tuning import tune
+
+    base = {"data": {"dataset": dataset}, "epochs": EPOCHS, "dist": {"threads": 1}, "progress": False}
+    out = tune(
+        base,
+        trials=TRIALS,
+        raw_space=SPACE,
+        study_name=f"{Path(dataset).name}-{seed}-{pruner}",
+        storage=str(storage),
+        objectives=("loss",),
+        pruner=pruner,  # type: ignore[arg-type]
+        sampler="random",
+        seed=seed,
+        out=storage.parent / "runs",
+        progress=False,
+    )
+    return sorted(out["trials"], key=lambda t: t["number"])
+
+
+def curve(trials: list[dict[str, Any]]) -> tuple[list[int], list[float]]:
+    """Best validation loss so far (over trials that finished all epochs) against epochs spent."""
+    spent, best, xs, ys = 0, float("inf"), [], []
+    for t in trials:
+        spent += int(t["epochs"] or 0)
+        if t["state"] == "COMPLETE":
+            best = min(best, float(t["val_loss"]))
+        xs.append(spent)
+        ys.append(best)
+    return xs, ys
+
+
+def asha_vs_random(work: Path) -> tuple[list[list[Any]], list[str]]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows, notes = [], []
+    sets = datasets(work)
+    fig, axes = plt.subplots(1, len(sets), figsize=(11, 4))
+    for ax, (label, dataset) in zip(axes, sets.items(), strict=True):
+        for seed in SEEDS:
+            storage = work / "studies" / f"{Path(dataset).name}-{seed}.journal"
+            storage.parent.mkdir(parents=True, exist_ok=True)
+            storage.unlink(missing_ok=True)
+            t0 = time.perf_counter()
+            full = search(dataset, seed, "none", storage)
+            t1 = time.perf_counter()
+            asha = search(dataset, seed, "asha", storage)
+            t2 = time.perf_counter()
+            (fx, fy), (ax_, ay) = curve(full), curve(asha)
+            gap = (ay[-1] - fy[-1]) / fy[-1]
+            rows.append(
+                [
+                    label,
+                    seed,
+                    TRIALS,
+                    f"{fy[-1]:.4f}",
+                    f"{ay[-1]:.4f}",
+                    f"{100 * gap:+.2f}%",
+                    fx[-1],
+                    ax_[-1],
+                    f"{ax_[-1] / fx[-1]:.2f}",
+                    f"{t1 - t0:.0f} / {t2 - t1:.0f}",
+                ]
+            )
+            ax.step(
+                fx,
+                fy,
+                where="post",
+                c="tab:blue",
+                alpha=0.7,
+                label="random, full" if seed == SEEDS[0] else None,
+            )
+            ax.step(
+                ax_,
+                ay,
+                where="post",
+                c="tab:red",
+                alpha=0.7,
+                label="random + ASHA" if seed == SEEDS[0] else None,
+            )
+        ax.set_title(label)
+        ax.set_xlabel("epochs spent (sum over trials)")
+        ax.set_ylabel("best validation loss so far")
+        ax.legend()
+    fig.tight_layout()
+    plot = HERE / "results" / "tune_asha.png"
+    plot.parent.mkdir(exist_ok=True)
+    fig.savefig(plot, dpi=110)
+    plt.close(fig)
+    notes.append(
+        f"Plot: benchmarks/results/{plot.name} (best-so-far against epochs spent, each seed a line)."
+    )
+    return rows, notes
+
+
+def tune_cli(args: list[str], storage: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    cmd = [str(Path(sys.executable).parent / "bigmodel"), "tune", *args, "--storage", str(storage), "--json"]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def workers(work: Path) -> tuple[list[list[Any]], list[str]]:
+    cfg = work / "one-thread.yaml"
+    cfg.write_text("dist: {threads: 1}\nprogress: false\n")
+    trials = 6 if QUICK else 12
+    # trials long enough (digits, 20 epochs: a few seconds each) that a process's start-up is small beside them
+    args = [str(cfg), "--dataset", "digits", "--epochs", "20", "--pruner", "none", "--sampler", "random"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    rows, results = [], {}
+    for n in (1, 2):
+        storage = work / "studies" / f"workers-{n}.journal"
+        storage.unlink(missing_ok=True)
+        t0 = time.perf_counter()
+        procs = [
+            tune_cli([*args, "--study", f"w{n}", "--trials", str(trials), "--seed", str(i)], storage, env)
+            for i in range(n)
+        ]
+        outs = []
+        for p in procs:
+            out, err = p.communicate()
+            if p.returncode != 0:
+                raise RuntimeError(err[-1500:])
+            outs.append(json.loads(out.strip().splitlines()[-1]))
+        seconds = time.perf_counter() - t0
+        last = max(outs, key=lambda o: len(o["trials"]))
+        done = [t for t in last["trials"] if t["state"] == "COMPLETE"]
+        per_hour = len(done) / seconds * 3600
+        best = max(t["metric"] for t in done)
+        results[n] = per_hour
+        rows.append([n, len(done), f"{seconds:.0f}", f"{per_hour:,.0f}", f"{best:.4f}"])
+    notes = [f"Two workers vs one: {results[2] / results[1]:.2f}x finished trials per hour (target >= 1.8x)."]
+    return rows, notes
+
+
+def pareto(work: Path) -> tuple[list[list[Any]], list[str]]:
+    from bigmodel.tuning import tune
+
+    storage = work / "studies" / "pareto.journal"
+    storage.unlink(missing_ok=True)
+    space = {**SPACE, "int8": {"choices": [False, True]}}
+    out = tune(
+        {"data": {"dataset": "digits"}, "epochs": 10 if not QUICK else 4, "progress": False},
+        trials=20 if not QUICK else 6,
+        raw_space=space,
+        study_name="pareto",
+        storage=str(storage),
+        objectives=("metric", "latency"),
+        seed=0,
+        out=work / "runs-pareto",
+        progress=False,
+    )
+    done = [t for t in out["trials"] if t["state"] == "COMPLETE"]
+    top = max(done, key=lambda t: t["metric"])
+    near = [t for t in done if t["metric"] >= top["metric"] - 0.01]
+    fast = min(near, key=lambda t: t["latency"])
+    rows = [
+        [
+            "most accurate",
+            top["number"],
+            f"{top['metric']:.4f}",
+            f"{top['latency']:.4f}",
+            f"{top['size']:,.0f}",
+            _p(top),
+        ],
+        [
+            "fastest within 1 point",
+            fast["number"],
+            f"{fast['metric']:.4f}",
+            f"{fast['latency']:.4f}",
+            f"{fast['size']:,.0f}",
+            _p(fast),
+        ],
+    ]
+    ratio = top["latency"] / fast["latency"]
+    notes = [
+        f"Pareto front on digits: {len(out['pareto'])} of {len(done)} trials; the fastest within 1 accuracy "
+        f"point of the most accurate is {ratio:.2f}x faster at batch 1 (target >= 3x). Plot: {out['plot']}."
+    ]
+    return rows, notes
+
+
+def _p(t: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in t["params"].items())
+
+
+def run() -> dict:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    work = HERE / ".work" / "tune"
+    work.mkdir(parents=True, exist_ok=True)
+    os.environ["BIGMODEL_HOME"] = str(work / "home")
+    os.environ["OMP_NUM_THREADS"] = "1"
+    a_rows, a_notes = asha_vs_random(work)
+    w_rows, w_notes = workers(work)
+    p_rows, p_notes = pareto(work)
+    rows = [*a_rows]
+    notes = [
+        "ASHA vs random: random sampler (same seed: the same configurations), 9 epochs at most, "
+        "Optuna's SuccessiveHalvingPruner (min 1 epoch, reduction factor 3); one torch thread. "
+        "Columns: best validation loss (random full / with ASHA), gap, epochs spent, ASHA's share, seconds.",
+        *a_notes,
+        "Two workers: "
+        + "; ".join(
+            f"{r[0]} worker(s): {r[1]} trials in {r[2]} s = {r[3]}/h, best accuracy {r[4]}" for r in w_rows
+        ),
+        *w_notes,
+        *(f"Pareto: {r[0]}: trial {r[1]}, accuracy {r[2]}, {r[3]} ms, {r[4]} bytes ({r[5]})" for r in p_rows),
+        *p_notes,
+    ]
+    return {
+        "title": "Tuning: ASHA vs random search, workers, Pareto front (bigmodel tune)",
+        "header": [
+            "dataset",
+            "seed",
+            "trials",
+            "best loss, random",
+            "best loss, ASHA",
+            "gap",
+            "epochs, random",
+            "epochs, ASHA",
+            "ASHA / random epochs",
+            "seconds random / ASHA",
+        ],
+        "rows": rows,
+        "notes": notes,
+    }
