@@ -135,12 +135,13 @@ def asha_vs_random(work: Path) -> tuple[list[list[Any]], list[str]]:
         ax.set_ylabel("best validation loss so far")
         ax.legend()
     fig.tight_layout()
-    plot = HERE / "results" / "tune_asha.png"
+    # a quick (smoke) run keeps its plot beside its work, away from the published figures
+    plot = work / "tune_asha.png" if QUICK else HERE / "results" / "tune_asha.png"
     plot.parent.mkdir(exist_ok=True)
     fig.savefig(plot, dpi=110)
     plt.close(fig)
     notes.append(
-        f"Plot: benchmarks/results/{plot.name} (best-so-far against epochs spent, each seed a line)."
+        f"Plot: {plot.relative_to(HERE.parent)} (best-so-far against epochs spent, each seed a line)."
     )
     return rows, notes
 
@@ -238,7 +239,7 @@ def run() -> dict:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    work = HERE / ".work" / "tune"
+    work = HERE / ".work" / ("tune-quick" if QUICK else "tune")  # a quick run never touches a full one's
     work.mkdir(parents=True, exist_ok=True)
     os.environ["BIGMODEL_HOME"] = str(work / "home")
     os.environ["OMP_NUM_THREADS"] = "1"

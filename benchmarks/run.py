@@ -142,7 +142,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("names", nargs="*")
     p.add_argument("--render", action="store_true")
-    p.add_argument("--quick", action="store_true", help="set BENCH_QUICK=1 (bench_lm, bench_embed)")
+    p.add_argument("--quick", action="store_true", help="set BENCH_QUICK=1 (lm, embed, grpc, tune)")
     args = p.parse_args()
     if args.quick:
         os.environ["BENCH_QUICK"] = "1"

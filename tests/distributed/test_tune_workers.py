@@ -44,13 +44,13 @@ def _storage(url: str) -> optuna.storages.BaseStorage:
 
 
 def test_two_workers_share_one_postgresql_study(tmp_path: Path, postgres_url: str):
-    a = _start("--storage", postgres_url, "--study", "shared", "--trials", "6", "--epochs", "2")
-    b = _start("--storage", postgres_url, "--study", "shared", "--trials", "6", "--epochs", "2")
+    a = _start("--storage", postgres_url, "--study", "shared", "--trials", "4", "--epochs", "1")
+    b = _start("--storage", postgres_url, "--study", "shared", "--trials", "4", "--epochs", "1")
     _done(a), _done(b)
     study = optuna.load_study(study_name="shared", storage=_storage(postgres_url))
     trials = study.get_trials()
     finished = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert 6 <= len(finished) <= 7  # a worker may start one more while the other finishes the sixth
+    assert 4 <= len(finished) <= 5  # a worker may start one more while the other finishes the fourth
     assert len({t.number for t in trials}) == len(trials)
     pids = {t.user_attrs["pid"] for t in finished}
     assert len(pids) == 2  # both workers did some of the work

@@ -49,15 +49,27 @@ def test_pareto_front_is_plotted_and_registered_with_lineage(tmp_path: Path):
 
     registry = tmp_path / "registry"
     env = {"BIGMODEL_REGISTRY": str(registry)}
-    args = ["tune", *FAST, "--storage", str(tmp_path / "s.journal"), "--study", "front"]
+    cfg = tmp_path / "tune.yaml"  # architecture and every kind of compression, searched together
+    cfg.write_text(
+        "space:\n  width: {low: 8, high: 64, log: true}\n  lr: {low: 1.0e-3, high: 3.0e-2, log: true}\n"
+        "  int8: {choices: [false, true]}\n  student_width: {choices: [0, 4]}\n"
+    )
+    args = ["tune", str(cfg), *FAST, "--storage", str(tmp_path / "s.journal"), "--study", "front"]
     args += ["--trials", "4", "--objective", "metric,latency,size", "--register", "bc-tuned", "--json"]
     out = _json(run_cli(*args, env=env))
     front = out["pareto"]
     assert front and all(t["state"] == "COMPLETE" for t in front)
     assert Path(out["plot"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert {t["params"]["int8"] for t in out["trials"]} <= {True, False}  # compression is searched too
+    # seed 0 draws both settings of each compression knob; each trial's artifact is what it chose
+    assert {t["params"]["int8"] for t in out["trials"]} == {True, False}
+    assert {t["params"]["student_width"] for t in out["trials"]} == {0, 4}
     for t in out["trials"]:
         assert t["latency"] > 0 and t["size"] > 0
+        lineage = artifacts.read_meta(t["model_dir"]).lineage  # the artifact's last step
+        want = "quantize" if t["params"]["int8"] else "distill" if t["params"]["student_width"] else "train"
+        assert lineage.method == want, (t["params"], t["model_dir"])
+        chain = [t["model_dir"], (lineage.parent or {}).get("path", "")]  # int8 of the student, if both
+        assert any(p.endswith("-distilled") for p in chain) == bool(t["params"]["student_width"])
     reg = Registry(registry)
     assert [r["trial"] for r in out["registered"]] == [t["number"] for t in front]
     for r in out["registered"]:
@@ -65,6 +77,8 @@ def test_pareto_front_is_plotted_and_registered_with_lineage(tmp_path: Path):
         tune = meta.model_extra["tune"]
         assert tune["study"] == "front" and tune["trial"] == r["trial"]
         assert tune["params"] == next(t["params"] for t in front if t["number"] == r["trial"])
+    table = run_cli("tune", "show", "--study", "front", "--storage", str(tmp_path / "s.journal"))
+    assert table.returncode == 0 and "Pareto front" in table.stdout and "pareto.png" in table.stdout
 
 
 def test_bad_input_is_one_line_and_leaves_the_study_untouched(tmp_path: Path):

@@ -61,3 +61,23 @@ def test_canonical_form_ignores_order():
     b = sp.parse("mlp", {"depth": {"low": 1, "high": 2}, "width": {"low": 8, "high": 64}})
     c = sp.parse("mlp", {"depth": {"low": 1, "high": 3}, "width": {"low": 8, "high": 64}})
     assert sp.to_json(a) == sp.to_json(b) != sp.to_json(c)
+
+
+@pytest.mark.parametrize(
+    ("raw", "words"),
+    [
+        ({"student_width": {"choices": [0, -4]}}, "student_width must be whole numbers >= 0"),
+        ({"sparsity": {"low": 0.2, "high": 1.0}}, "sparsity must lie in [0, 1)"),
+        ({"sparsity": {"choices": [0.0, 1.5]}}, "sparsity must lie in [0, 1)"),
+        ({"int8": {"choices": [0, 1]}}, "int8 choices must be true/false"),
+        ({"batch_size": {"choices": [0, 32]}}, "batch_size=0 is not a valid setting"),
+    ],
+)
+def test_compression_and_training_values_are_checked_before_any_study(tmp_path, raw, words):
+    from bigmodel.tuning import tune
+
+    storage = tmp_path / "never.journal"
+    with pytest.raises(BigModelError) as err:
+        tune({"data": {"dataset": "breast_cancer"}}, trials=1, raw_space=raw, storage=str(storage))
+    assert words in str(err.value) and "\n" not in str(err.value)
+    assert not storage.exists()  # refused before the storage was opened

@@ -3,7 +3,8 @@ the pruner, the compression the trial chose, and the measured artifact.
 
 Objectives, each a number per trial:
 - ``metric``: the model's primary validation metric (accuracy for classes, r2 for regression, bits per
-  byte for a language model), of the artifact the trial produced (the int8 or pruned one, if any);
+  byte for a language model), of the artifact the trial produced (the student, pruned or int8 one, if
+  any);
 - ``loss``: the validation loss of the trained model (no compression: a loss is not measured on an
   int8 artifact);
 - ``latency``: median ms of one batch-1 forward of that artifact, 1 thread;
@@ -24,6 +25,7 @@ from bigmodel.tuning import space as sp
 from bigmodel.tuning.study import mark_owner
 
 OBJECTIVES = ("metric", "loss", "latency", "size")
+STEPS = ("distilled", "pruned", "int8")  # the compression steps' folder suffixes, in their order
 METRIC = {"mlp": ("accuracy / r2", "maximize"), "transformer": ("bits_per_byte", "minimize")}
 
 
@@ -55,8 +57,11 @@ def run_trial(trial: optuna.Trial, setup: Setup) -> float | tuple[float, ...]:
     values = sp.suggest(trial, setup.space)
     cfg_dict = sp.apply(setup.base, setup.family, values)
     run_dir = setup.runs / f"trial-{trial.number}"
-    if run_dir.exists():  # a retried trial's number is new; an old folder is a leftover of this one
-        shutil.rmtree(run_dir)
+    # a retried trial's number is new, so old folders of this number are leftovers (another storage
+    # with the same --out): the compression steps refuse to overwrite theirs
+    for old in (run_dir, *(run_dir.parent / f"{run_dir.name}-{s}" for s in STEPS)):
+        if old.exists():
+            shutil.rmtree(old)
     cfg_dict.update(run_dir=str(run_dir), progress=setup.progress, resume=False)
     cfg = config.validate(cfg_dict)
     primary = setup.objectives[0]
@@ -98,10 +103,15 @@ def _primary(objective: str, metrics: dict[str, float]) -> float:
 
 
 def compress(model_dir: Path, values: dict[str, Any], family: str) -> Path:
-    """The artifact the trial chose: the trained model, structurally pruned and/or int8."""
-    from bigmodel.compress import prune, quantize
+    """The artifact the trial chose: the trained model, distilled into a student, structurally pruned
+    and/or int8, in that order (each step starts from the previous one's model directory)."""
+    from bigmodel.compress import distill, prune, quantize
 
     current = model_dir
+    if values.get("student_width"):
+        out = model_dir.parent / f"{model_dir.name}-distilled"
+        r = distill(current, hidden=[int(values["student_width"])], out=out, runs=10, progress=False)
+        current = Path(r["model_dir"])
     if values.get("sparsity"):
         out = model_dir.parent / f"{model_dir.name}-pruned"
         r = prune(
@@ -129,7 +139,7 @@ def measure(artifact: Path, objectives: tuple[str, ...], trained: dict[str, floa
     from bigmodel.compress.measure import profile_all
 
     out: dict[str, float] = {"loss": float(trained["loss"])}
-    compressed = artifact.name.endswith(("-int8", "-pruned"))
+    compressed = artifact.name.endswith(tuple(f"-{s}" for s in STEPS))
     if "latency" in objectives or "size" in objectives or compressed:
         p = profile_all([artifact], runs=50, batches=(1,))[0]
         out.update(metric=float(p["metric"]), latency=float(p["latency_ms_b1"]), size=float(p["file_bytes"]))

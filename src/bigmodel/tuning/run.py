@@ -62,7 +62,8 @@ def tune(
     space = sp.parse(family, raw_space) if raw_space is not None else sp.default(family, compression=multi)
     if objectives[0] == "loss" and any(k in space for k in sp.COMPRESSION):
         raise BigModelError(
-            "--objective loss measures the trained model; drop int8/sparsity from the space or use metric"
+            "--objective loss measures the trained model; drop int8/sparsity/student_width from the space "
+            "or use metric"
         )
     if multi and pruner not in (None, "none"):
         raise BigModelError(
@@ -151,8 +152,17 @@ def _check_configs(base: dict[str, Any], family: sp.Family, space: dict[str, sp.
                 and not all(isinstance(c, bool) for c in p.choices)
             ):
                 raise BigModelError(f"the search space: int8 choices must be true/false, got {p.choices}")
-            if name == "sparsity" and isinstance(p, sp.Range) and not (p.low >= 0 and p.high < 1):
-                raise BigModelError(f"the search space: sparsity must lie in [0, 1), got [{p.low}, {p.high}]")
+            ends = p.choices if isinstance(p, sp.Choices) else [p.low, p.high]
+            if name == "sparsity" and not all(
+                isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v < 1 for v in ends
+            ):
+                raise BigModelError(f"the search space: sparsity must lie in [0, 1), got {ends}")
+            if name == "student_width" and not all(
+                isinstance(w, int) and not isinstance(w, bool) and w >= 0 for w in ends
+            ):
+                raise BigModelError(
+                    f"the search space: student_width must be whole numbers >= 0 (0: no student), got {ends}"
+                )
             continue
         candidates = p.choices if isinstance(p, sp.Choices) else [p.low, p.high]
         for value in candidates:

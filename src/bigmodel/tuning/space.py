@@ -12,6 +12,7 @@ because each one means a concrete change to the training config or to the compre
       depth: {low: 1, high: 3}
       lr: {low: 1.0e-4, high: 1.0e-1, log: true}
       int8: {choices: [false, true]}
+      student_width: {choices: [0, 16]}   # 0: keep the trained model, else distil it
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ KNOBS: dict[Family, dict[str, str]] = {
         "weight_decay": "optim.weight_decay",
         "int8": "quantize the trained model to int8 (ONNX Runtime, accuracy-aware)",
         "sparsity": "prune this fraction of the weights (LAMP, then 1 epoch of fine-tuning)",
+        "student_width": "distil the trained model into a one-layer student this wide (0: no)",
     },
     "transformer": {
         "size": "model.size (tiny, mini, small, base, large)",
@@ -50,7 +52,7 @@ KNOBS: dict[Family, dict[str, str]] = {
     },
 }
 
-COMPRESSION = ("int8", "sparsity")
+COMPRESSION = ("int8", "sparsity", "student_width")
 
 # what `bigmodel tune` searches when the config names no space
 DEFAULTS: dict[Family, dict[str, dict[str, Any]]] = {
@@ -152,7 +154,7 @@ def suggest(trial: Any, space: dict[str, Param]) -> dict[str, Any]:
 
 def apply(base: dict[str, Any], family: Family, values: dict[str, Any]) -> dict[str, Any]:
     """The training config (as a dict) a trial runs: ``base`` with the trial's training knobs set.
-    Compression knobs (int8, sparsity) act on the trained model, after training."""
+    Compression knobs (student_width, sparsity, int8) act on the trained model, after training."""
     cfg = json.loads(json.dumps(base))  # a deep copy
     model, optim = cfg.setdefault("model", {}), cfg.setdefault("optim", {})
     model["name"] = family
