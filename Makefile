@@ -23,6 +23,9 @@ $(STAMP): pyproject.toml $(LOCK)
 	$(PY) -m pip install -q 'torch==$(TORCH)' $(QUIET)
 	$(PY) -m pip install -q -c $(LOCK) -e '.[dev,transformers]' $(QUIET)
 	$(PY) -c "import bigmodel, torch; assert torch.__version__.startswith('$(TORCH)'), torch.__version__"
+	@command -v java >/dev/null || test -x "$$JAVA_HOME/bin/java" || echo "warning: no java found: \
+	data prepare --engine spark and its tests need Java 17+ (apt-get install openjdk-17-jre-headless, \
+	brew install openjdk@17, or set JAVA_HOME); they are skipped without it"
 	touch $(STAMP)
 
 # The newest versions pyproject.toml allows, beside the pinned torch, installed into a throwaway

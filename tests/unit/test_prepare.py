@@ -198,7 +198,7 @@ def test_a_full_disk_is_one_line_and_leaves_nothing(
 ):
     from bigmodel.data.shuffle import BucketShuffle
 
-    def full(self: BucketShuffle, batch: pa.RecordBatch) -> None:
+    def full(self: BucketShuffle, batch: pa.RecordBatch, keys: object = None) -> None:
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(BucketShuffle, "add", full)

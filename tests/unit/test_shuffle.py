@@ -56,3 +56,22 @@ def test_abort_closes_and_removes_every_bucket(tmp_path: Path):
     s.abort()
     assert not (tmp_path / "b").exists()
     assert not [f for f in open_files() if ".arrows" in f]
+
+
+def test_a_keyed_shuffle_gives_key_order_whatever_the_buckets_and_batching(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from bigmodel.data.rowkey import order_key
+
+    ids = np.arange(20000)
+    keys = order_key(ids[:, None].astype(np.float32), np.zeros(len(ids), np.int64), 3)
+    want = ids[np.argsort(keys)]
+    monkeypatch.setattr(shuffle, "BUCKET_BYTES", 16 << 10)  # forces buckets to be split again
+    for name, buckets, chunk in (("a", 1, 20000), ("b", 3, 777), ("c", 7, 5000)):
+        s = BucketShuffle(tmp_path / name, SCHEMA, buckets, 0, (0,), keyed=True)
+        for at in range(0, len(ids), chunk):
+            part = ids[at : at + chunk]
+            s.add(pa.record_batch([pa.array(part)], schema=SCHEMA), keys[at : at + chunk])
+        got = _ids(s)
+        assert np.array_equal(got, want), name
+        assert not (tmp_path / name).exists()

@@ -24,7 +24,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     q = dsub.add_parser(
         "prepare", help="CSV/Parquet file or folder (local or fsspec URL) -> Parquet shards + manifest"
     )
-    q.add_argument("src")
+    q.add_argument(
+        "src", help="CSV/Parquet file or folder, local or an fsspec URL (s3://...), or delta:PATH[@VERSION]"
+    )
     q.add_argument("dst")
     q.add_argument("--label", default="label", help="label column (default: label)")
     q.add_argument("--val-fraction", type=float, default=0.2)
@@ -41,6 +43,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         dest="shuffle",
         action="store_false",
         help="keep the source's row order (default: shuffle the rows once, by --seed, in bounded memory)",
+    )
+    q.add_argument(
+        "--engine",
+        choices=["local", "spark"],
+        default="local",
+        help="local (default): this process; spark: Spark executors, same output (needs Java 17+)",
+    )
+    q.add_argument("--master", default="local[2]", help="spark: local[N], spark://HOST:7077, yarn, k8s://...")
+    q.add_argument(
+        "--spark-conf",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="spark: a Spark setting (repeatable)",
     )
     add_json(q)
     q.set_defaults(func=_prepare)
@@ -127,8 +143,21 @@ def _prepare(args: argparse.Namespace) -> None:
         context=args.context,
         shuffle=args.shuffle,
         progress=not args.json,
+        engine=args.engine,
+        master=args.master,
+        spark_conf=_spark_conf(args.spark_conf),
     )
     emit(args, _summary(m, args.dst), lambda: _manifest_tables(m, args.dst))
+
+
+def _spark_conf(pairs: list[str]) -> dict[str, str]:
+    conf = {}
+    for p in pairs:
+        key, eq, value = p.partition("=")
+        if not eq or not key:
+            raise BigModelError(f"--spark-conf expects KEY=VALUE, got {p!r}")
+        conf[key.strip()] = value
+    return conf
 
 
 @_sigterm_unwinds()

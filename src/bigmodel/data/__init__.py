@@ -39,4 +39,8 @@ __all__ = [
 
 def dataset_stats(path: str | Path) -> Manifest:
     """The manifest of a prepared dataset (or built-in name): splits, rows, features, statistics."""
+    from bigmodel.data import remote
+
+    if remote.is_url(str(path)):  # the manifest says it all: no need to copy the shards
+        return remote.read_manifest(str(path))
     return resolve(str(path))[1]

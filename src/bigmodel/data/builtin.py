@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bigmodel.data import remote
 from bigmodel.data.manifest import Manifest, Task, load_manifest
 from bigmodel.data.shards import ShardWriter
 from bigmodel.data.synthetic import generate_synthetic
@@ -60,6 +61,9 @@ def _write_sklearn(name: str, dst: Path, seed: int, val_fraction: float) -> None
 
 def resolve(dataset: str, *, seed: int = 0, val_fraction: float = 0.2) -> tuple[Path, Manifest]:
     """A built-in name or a prepared dataset folder -> (folder, manifest); built-ins are prepared once."""
+    if remote.is_url(dataset):  # e.g. s3://bucket/prepared/ds: copied once, checked, read locally
+        path = remote.fetch(dataset, home() / "datasets" / "remote")
+        return path, load_manifest(path)
     if dataset not in BUILTINS:
         path = Path(dataset)
         if not path.exists():

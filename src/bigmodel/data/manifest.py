@@ -30,7 +30,8 @@ class Manifest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     format: str = FORMAT
     name: str
-    source: str
+    source: str  # as given; a Delta table as delta:PATH@VERSION (the version read)
+    source_version: int | None = None  # Delta sources: the table version read
     task: Task
     features: list[str]
     label: str

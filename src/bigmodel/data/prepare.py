@@ -9,7 +9,7 @@ from typing import Any
 import fsspec
 import pyarrow as pa
 
-from bigmodel.data import source
+from bigmodel.data import delta, remote, source
 from bigmodel.data.manifest import Manifest, Task
 from bigmodel.data.shards import ShardWriter, check_seed
 from bigmodel.errors import BigModelError
@@ -17,7 +17,7 @@ from bigmodel.fsutil import atomic_dir
 
 
 def prepare(
-    src: str,
+    src: Any,
     dst: str | Path,
     *,
     label: str = "label",
@@ -28,6 +28,9 @@ def prepare(
     context: int = 256,
     shuffle: bool = True,
     progress: bool = False,
+    engine: str = "local",
+    master: str = "local[2]",
+    spark_conf: dict[str, str] | None = None,
 ) -> Manifest:
     """Turn a CSV/Parquet file or folder into a prepared dataset at ``dst`` (which must not exist).
 
@@ -36,7 +39,42 @@ def prepare(
     The rows are shuffled once (by ``seed``, in bounded memory), so that a source sorted by label or
     time trains as well as a shuffled one; ``shuffle=False`` keeps the source's order.
     With ``task="lm"`` the source is text (any files) and becomes byte rows of ``context + 1``.
+    ``engine="spark"`` (or ``src`` a pyspark DataFrame) runs it on Spark (``master``, ``spark_conf``)
+    with the same result; see ``bigmodel.data.spark_engine``.
     """
+    from bigmodel.data.spark_engine import is_spark_dataframe  # imports no pyspark
+
+    if engine == "spark" or is_spark_dataframe(src):
+        from bigmodel.data.spark_engine import prepare_spark
+
+        return prepare_spark(
+            src,
+            dst,
+            label=label,
+            val_fraction=val_fraction,
+            seed=seed,
+            task=task,
+            name=name,
+            shuffle=shuffle,
+            master=master,
+            conf=spark_conf,
+            infer_task=infer_task,
+        )
+    if engine != "local":
+        raise BigModelError(f"--engine must be local or spark, got {engine!r}")
+    if remote.is_url(str(dst)):
+        return _prepare_remote(
+            src,
+            str(dst),
+            label=label,
+            val_fraction=val_fraction,
+            seed=seed,
+            task=task,
+            name=name,
+            context=context,
+            shuffle=shuffle,
+            progress=progress,
+        )
     if task == "lm":
         from bigmodel.data.text import prepare_text
 
@@ -49,7 +87,14 @@ def prepare(
             f"destination already exists: {dst} (choose a new folder; nothing was overwritten)"
         )
     check_seed(seed)
-    fs, files = source.list_files(src)
+    snap = delta.snapshot(src) if delta.is_delta(src) else None
+    if snap is not None:
+        fs = fsspec.core.url_to_fs(snap.path)[0]
+        files = [fsspec.core.url_to_fs(f)[1] for f in snap.files]  # paths on fs, as list_files gives
+        if not files:
+            raise BigModelError(f"{snap.uri} is empty: no data files")
+    else:
+        fs, files = source.list_files(src)
     first, schema = source.first_schema(fs, files, src)
     if label not in schema.names:
         raise BigModelError(
@@ -89,8 +134,8 @@ def prepare(
             atomic_dir(dst) as tmp,
             ShardWriter(
                 tmp,
-                name=name or Path(str(src).rstrip("/")).name,
-                source=str(src),
+                name=name or Path((snap.path if snap else str(src)).rstrip("/")).name,
+                source=snap.uri if snap else str(src),
                 task=task,
                 features=features,
                 label=label,
@@ -100,11 +145,30 @@ def prepare(
                 shuffle_bytes=source_bytes if shuffle else None,
             ) as writer,
         ):
+            if snap is not None:  # the table version read, so the run can be reproduced
+                writer.meta["source_version"] = snap.version
             rows = _write_source(writer, fs, files, schema, label, values, source_rows, progress)
             with progress_bar("shuffling", total=rows, enabled=progress and shuffle) as advance:
                 manifest = writer.close(advance)
     except OSError as err:  # e.g. the disk filled up; atomic_dir has removed the half-written folder
         raise BigModelError(f"cannot write {dst}: {err}") from None
+    return manifest
+
+
+def _prepare_remote(src: str, dst: str, **kwargs: Any) -> Manifest:
+    """Prepare into a local temporary folder (the shuffle needs local disk anyway), then upload it
+    to ``dst`` with ``manifest.json`` last: object stores have no rename, so the manifest is the
+    commit marker (see ``bigmodel.data.remote``)."""
+    import shutil
+    import tempfile
+
+    remote.check_absent(dst)
+    tmp = Path(tempfile.mkdtemp(prefix="bigmodel-prepare-"))
+    try:
+        manifest = prepare(src, tmp / "dataset", **kwargs)
+        remote.upload(tmp / "dataset", manifest, dst)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return manifest
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from bigmodel.data import rowkey
 from bigmodel.data.manifest import MANIFEST, Manifest, Split, Task
 from bigmodel.data.shuffle import BucketShuffle, bucket_count
 from bigmodel.errors import BigModelError
@@ -66,8 +67,10 @@ class RunningStats:
 
 
 class _SplitWriter:
-    def __init__(self, root: Path, split: str, schema: pa.Schema, row_group_rows: int, shard_rows: int):
-        self.root, self.split, self.schema = root, split, schema
+    def __init__(
+        self, root: Path, split: str, schema: pa.Schema, row_group_rows: int, shard_rows: int, first: int = 0
+    ):
+        self.root, self.split, self.schema, self.first = root, split, schema, first
         self.row_group_rows, self.shard_rows = row_group_rows, shard_rows
         self.files: list[str] = []
         self.rows = 0
@@ -85,7 +88,9 @@ class _SplitWriter:
 
     def _flush(self, rows: int) -> None:
         table = pa.Table.from_batches(self._buf, schema=self.schema)
-        head, rest = table.slice(0, rows), table.slice(rows)
+        # One chunk per column: the file's bytes (and the content hash) then do not depend on how
+        # the rows came batched, so every engine writes the same shards.
+        head, rest = table.slice(0, rows).combine_chunks(), table.slice(rows)
         if self._writer is None or self._rows_in_file >= self.shard_rows:
             self._open_next()
         assert self._writer is not None
@@ -99,7 +104,7 @@ class _SplitWriter:
     def _open_next(self) -> None:
         if self._writer is not None:
             self._writer.close()
-        name = f"{self.split}/part-{len(self.files):05d}.parquet"
+        name = f"{self.split}/part-{self.first + len(self.files):05d}.parquet"
         self.files.append(name)
         # Uncompressed: float features barely compress and decoding speed is the whole game.
         self._writer = pq.ParquetWriter(
@@ -143,7 +148,7 @@ class ShardWriter:
         seed: int = 0,
         val_fraction: float = 0.2,
         row_group_rows: int | None = None,  # ROW_GROUP_ROWS, read when called (tests lower it)
-        shard_rows: int = SHARD_ROWS,
+        shard_rows: int | None = None,  # SHARD_ROWS, read when called (tests lower it)
         context: int = 0,
         shuffle_bytes: int | None = None,
         random_order: bool = False,
@@ -173,7 +178,9 @@ class ShardWriter:
             self.meta.update(context=context, vocab=256)
         self._label_dtype = np.float32 if task == "regression" else np.int64
         self.splits = {
-            s: _SplitWriter(self.root, s, self.schema, row_group_rows or ROW_GROUP_ROWS, shard_rows)
+            s: _SplitWriter(
+                self.root, s, self.schema, row_group_rows or ROW_GROUP_ROWS, shard_rows or SHARD_ROWS
+            )
             for s in ("train", "val")
         }
         self._shuffles: dict[str, BucketShuffle] = {}
@@ -181,7 +188,7 @@ class ShardWriter:
             for salt, (split, share) in enumerate((("train", 1 - val_fraction), ("val", val_fraction))):
                 buckets = bucket_count(int(shuffle_bytes * share))
                 self._shuffles[split] = BucketShuffle(
-                    self.root / _SHUFFLE / split, self.schema, buckets, seed, (salt,)
+                    self.root / _SHUFFLE / split, self.schema, buckets, seed, (salt,), keyed=task != "lm"
                 )
         self.x_stats = RunningStats()
         self.y_stats = RunningStats()
@@ -194,11 +201,13 @@ class ShardWriter:
         n = len(x)
         if n == 0:
             return
-        # The split of a row depends on the seed and its chunk only: re-running gives the same split.
-        is_val = np.random.default_rng([self.meta["seed"], self._chunk]).random(n) < self.meta["val_fraction"]
-        self._chunk += 1
         self._rows_seen += n
         if self.meta["task"] == "lm":
+            # The split of a row depends on the seed and its chunk only: re-running gives the same split.
+            is_val = (
+                np.random.default_rng([self.meta["seed"], self._chunk]).random(n) < self.meta["val_fraction"]
+            )
+            self._chunk += 1
             for split, mask in (("train", ~is_val), ("val", is_val)):
                 if mask.any():
                     rows = np.ascontiguousarray(x[mask], dtype=np.uint8)  # (n, context + 1)
@@ -209,6 +218,10 @@ class ShardWriter:
             return
         assert y is not None
         y = y.astype(self._label_dtype, copy=False)
+        # Tabular rows: the split (and, shuffled, the order) is a function of the row's bytes and the
+        # seed alone (bigmodel.data.rowkey), so the Spark engine writes the very same shards.
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        is_val = rowkey.is_val(x, y, self.meta["seed"], self.meta["val_fraction"])
         for split, mask in (("train", ~is_val), ("val", is_val)):
             xs, ys = x[mask], y[mask]
             if not len(xs):
@@ -218,7 +231,8 @@ class ShardWriter:
                 if self.meta["task"] == "regression":
                     self.y_stats.update(ys)
             cols = [pa.array(xs[:, j]) for j in range(xs.shape[1])] + [pa.array(ys)]
-            self._add(split, pa.RecordBatch.from_arrays(cols, schema=self.schema))
+            keys = rowkey.order_key(xs, ys, self.meta["seed"]) if split in self._shuffles else None
+            self._add(split, pa.RecordBatch.from_arrays(cols, schema=self.schema), keys)
 
     def __enter__(self) -> ShardWriter:
         return self
@@ -234,9 +248,12 @@ class ShardWriter:
         for w in self.splits.values():
             w.abort()
 
-    def _add(self, split: str, batch: pa.RecordBatch) -> None:
-        sink = self._shuffles.get(split) or self.splits[split]
-        sink.add(batch)
+    def _add(self, split: str, batch: pa.RecordBatch, keys: np.ndarray | None = None) -> None:
+        shuffle = self._shuffles.get(split)
+        if shuffle is not None:
+            shuffle.add(batch, keys)
+        else:
+            self.splits[split].add(batch)
 
     def close(self, advance: Callable[[int], None] | None = None) -> Manifest:
         """Finish the shards (after a shuffle's second pass, which reports its rows to ``advance``)

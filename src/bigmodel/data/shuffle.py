@@ -8,6 +8,10 @@ a time, permutes each in memory and hands its rows on. A random bucket and then 
 is a uniformly random permutation of all the rows (Rao 1961, Sandelius 1962). K comes from a guess
 at the data's size; a bucket that still comes out over twice ``BUCKET_BYTES`` is shuffled the same
 way again on its own, so memory holds about one bucket whatever the guess.
+
+Keyed: ``add(batch, keys)`` with a 64-bit key per row (``bigmodel.data.rowkey``) puts each row in the
+bucket of its key's range and ``drain`` sorts each bucket by key, so the order is the rows' key
+order, which another engine (Spark) reproduces exactly, whatever the batching or bucket count.
 """
 
 from __future__ import annotations
@@ -21,9 +25,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from bigmodel.data.rowkey import bucket_of
+
 BUCKET_BYTES = 256 << 20  # pass 2 holds one bucket in memory
 MAX_BUCKETS = 100  # files open at once per split (2 splits stay under macOS's default of 256)
 _TAKE_ROWS = 65536
+KEY = "__bigmodel_key__"  # keyed: the column that carries each row's key through the bucket files
 
 
 def bucket_count(expected_bytes: int) -> int:
@@ -36,8 +43,18 @@ class BucketShuffle:
     the rows, ``seed``, ``salt`` and the number of buckets. The bucket files live in ``folder``,
     which ``drain`` (or ``abort``, on failure) removes."""
 
-    def __init__(self, folder: Path, schema: pa.Schema, buckets: int, seed: int, salt: tuple[int, ...]):
-        self.folder, self.schema = folder, schema
+    def __init__(
+        self,
+        folder: Path,
+        schema: pa.Schema,
+        buckets: int,
+        seed: int,
+        salt: tuple[int, ...],
+        *,
+        keyed: bool = False,
+    ):
+        self.folder, self.keyed = folder, keyed
+        self.schema = schema.append(pa.field(KEY, pa.uint64(), nullable=False)) if keyed else schema
         self.seed, self.salt = seed, salt
         folder.mkdir(parents=True)
         self.paths = [folder / f"bucket-{i:04d}.arrows" for i in range(buckets)]
@@ -46,21 +63,28 @@ class BucketShuffle:
         try:
             for p in self.paths:
                 self._files.append(pa.OSFile(str(p), "wb"))
-                self._writers.append(pa.ipc.new_stream(self._files[-1], schema))
+                self._writers.append(pa.ipc.new_stream(self._files[-1], self.schema))
         except BaseException:
             self.abort()
             raise
         self._chunk = 0
 
-    def add(self, batch: pa.RecordBatch) -> None:
-        """Pass 1: send each row of ``batch`` to a uniformly random bucket."""
+    def add(self, batch: pa.RecordBatch, keys: np.ndarray | None = None) -> None:
+        """Pass 1: send each row of ``batch`` to a uniformly random bucket or, keyed, to the bucket
+        of its key's range (``keys``: (n,) uint64)."""
+        if self.keyed:
+            assert keys is not None, "a keyed shuffle needs a key per row"
+            batch = pa.RecordBatch.from_arrays([*batch.columns, pa.array(keys)], schema=self.schema)
         k = len(self._writers)
         if k == 1:
             self._writers[0].write_batch(batch)
             return
-        rng = np.random.default_rng([self.seed, *self.salt, 1, self._chunk])
-        self._chunk += 1
-        bucket = rng.integers(0, k, size=batch.num_rows)  # (n,)
+        if self.keyed:
+            bucket = bucket_of(keys, k)  # type: ignore[arg-type]
+        else:
+            rng = np.random.default_rng([self.seed, *self.salt, 1, self._chunk])
+            self._chunk += 1
+            bucket = rng.integers(0, k, size=batch.num_rows)  # (n,)
         # Group the rows by bucket in one take, then write each bucket's run as a slice (zero-copy).
         grouped = batch.take(pa.array(np.argsort(bucket, kind="stable")))
         at = 0
@@ -78,7 +102,11 @@ class BucketShuffle:
                 yield from self._reshuffle(i, path, size)
                 continue
             table = pa.ipc.open_stream(pa.memory_map(str(path))).read_all()  # zero-copy: mapped
-            perm = np.random.default_rng([self.seed, *self.salt, 2, i]).permutation(table.num_rows)
+            if self.keyed:  # ties are identical rows: any order of them is the same bytes
+                perm = np.argsort(table.column(KEY).to_numpy(), kind="stable")
+                table = table.drop_columns([KEY])
+            else:
+                perm = np.random.default_rng([self.seed, *self.salt, 2, i]).permutation(table.num_rows)
             # Taken a slice at a time: the permuted copy never exists whole (half the memory).
             for at in range(0, len(perm), _TAKE_ROWS):
                 yield from table.take(pa.array(perm[at : at + _TAKE_ROWS])).to_batches()
@@ -87,13 +115,28 @@ class BucketShuffle:
         self.folder.rmdir()
 
     def _reshuffle(self, i: int, path: Path, size: int) -> Iterator[pa.RecordBatch]:
+        schema = self.schema.remove(self.schema.get_field_index(KEY)) if self.keyed else self.schema
         sub = BucketShuffle(
-            self.folder / f"bucket-{i:04d}", self.schema, bucket_count(size), self.seed, (*self.salt, i)
+            self.folder / f"bucket-{i:04d}",
+            schema,
+            bucket_count(size),
+            self.seed,
+            (*self.salt, i),
+            keyed=self.keyed,
         )
+        k = np.uint64(len(self.paths))
         try:
             with pa.OSFile(str(path)) as f:
                 for batch in pa.ipc.open_stream(f):
-                    sub.add(batch)
+                    if not self.keyed:
+                        sub.add(batch)
+                        continue
+                    key = batch.column(KEY).to_numpy()
+                    # The key's place within this bucket's range: monotone in the key, so the
+                    # sub-buckets, sorted and concatenated, keep the key order (see bucket_of).
+                    with np.errstate(over="ignore"):
+                        frac = (((key >> np.uint64(32)) * k) << np.uint64(32)) | (key & np.uint64(0xFFFFFFFF))
+                    sub.add(batch.drop_columns([KEY]), frac)
             path.unlink()
             yield from sub.drain()
         except BaseException:

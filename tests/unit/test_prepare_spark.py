@@ -1,0 +1,164 @@
+"""``data prepare --engine spark`` on ``local[2]``: the same shards, content hash and statistics as
+the local engine, and bad input as one line with nothing at DST. One Spark session for the module
+(JVM start-up is the slow part)."""
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
+import pytest
+
+from bigmodel.data import load_manifest, prepare, shards
+from bigmodel.errors import BigModelError
+from tests.conftest import run_cli
+
+pytest.importorskip("pyspark")
+if (
+    not shutil.which("java")
+    and not Path(os.environ.get("JAVA_HOME", "/nonexistent"), "bin", "java").is_file()
+):
+    pytest.skip("no Java 17+: --engine spark needs it (see make install)", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def spark() -> Iterator[object]:
+    from bigmodel.data.spark_engine import session
+
+    s = session("local[2]", {"spark.sql.shuffle.partitions": "4", "spark.default.parallelism": "4"})
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def small_shards(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Several shard files and row groups per split, as a big dataset has.
+    monkeypatch.setattr(shards, "ROW_GROUP_ROWS", 128)
+    monkeypatch.setattr(shards, "SHARD_ROWS", 512)
+
+
+def _csv_folder(root: Path) -> Path:
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        x = rng.normal(size=(700, 4)).round(4)
+        t = pa.table({**{f"f{j}": x[:, j] for j in range(4)}, "label": rng.integers(0, 3, 700)})
+        pcsv.write_csv(t, root / f"part{i}.csv")
+    return root
+
+
+def _same(a: Path, b: Path) -> None:
+    ma, mb = load_manifest(a), load_manifest(b)
+    assert ma.content_hash == mb.content_hash and ma.file_hashes == mb.file_hashes
+    assert ma.splits == mb.splits and ma.label_values == mb.label_values and ma.task == mb.task
+    np.testing.assert_allclose(mb.mean, ma.mean, rtol=1e-9)
+    np.testing.assert_allclose(mb.std, ma.std, rtol=1e-9)
+    np.testing.assert_allclose(mb.target_mean, ma.target_mean, rtol=1e-9)
+    assert ma.model_dump(exclude={"mean", "std", "target_mean", "target_std"}) == mb.model_dump(
+        exclude={"mean", "std", "target_mean", "target_std"}
+    )
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_a_csv_folder_gives_the_local_engines_shards(spark, small_shards, tmp_path: Path, shuffle: bool):
+    src = _csv_folder(tmp_path)
+    a = prepare(str(src), tmp_path / "local", seed=3, shuffle=shuffle)
+    prepare(str(src), tmp_path / "spark", seed=3, shuffle=shuffle, engine="spark")
+    assert len(a.splits["train"].files) >= 3  # several shards: the rank -> shard placement is tested
+    _same(tmp_path / "local", tmp_path / "spark")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left
+
+
+def test_a_parquet_file_and_a_regression_target(spark, small_parquet: Path, tmp_path: Path):
+    prepare(str(small_parquet), tmp_path / "local", label="target", seed=1)
+    prepare(str(small_parquet), tmp_path / "spark", label="target", seed=1, engine="spark")
+    _same(tmp_path / "local", tmp_path / "spark")
+    t = pq.read_table(small_parquet)
+    y = pa.array(np.random.default_rng(0).normal(size=t.num_rows))
+    reg = tmp_path / "reg.parquet"
+    pq.write_table(t.drop_columns(["target"]).append_column("y", y), reg)
+    prepare(str(reg), tmp_path / "rl", label="y", seed=2)
+    prepare(str(reg), tmp_path / "rs", label="y", seed=2, engine="spark")
+    _same(tmp_path / "rl", tmp_path / "rs")
+
+
+def test_a_spark_dataframe_is_prepared_in_place(spark, small_parquet: Path, tmp_path: Path):
+    df = spark.read.parquet(str(small_parquet))  # type: ignore[attr-defined]
+    m = prepare(df, tmp_path / "df", label="target", seed=0)
+    local = prepare(str(small_parquet), tmp_path / "local", label="target", seed=0)
+    assert m.content_hash == local.content_hash and m.source == "spark-dataframe"
+
+
+def test_bad_input_is_one_line_and_leaves_nothing(spark, small_parquet: Path, tmp_path: Path):
+    with pytest.raises(BigModelError, match="label column 'nope' not found"):
+        prepare(str(small_parquet), tmp_path / "out", label="nope", engine="spark")
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    pq.write_table(pa.table({"a": [1.0, 2.0], "label": [0, 1]}), mixed / "a.parquet")
+    pq.write_table(pa.table({"b": [1.0, 2.0], "label": [0, 1]}), mixed / "b.parquet")
+    with pytest.raises(BigModelError, match=r"b.parquet: columns \['b', 'label'\] differ"):
+        prepare(str(mixed), tmp_path / "out", engine="spark")
+    with pytest.raises(BigModelError, match="--task lm is not supported by --engine spark"):
+        prepare(str(mixed), tmp_path / "out", engine="spark", task="lm")
+    assert not (tmp_path / "out").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_cli_unreachable_master_and_missing_java_fail_fast(small_parquet: Path, tmp_path: Path):
+    out = tmp_path / "out"
+    r = run_cli(
+        "data",
+        "prepare",
+        str(small_parquet),
+        str(out),
+        "--label",
+        "target",
+        "--engine",
+        "spark",
+        "--master",
+        "spark://127.0.0.1:1",
+        timeout=60,
+    )
+    assert r.returncode == 2 and "cannot reach Spark master spark://127.0.0.1:1" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    r = run_cli(
+        "data",
+        "prepare",
+        str(small_parquet),
+        str(out),
+        "--label",
+        "target",
+        "--engine",
+        "spark",
+        env={"JAVA_HOME": str(tmp_path / "nowhere"), "PATH": str(bare)},
+        timeout=60,
+    )
+    assert r.returncode == 2 and "needs Java 17+" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert not out.exists() and not os.listdir(tmp_path / "bin")
+
+
+def test_a_delta_table_at_two_versions(spark, tmp_path: Path):
+    deltalake = pytest.importorskip("deltalake")
+    rng = np.random.default_rng(0)
+
+    def rows(n: int) -> pa.Table:
+        return pa.table({"a": rng.normal(size=n), "b": rng.normal(size=n), "label": rng.integers(0, 2, n)})
+
+    table = tmp_path / "table"
+    deltalake.write_deltalake(str(table), rows(300))
+    deltalake.write_deltalake(str(table), rows(200), mode="append")
+    for version in (0, 1):
+        src = f"delta:{table}@{version}"
+        prepare(src, tmp_path / f"l{version}", seed=4)
+        m = prepare(src, tmp_path / f"s{version}", seed=4, engine="spark")
+        assert (
+            m.source_version == version
+            and m.splits["train"].rows + m.splits["val"].rows == 300 + 200 * version
+        )
+        _same(tmp_path / f"l{version}", tmp_path / f"s{version}")
