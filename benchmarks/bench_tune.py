@@ -28,6 +28,8 @@ QUICK = bool(os.environ.get("BENCH_QUICK"))
 ROWS = 20_000 if QUICK else 200_000
 SEEDS = (0,) if QUICK else (0, 1, 2)
 TRIALS = 6 if QUICK else 12
+# digits trials take a second: more of them fill ASHA's rungs, so one noisy first epoch decides less
+DIGITS_TRIALS = 6 if QUICK else 24
 EPOCHS = 9  # the last rung of ASHA with reduction factor 3
 SPACE = {
     "depth": {"low": 1, "high": 3},
@@ -38,22 +40,26 @@ SPACE = {
 }
 
 
-def datasets(work: Path) -> dict[str, str]:
+def _synthetic(work: Path, rows: int) -> Path:
     from bigmodel.data import generate_synthetic
 
-    synth = work / f"synthetic-{ROWS}"
+    synth = work / f"synthetic-{rows}"
     if not synth.exists():
-        generate_synthetic(synth, rows=ROWS, features=32, task="multiclass", classes=10, seed=0, noise=0.5)
-    return {f"synthetic {ROWS:,} x 32, 10 classes": str(synth), "digits": "digits"}
+        generate_synthetic(synth, rows=rows, features=32, task="multiclass", classes=10, seed=0, noise=0.5)
+    return synth
 
 
-def search(dataset: str, seed: int, pruner: str, storage: Path) -> list[dict[str, Any]]:
+def datasets(work: Path) -> dict[str, str]:
+    return {f"synthetic {ROWS:,} x 32, 10 classes": str(_synthetic(work, ROWS)), "digits": "digits"}
+
+
+def search(dataset: str, seed: int, pruner: str, storage: Path, trials: int) -> list[dict[str, Any]]:
     from bigmodel.tuning import tune
 
     base = {"data": {"dataset": dataset}, "epochs": EPOCHS, "dist": {"threads": 1}, "progress": False}
     out = tune(
         base,
-        trials=TRIALS,
+        trials=trials,
         raw_space=SPACE,
         study_name=f"{Path(dataset).name}-{seed}-{pruner}",
         storage=str(storage),
@@ -93,10 +99,11 @@ def asha_vs_random(work: Path) -> tuple[list[list[Any]], list[str]]:
             storage = work / "studies" / f"{Path(dataset).name}-{seed}.journal"
             storage.parent.mkdir(parents=True, exist_ok=True)
             storage.unlink(missing_ok=True)
+            n = DIGITS_TRIALS if dataset == "digits" else TRIALS
             t0 = time.perf_counter()
-            full = search(dataset, seed, "none", storage)
+            full = search(dataset, seed, "none", storage, n)
             t1 = time.perf_counter()
-            asha = search(dataset, seed, "asha", storage)
+            asha = search(dataset, seed, "asha", storage, n)
             t2 = time.perf_counter()
             (fx, fy), (ax_, ay) = curve(full), curve(asha)
             gap = (ay[-1] - fy[-1]) / fy[-1]
@@ -104,7 +111,7 @@ def asha_vs_random(work: Path) -> tuple[list[list[Any]], list[str]]:
                 [
                     label,
                     seed,
-                    TRIALS,
+                    n,
                     f"{fy[-1]:.4f}",
                     f"{ay[-1]:.4f}",
                     f"{100 * gap:+.2f}%",
@@ -155,8 +162,10 @@ def workers(work: Path) -> tuple[list[list[Any]], list[str]]:
     cfg = work / "one-thread.yaml"
     cfg.write_text("dist: {threads: 1}\nprogress: false\n")
     trials = 6 if QUICK else 12
-    # trials long enough (digits, 20 epochs: a few seconds each) that a process's start-up is small beside them
-    args = [str(cfg), "--dataset", "digits", "--epochs", "20", "--pruner", "none", "--sampler", "random"]
+    # trials of several seconds (20,000 synthetic rows, 12 epochs), so that a process's start-up (~3 s)
+    # is small beside the work
+    dataset = datasets(work)[next(iter(datasets(work)))] if QUICK else str(_synthetic(work, 20_000))
+    args = [str(cfg), "--dataset", dataset, "--epochs", "12", "--pruner", "none", "--sampler", "random"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     rows, results = [], {}
     for n in (1, 2):
@@ -189,10 +198,11 @@ def pareto(work: Path) -> tuple[list[list[Any]], list[str]]:
 
     storage = work / "studies" / "pareto.journal"
     storage.unlink(missing_ok=True)
-    space = {**SPACE, "int8": {"choices": [False, True]}}
+    # widths up to 2,048: big enough that compute, not per-call overhead, sets a model's latency
+    space = {**SPACE, "width": {"low": 16, "high": 2048, "log": True}, "int8": {"choices": [False, True]}}
     out = tune(
         {"data": {"dataset": "digits"}, "epochs": 10 if not QUICK else 4, "progress": False},
-        trials=20 if not QUICK else 6,
+        trials=24 if not QUICK else 6,
         raw_space=space,
         study_name="pareto",
         storage=str(storage),
