@@ -221,7 +221,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         data = yaml.load(p.read_text(), Loader=_UniqueKeyLoader)
     except FileNotFoundError:
         raise BigModelError(f"config file not found: {p}") from None
-    except (OSError, yaml.YAMLError) as err:
+    except (OSError, yaml.YAMLError, UnicodeDecodeError) as err:
         raise BigModelError(f"cannot read config file {p}: {str(err).splitlines()[0]}") from None
     if data is None:
         return {}

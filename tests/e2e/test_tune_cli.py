@@ -87,8 +87,8 @@ def test_bad_input_is_one_line_and_leaves_the_study_untouched(tmp_path: Path):
     _json(run_cli(*base, "--trials", "2", "--json"))
     before = _json(run_cli("tune", "show", "--study", "s", "--storage", storage, "--json"))
 
-    def refused(*args: str, words: str, env: dict[str, str] | None = None) -> None:
-        r = run_cli(*args, env=env)
+    def refused(*args: str, words: str, env: dict[str, str] | None = None, tune: bool = False) -> None:
+        r = run_cli(*(("tune", *args) if tune else args), env=env)
         assert r.returncode == 2, (args, r.stdout, r.stderr)
         assert words in r.stderr, (words, r.stderr)
         assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
@@ -121,6 +121,19 @@ def test_bad_input_is_one_line_and_leaves_the_study_untouched(tmp_path: Path):
     )
     assert time.monotonic() - t0 < 30
     refused("tune", "show", "--study", "nope", "--storage", storage, words="no study named 'nope'")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    refused(*FAST, "--trials", "1", "--storage", str(notes), words="is not an Optuna journal file", tune=True)
+    assert notes.read_text() == "my notes\n"  # never appended to
+    refused("tune", "--dataset", str(tmp_path / "nope"), "--trials", "1", "--storage", storage, words="nope")
+    refused(*base, "--trials", "2", "--seed", "-1", words="--seed must be in [0, 2**32)")
+    refused("tune", *FAST, "--trials", "1", "--storage", storage, "--study", "..", words="bad study name")
+    refused(
+        "tune", "--dataset", "digits", "--trials", "1", "--epochs", "0", "--storage", storage, words="epochs"
+    )
+    missing = tmp_path / "new" / "show.journal"
+    refused("tune", "show", "--study", "s", "--storage", str(missing), words="no study storage at")
+    assert not missing.parent.exists()
     after = _json(run_cli("tune", "show", "--study", "s", "--storage", storage, "--json"))
     assert after["trials"] == before["trials"]
 

@@ -45,7 +45,9 @@ def test_integer_ranges_are_integers_and_log_scale_is_kept():
         ({"activation": {"choices": []}}, "empty list of choices"),
         ({"width": [8, 64]}, "width must be {low, high[, log]} or {choices: [...]}"),
         ({"width": {"low": 8, "high": 64, "step": 2}}, "width.step"),
-        ({"width": {"low": "8", "high": 64}}, "width.low"),
+        ({"width": {"low": "eight", "high": 64}}, "width.low"),
+        ({"width": {"low": 8.5, "high": 64}}, "width takes whole numbers"),
+        ({"int8": {"low": 0, "high": 1}}, "int8 takes {choices: [false, true]}"),
         ({}, "non-empty mapping"),
         ({"size": {"choices": ["tiny"]}}, "unknown parameter 'size'"),  # a transformer knob on an MLP
     ],
@@ -69,7 +71,7 @@ def test_canonical_form_ignores_order():
         ({"student_width": {"choices": [0, -4]}}, "student_width must be whole numbers >= 0"),
         ({"sparsity": {"low": 0.2, "high": 1.0}}, "sparsity must lie in [0, 1)"),
         ({"sparsity": {"choices": [0.0, 1.5]}}, "sparsity must lie in [0, 1)"),
-        ({"int8": {"choices": [0, 1]}}, "int8 choices must be true/false"),
+        ({"int8": {"choices": [0, 1]}}, "int8 takes {choices: [false, true]}"),
         ({"batch_size": {"choices": [0, 32]}}, "batch_size=0 is not a valid setting"),
     ],
 )

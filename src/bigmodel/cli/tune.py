@@ -66,6 +66,8 @@ def _run(args: argparse.Namespace) -> None:
     from bigmodel.tuning import tune
 
     base: dict[str, Any] = config.load_yaml(args.config) if args.config else {}
+    if "space" in base and not base["space"]:
+        raise BigModelError(f"{args.config}: `space:` is empty (leave it out for the default space)")
     raw_space = base.pop("space", None)
     base.setdefault("epochs", 10)
     for flag, key in FLAGS.items():

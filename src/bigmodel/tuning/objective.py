@@ -142,7 +142,9 @@ def measure(artifact: Path, objectives: tuple[str, ...], trained: dict[str, floa
     compressed = artifact.name.endswith(tuple(f"-{s}" for s in STEPS))
     if "latency" in objectives or "size" in objectives or compressed:
         p = profile_all([artifact], runs=50, batches=(1,))[0]
-        out.update(metric=float(p["metric"]), latency=float(p["latency_ms_b1"]), size=float(p["file_bytes"]))
+        # a language model is timed in tokens/s: its latency is the ms per generated token at batch 1
+        latency = p["latency_ms_b1"] if "latency_ms_b1" in p else 1000.0 / p["tokens_per_s_b1"]
+        out.update(metric=float(p["metric"]), latency=float(latency), size=float(p["file_bytes"]))
     else:
         out["metric"] = _primary("metric", trained)
     return out

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
+import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,7 @@ from bigmodel.tuning import study as st
 from bigmodel.tuning.objective import OBJECTIVES, Setup, direction, run_trial
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 
 
 def tune(
@@ -40,7 +44,7 @@ def tune(
     # 1. check everything before the study is touched
     if trials < 1:
         raise BigModelError(f"--trials must be at least 1, got {trials}")
-    if timeout_s is not None and timeout_s <= 0:
+    if timeout_s is not None and not timeout_s > 0:  # NaN too
         raise BigModelError(f"--timeout must be positive seconds, got {timeout_s}")
     bad = [o for o in objectives if o not in OBJECTIVES]
     if (
@@ -53,13 +57,30 @@ def tune(
             f"--objective must start with metric or loss, then latency and/or size, once each "
             f"(got {','.join(objectives)})"
         )
+    if seed is not None and not 0 <= seed < 2**32:
+        raise BigModelError(f"--seed must be in [0, 2**32), got {seed}")
+    if study_name is not None and not STUDY_NAME.fullmatch(study_name):
+        raise BigModelError(
+            f"bad study name {study_name!r}: use letters, digits, '_', '.', '-' (starting with a letter or "
+            "digit, at most 100): it names a folder"
+        )
+    if register:
+        from bigmodel.registry.refs import check_name
+
+        check_name(register)
     from bigmodel import config
 
+    cfg = config.validate(base)  # the fixed part of the config first: its errors name its own keys
     family: sp.Family = base.get("model", {}).get("name", "mlp")
     if family not in sp.KNOBS:
         raise BigModelError(f"model.name must be mlp or transformer to tune, got {family!r}")
     multi = len(objectives) > 1
-    space = sp.parse(family, raw_space) if raw_space is not None else sp.default(family, compression=multi)
+    compress_by_default = multi and objectives[0] != "loss"  # a loss is measured on the trained model only
+    space = (
+        sp.parse(family, raw_space)
+        if raw_space is not None
+        else sp.default(family, compression=compress_by_default)
+    )
     if objectives[0] == "loss" and any(k in space for k in sp.COMPRESSION):
         raise BigModelError(
             "--objective loss measures the trained model; drop int8/sparsity/student_width from the space "
@@ -72,8 +93,12 @@ def tune(
         )
     pruner = pruner or ("none" if multi else "asha")
     _check_configs(base, family, space)
-    cfg = config.validate(base)
     dataset = cfg.data.dataset
+    from bigmodel.data.builtin import resolve
+
+    resolve(
+        dataset, seed=cfg.seed, val_fraction=cfg.data.val_fraction
+    )  # a missing dataset: one line, no study
     name = study_name or f"{Path(dataset).name}-{family}"
     storage_obj = st.open_storage(storage)
     identity = st.Identity(
@@ -99,6 +124,8 @@ def tune(
     with report.trial_progress(trials, _finished(study), enabled=progress) as advance:
 
         def stop_when_done(s: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
+            if t.state == optuna.trial.TrialState.FAIL:
+                sys.stderr.write(f"trial {t.number} failed: {_reason(t)}\n")
             retried.extend(st.fail_dead_workers(s))
             advance(_finished(s))
             if _finished(s) >= trials:
@@ -110,11 +137,12 @@ def tune(
                 break
             with _quiet_optuna():
                 study.optimize(
-                    lambda t: run_trial(t, setup),
+                    lambda t: _objective(t, setup),
                     n_trials=trials - _finished(study),
                     timeout=left,
                     callbacks=[stop_when_done],
-                    catch=(BigModelError,),  # a config the space allows but training refuses: FAIL, go on
+                    # a config the space allows but training refuses, or runs out of memory on: FAIL, go on
+                    catch=(Exception,),
                     gc_after_trial=True,
                 )
             if not _running_or_waiting(study) and _failed_in_a_row(study) >= 3:
@@ -130,9 +158,20 @@ def tune(
     return summary
 
 
+def _objective(trial: optuna.Trial, setup: Setup) -> float | tuple[float, ...]:
+    try:
+        return run_trial(trial, setup)
+    except optuna.TrialPruned:
+        raise
+    except Exception as err:  # the trial becomes FAIL; keep why, in one line, for the table and the log
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        trial.set_user_attr("error", f"{type(err).__name__}: {first}"[:300])
+        raise
+
+
 def show(study_name: str, storage: str | None = None, out: str | Path | None = None) -> dict[str, Any]:
     """The summary of an existing study, without running anything."""
-    study = st.load(study_name, st.open_storage(storage))
+    study = st.load(study_name, st.open_storage(storage, create=False))
     objectives = tuple(study.user_attrs.get("objectives") or ("metric",))
     from bigmodel.data.builtin import home
 
@@ -195,17 +234,25 @@ def _failed_in_a_row(study: optuna.Study) -> int:
 def _last_failure(study: optuna.Study) -> str:
     for t in reversed(study.get_trials(deepcopy=False)):
         if t.state == optuna.trial.TrialState.FAIL:
-            return str(t.system_attrs.get("fail_reason", "see the log")).splitlines()[0][:200]
+            return _reason(t)
     return ""
+
+
+def _reason(t: optuna.trial.FrozenTrial) -> str:
+    """What a trial failed with, in one line (``_objective`` records it)."""
+    return str(t.user_attrs.get("error") or "the worker stopped (killed, or interrupted)")
 
 
 @contextlib.contextmanager
 def _quiet_optuna() -> Any:
-    """Optuna logs a line per trial; our progress bar and table say it once."""
+    """Optuna logs a line per trial and a traceback per failed one; our progress bar, one line per
+    failure and the table say it once."""
     logger = logging.getLogger("optuna")
     level = logger.level
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:
-        yield
+        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna since 2.8
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            yield
     finally:
         logger.setLevel(level)

@@ -53,6 +53,8 @@ KNOBS: dict[Family, dict[str, str]] = {
 }
 
 COMPRESSION = ("int8", "sparsity", "student_width")
+INTEGER = ("depth", "width", "batch_size", "student_width")  # whole numbers only
+BOOLEAN = ("int8",)
 
 # what `bigmodel tune` searches when the config names no space
 DEFAULTS: dict[Family, dict[str, dict[str, Any]]] = {
@@ -111,6 +113,8 @@ def parse(family: Family, raw: Any, *, where: str = "the search space") -> dict[
             raise BigModelError(
                 f"{where}: {name} must be {{low, high[, log]}} or {{choices: [...]}}, got {spec!r}"
             )
+        # YAML 1.1 reads 1e-4 (no dot) as text: take it as the number its writer meant
+        spec = {k: _number(v) if k in ("low", "high") else v for k, v in spec.items()}
         try:
             p: Param = Choices(**spec) if "choices" in spec else Range(**spec)
         except ValidationError as err:
@@ -126,8 +130,22 @@ def parse(family: Family, raw: Any, *, where: str = "the search space") -> dict[
                 raise BigModelError(
                     f"{where}: {name} is searched on a log scale, so low must be > 0 (got {p.low})"
                 )
+        values = p.choices if isinstance(p, Choices) else [p.low, p.high]
+        if name in BOOLEAN and not (isinstance(p, Choices) and all(isinstance(v, bool) for v in values)):
+            raise BigModelError(f"{where}: {name} takes {{choices: [false, true]}}, got {spec}")
+        if name in INTEGER and not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            raise BigModelError(f"{where}: {name} takes whole numbers, got {values}")
         space[name] = p
     return space
+
+
+def _number(v: Any) -> Any:
+    if isinstance(v, str):
+        try:
+            return float(v)
+        except ValueError:
+            return v
+    return v
 
 
 def default(family: Family, *, compression: bool) -> dict[str, Param]:

@@ -47,8 +47,11 @@ def is_journal(url: str) -> bool:
     return "://" not in url
 
 
-def open_storage(url: str | None) -> optuna.storages.BaseStorage:
-    """The storage a URL names; an unreachable database is a one-line error, at once."""
+def open_storage(url: str | None, *, create: bool = True) -> optuna.storages.BaseStorage:
+    """The storage a URL names; an unreachable database is a one-line error, at once. ``create=False``
+    (reading): a journal file that does not exist is an error, not a new empty one."""
+    if url is not None and not url.strip():
+        raise BigModelError("--storage is empty: name a journal file or a database URL")
     url = url or default_storage()
     if is_journal(url):
         path = Path(url).expanduser()
@@ -56,6 +59,9 @@ def open_storage(url: str | None) -> optuna.storages.BaseStorage:
             raise BigModelError(
                 f"--storage {path} is a folder; name a journal file (e.g. {path}/tune.journal)"
             )
+        if not create and not path.exists():
+            raise BigModelError(f"no study storage at {path} (bigmodel tune --storage {path} creates one)")
+        _check_journal(path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
@@ -92,6 +98,28 @@ def open_storage(url: str | None) -> optuna.storages.BaseStorage:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise BigModelError(f"cannot open study storage {without_password(db_url)}: {first}") from None
     raise AssertionError("unreachable")
+
+
+def _check_journal(path: Path) -> None:
+    """A file that exists must be an Optuna journal (JSON lines with an ``op_code``): never append a
+    study to someone's notes."""
+    import json
+
+    try:
+        with open(path, "rb") as f:
+            first = f.readline(1 << 20)
+    except FileNotFoundError:
+        return
+    except OSError as err:
+        raise BigModelError(f"cannot read journal storage {path}: {err}") from None
+    if not first:
+        return
+    try:
+        ok = "op_code" in json.loads(first)
+    except (ValueError, TypeError):
+        ok = False
+    if not ok:
+        raise BigModelError(f"{path} is not an Optuna journal file (name a new file or an existing journal)")
 
 
 def make_pruner(name: Pruner, max_epochs: int) -> optuna.pruners.BasePruner:
@@ -134,6 +162,10 @@ def open_study(
     existing = {s.study_name: s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
     if name in existing:
         attrs = existing[name].user_attrs
+        deadline = time.monotonic() + 10
+        while not attrs and time.monotonic() < deadline:  # created a moment ago: its creator writes them next
+            time.sleep(0.2)
+            attrs = optuna.load_study(study_name=name, storage=storage).user_attrs
         for key, want in identity.attrs().items():
             have = attrs.get(key)
             if have != want:
@@ -153,6 +185,14 @@ def open_study(
     )
     for key, value in identity.attrs().items():
         study.set_user_attr(key, value)
+    # two workers that started together on a new name both get here; if they disagree, the one whose
+    # identity did not stick refuses (a narrow window remains where both read before either writes)
+    time.sleep(0.3)
+    stuck = optuna.load_study(study_name=name, storage=storage).user_attrs
+    if any(stuck.get(k) != v for k, v in identity.attrs().items()):
+        raise BigModelError(
+            f"study {name!r} was just created by another worker for a different search; use another --study name"
+        )
     return study
 
 
