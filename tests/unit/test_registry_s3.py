@@ -59,3 +59,28 @@ def test_a_changed_blob_on_s3_is_refused(tmp_path: Path, reg: Registry):
     s3.rm(reg.blobs.path(sha))
     with pytest.raises(BigModelError, match="missing"):
         reg.resolve("m")
+
+
+def test_a_mistyped_or_unreachable_location_is_refused(tmp_path: Path, reg: Registry):
+    """The location keeps registry.json naming its database, as a folder does: a wrong bucket or
+    prefix, or another database, is refused in one line instead of being taken for another registry."""
+    reg.register(make_model_dir(tmp_path / "a"), "m")
+    bucket = reg.location.removeprefix("s3://").split("/")[0]
+    for wrong in (f"s3://{bucket}/other-prefix", f"s3://{bucket}-typo/registry"):
+        with pytest.raises(BigModelError, match="no registry at"):
+            Registry(wrong, db_url=reg.db_url, create=False)
+        with pytest.raises(BigModelError, match="already holds a registry whose artifacts are elsewhere"):
+            Registry(wrong, db_url=reg.db_url)  # register there would split the registry in two
+    with pytest.raises(BigModelError, match="keeps its metadata in"):
+        Registry(reg.location, db_url=f"sqlite:///{tmp_path / 'another.db'}")
+    # a store that cannot be reached (a fresh process: s3fs caches its clients): one line, exit 2
+    from tests.conftest import run_cli
+
+    env = {
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+        "AWS_MAX_ATTEMPTS": "1",
+        "BIGMODEL_REGISTRY_DB": reg.db_url,
+    }
+    r = run_cli("registry", "list", "--registry", reg.location, env=env, timeout=120)
+    assert r.returncode == 2 and "cannot reach registry" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr

@@ -117,6 +117,48 @@ class Registry:
         self.db_url = db_url
         self.engine = db.connect(db_url)
         self.blobs = BlobStore(self.location)
+        if not _is_local(self.location):
+            self._check_remote(create)
+
+    def _check_remote(self, create: bool) -> None:
+        """An object-store registry keeps ``registry.json`` (its database, password-free) beside its
+        blobs, as a folder does: a mistyped bucket or prefix is refused instead of being taken for an
+        empty registry, and one database never gets two artifact stores."""
+        marker = f"{self.blobs.root}/{REGISTRY_JSON}"
+        mine = db.without_password(self.db_url)
+        try:
+            recorded = json.loads(self.blobs.fs.cat_file(marker))["database"]
+        except FileNotFoundError:
+            recorded = None
+        except (ValueError, KeyError, TypeError):
+            raise BigModelError(
+                f"{self.location}/{REGISTRY_JSON} is damaged; it names the registry's database"
+            ) from None
+        except Exception as err:  # no credentials, endpoint down, no such bucket: say which, in one line
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise BigModelError(f"cannot reach registry {self.location}: {first}") from None
+        if recorded is not None:
+            if recorded != mine:
+                raise BigModelError(
+                    f"registry {self.location} keeps its metadata in {recorded}, not {mine}; "
+                    f"set ${ENV_DB} to that database"
+                )
+            return
+        if not create:
+            raise BigModelError(
+                f"no registry at {self.location} (`bigmodel registry register MODEL_DIR --name NAME "
+                f"--registry {self.location}` creates one)"
+            )
+        if self.models():
+            raise BigModelError(
+                f"database {mine} already holds a registry whose artifacts are elsewhere; "
+                f"{self.location} is not it (check the bucket and prefix)"
+            )
+        try:
+            self.blobs.fs.pipe_file(marker, json.dumps({"database": mine}, indent=2).encode() + b"\n")
+        except Exception as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise BigModelError(f"cannot write to registry {self.location}: {first}") from None
 
     # ---- writing -------------------------------------------------------------------------------
 
