@@ -160,7 +160,8 @@ def tune_cli(args: list[str], storage: Path, env: dict[str, str]) -> subprocess.
 
 def workers(work: Path) -> tuple[list[list[Any]], list[str]]:
     cfg = work / "one-thread.yaml"
-    cfg.write_text("dist: {threads: 1}\nprogress: false\n")
+    # one thread per process, no loader threads: two processes on two cores, nothing else competing
+    cfg.write_text("dist: {threads: 1}\ndata: {prefetch: 0}\nprogress: false\n")
     trials = 6 if QUICK else 12
     # trials of several seconds (20,000 synthetic rows, 12 epochs), so that a process's start-up (~3 s)
     # is small beside the work
