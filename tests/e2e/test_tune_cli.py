@@ -79,6 +79,12 @@ def test_pareto_front_is_plotted_and_registered_with_lineage(tmp_path: Path):
         assert tune["params"] == next(t["params"] for t in front if t["number"] == r["trial"])
     table = run_cli("tune", "show", "--study", "front", "--storage", str(tmp_path / "s.journal"))
     assert table.returncode == 0 and "Pareto front" in table.stdout and "pareto.png" in table.stdout
+    # the same command again: no new trial, and the same winners are not registered twice
+    again = _json(run_cli(*args, env=env))
+    assert [(r["version"], r["new"]) for r in again["registered"]] == [
+        (r["version"], False) for r in out["registered"]
+    ]
+    assert len(reg.versions("bc-tuned")) == len(out["registered"])
 
 
 def test_bad_input_is_one_line_and_leaves_the_study_untouched(tmp_path: Path):

@@ -36,6 +36,11 @@ def register_winners(study: optuna.Study, summary: dict[str, Any], name: str) ->
             "objectives": {o: w.get(o) for o in summary["objectives"]},
         }
         artifacts.add_files(model_dir, [], tune=tune)
+        digest = artifacts.digest(model_dir)
+        known = {v["digest"]: v["version"] for v in reg.versions(name)} if name in reg.models() else {}
+        if digest in known:  # the same winner, registered by an earlier run of this command
+            out.append({"trial": w["number"], "version": known[digest], "digest": digest, "new": False})
+            continue
         rec = reg.register(model_dir, name)
-        out.append({"trial": w["number"], "version": rec["version"], "digest": rec["digest"]})
+        out.append({"trial": w["number"], "version": rec["version"], "digest": rec["digest"], "new": True})
     return out

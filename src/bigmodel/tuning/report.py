@@ -142,6 +142,16 @@ def tables(result: dict[str, Any]) -> list[Any]:
         out.append(
             grid_table(f"Pareto front (plot: {result['plot']})", header, [cells(r) for r in result["pareto"]])
         )
+    if result.get("registered"):
+        rows = [
+            [
+                f"#{r['trial']}",
+                f"{r['version']}",
+                "registered" if r.get("new", True) else "already registered",
+            ]
+            for r in result["registered"]
+        ]
+        out.append(grid_table("registry", ["trial", "version", ""], rows))
     return out
 
 
