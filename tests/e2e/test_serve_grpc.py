@@ -158,6 +158,17 @@ def test_bad_requests_are_status_codes(world):
             "",
         ),
     ]
+    both = _input(x)  # raw bytes, and typed contents as well
+    both._get_tensor().contents.fp32_contents.extend(x.ravel().tolist())
+    cases.append((lambda: c.infer("iris", [both], headers=AUTH), "INVALID_ARGUMENT", "send one of them"))
+    twice = [tg.InferRequestedOutput("label"), tg.InferRequestedOutput("label")]
+    cases.append(
+        (
+            lambda: c.infer("iris", [_input(x)], outputs=twice, headers=AUTH),
+            "INVALID_ARGUMENT",
+            "asked for twice",
+        )
+    )
     # a shape that disagrees with the raw bytes it comes with
     lying = _input(x)
     lying._get_tensor().shape[:] = [3, 6]
@@ -171,7 +182,7 @@ def test_bad_requests_are_status_codes(world):
     # counted with REST's requests, by the HTTP status each code stands for
     req = urllib.request.Request(world["server"].url + "/metrics", headers={"Authorization": f"Bearer {KEY}"})
     text = urllib.request.urlopen(req).read().decode()
-    assert 'bigmodel_inference_requests_total{model="iris",status="400",version="1"} 3.0' in text
+    assert 'bigmodel_inference_requests_total{model="iris",status="400",version="1"} 5.0' in text
     assert 'bigmodel_inference_requests_total{model="_unknown",status="404",version=""} 1.0' in text
 
 

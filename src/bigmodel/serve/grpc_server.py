@@ -77,6 +77,8 @@ def decode_infer(request: Any, served: Served, max_rows: int) -> np.ndarray:
     raw = request.raw_input_contents
     if len(raw) > 1:
         raise _bad(f"the request has {len(raw)} raw_input_contents for its 1 input")
+    if raw and t.HasField("contents"):  # the protocol takes one or the other; never pick one silently
+        raise _bad(f"input '{inp.name}' has both raw_input_contents and typed contents; send one of them")
     shape = list(t.shape)
     if inp.datatype == "BYTES":
         if raw:  # 4-byte little-endian length, then the bytes, per element: REST's binary layout
@@ -216,9 +218,12 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
                 raise _bad(f"model {name} has no infer route (it is a {served.runtime.family} model)")
             x = decode_infer(request, served, cfg.max_batch_size)
             wanted = {o.name for o in served.runtime.outputs}
-            for o in request.outputs:
-                if o.name not in wanted:
-                    raise _bad(f"unknown output {o.name!r}: model {name} gives {', '.join(sorted(wanted))}")
+            asked = [o.name for o in request.outputs]
+            for o in asked:
+                if o not in wanted:
+                    raise _bad(f"unknown output {o!r}: model {name} gives {', '.join(sorted(wanted))}")
+            if len(set(asked)) != len(asked):
+                raise _bad(f"an output is asked for twice: {', '.join(asked)}")
             rows = len(x)
             left = context.time_remaining()  # the client's deadline, if it set one
             timeout = min(cfg.timeout_s, left if left is not None else math.inf)
