@@ -140,3 +140,22 @@ def test_a_tampered_s3_shard_is_refused_and_not_cached(tmp_path: Path, s3_bucket
     with pytest.raises(BigModelError, match="does not match its manifest hash"):
         remote.fetch(url, tmp_path / "cache")
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+
+
+def test_object_storage_failures_are_one_line(tmp_path: Path, s3_bucket: str, small_parquet: Path):
+    """An endpoint that does not answer, and --engine spark on s3:// (no Hadoop s3a connector here):
+    one line each, exit 2, before any work."""
+    down = {"AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_MAX_ATTEMPTS": "1"}
+    r = run_cli(
+        "data", "prepare", f"s3://{s3_bucket}/raw/", str(tmp_path / "d"), "--label", "target", env=down
+    )
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "error:" in r.stderr and "Traceback" not in r.stderr
+    for src, dst in (
+        (f"s3://{s3_bucket}/raw/", str(tmp_path / "e")),
+        (str(small_parquet), f"s3://{s3_bucket}/p"),
+    ):
+        r = run_cli("data", "prepare", src, dst, "--label", "target", "--engine", "spark")
+        assert r.returncode == 2 and "--engine spark reads and writes local" in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (tmp_path / "e").exists()

@@ -85,6 +85,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {where}{err.strerror or err}", file=sys.stderr)
         return 2
     except Exception as err:
+        if type(err).__module__.startswith("botocore"):  # object storage (s3fs): no credentials, no endpoint
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            print(f"error: object storage: {first}", file=sys.stderr)
+            return 2
         # torchrun's launcher turns SIGTERM/SIGHUP into SignalException; exit as a killed process
         # would, after stopping the workers, with one line instead of a traceback.
         sigval = getattr(err, "sigval", None)

@@ -291,6 +291,14 @@ def prepare_spark(
 
     if task == "lm":
         raise BigModelError("--task lm is not supported by --engine spark yet; use --engine local")
+    # Spark reaches object stores through Hadoop's s3a connector (jars this install does not ship), and
+    # the shards are written by the executors to a path they all see: refuse before a job starts
+    for what, where in (("source", "" if is_spark_dataframe(src) else str(src)), ("destination", str(dst))):
+        if "://" in where.removeprefix("delta:") and not where.removeprefix("delta:").startswith("file://"):
+            raise BigModelError(
+                f"--engine spark reads and writes local or shared-filesystem paths, not the {what} {where}; "
+                "use --engine local for object storage"
+            )
     dst = Path(dst)
     if dst.exists():
         raise BigModelError(
