@@ -47,9 +47,13 @@ class RunningStats:
         if len(x) == 0:
             return
         x = x.astype(np.float64, copy=False)
-        nb = len(x)
         mb = x.mean(axis=0)
-        m2b = ((x - mb) ** 2).sum(axis=0)
+        self.merge(len(x), mb, ((x - mb) ** 2).sum(axis=0))
+
+    def merge(self, nb: int, mb: np.ndarray, m2b: np.ndarray) -> None:
+        """Fold in another part's count, mean and M2 (a batch's, or a Spark partition's)."""
+        if nb == 0:
+            return
         if self.n == 0:
             self.n, self.mean, self.m2 = nb, mb, m2b
             return

@@ -212,17 +212,7 @@ def _merge(parts: list[Any]) -> tuple[shards.RunningStats, shards.RunningStats, 
     for _, n, mean, m2, yn, ymean, ym2, v in sorted(parts, key=lambda p: p[0]):
         n_val += v
         for acc, k, mu, s2 in ((xs, n, mean, m2), (ys, yn, ymean, ym2)):
-            if not k:
-                continue
-            mu, s2 = np.asarray(mu, dtype=np.float64), np.asarray(s2, dtype=np.float64)
-            if acc.n == 0:
-                acc.n, acc.mean, acc.m2 = k, mu, s2
-                continue
-            tot = acc.n + k
-            d = mu - acc.mean
-            acc.mean = acc.mean + d * k / tot
-            acc.m2 = acc.m2 + s2 + d**2 * acc.n * k / tot
-            acc.n = tot
+            acc.merge(k, np.asarray(mu, dtype=np.float64), np.asarray(s2, dtype=np.float64))
     return xs, ys, n_val
 
 
