@@ -57,6 +57,22 @@ def progress_bar(description: str, total: int | None, *, enabled: bool = True) -
         yield advance
 
 
+@contextlib.contextmanager
+def steps_bar(*, enabled: bool = True) -> Iterator[Callable[[str, int, int], None]]:
+    """Yield ``show(step, done, total)``: one bar whose step and total change as the work moves on
+    (a Spark job's stages). Shown on stderr only when it is a terminal."""
+    if not (enabled and err.is_terminal):
+        yield lambda step, done, total: None
+        return
+    with Progress(*_bar_columns("{task.description}"), console=err, transient=False) as p:
+        task = p.add_task("", total=None, info="")
+
+        def show(step: str, done: int, total: int) -> None:
+            p.update(task, description=step, completed=done, total=total or None)
+
+        yield show
+
+
 class RunProgress:
     """Two bars for a training run: epochs overall, and batches of the current epoch with its loss and
     throughput. A no-op when disabled (ranks other than 0, or stderr not a terminal)."""

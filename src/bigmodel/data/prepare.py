@@ -59,6 +59,7 @@ def prepare(
             master=master,
             conf=spark_conf,
             infer_task=infer_task,
+            progress=progress,
         )
     if engine != "local":
         raise BigModelError(f"--engine must be local or spark, got {engine!r}")

@@ -1,126 +1,47 @@
 """``data prepare --engine spark``: the same shards + manifest as the local engine, written by Spark
-executors.
+executors, with no per-row Python objects (Arrow batches through ``mapInArrow``).
 
-The row order and split are functions of each row and the seed (``bigmodel.data.rowkey``), so a
-global sort by ``(split, key)`` gives the local engine's rows in the local engine's order. Each row's
-rank within its split says which shard file it belongs to; each shard is then written by one
-executor task with the local engine's own ``_SplitWriter``, so the files (and the content hash) are
-byte-identical. The driver collects only O(partitions x features) statistics, O(classes) labels and
-O(shards) file hashes; it writes ``manifest.json`` and renames the temporary folder to DST last.
-pyspark is imported only here, and only when this engine runs.
+A row's split and place are functions of the row and the seed (``bigmodel.data.rowkey``): the rows
+of a split sorted by ``(order key, row id)`` are the local engine's rows in the local engine's order.
+The job, in four passes over data kept on the executors' disks:
+
+1. encode: each Arrow batch is checked as the local engine checks it and gets its split and sort
+   key (float32 features, int64 class codes or float32 targets); persisted, DISK_ONLY.
+2. a histogram of the sort key's top bits per split (O(buckets) rows to the driver) gives the
+   split sizes, and the buckets that hold a shard's first row;
+3. the rows of those few buckets (about shards x rows/65536) give each shard's exact first key;
+4. each row's shard is then a comparison with those keys; rows are hash-partitioned by shard,
+   sorted within it, and written by the local engine's own ``_SplitWriter`` (byte-identical files),
+   which also returns the shard's training statistics (count, mean, M2), merged in shard order.
+
+The driver holds O(buckets + shards x features) and writes ``manifest.json``, then renames the
+temporary folder to DST. pyspark is imported only inside functions: it is an optional extra.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-import re
-import shutil
-import socket
-import sys
-from collections.abc import Callable
+import itertools
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from bigmodel.data import rowkey, shards
 from bigmodel.data.manifest import MANIFEST, Manifest, Split, Task
+from bigmodel.data.spark_session import first_line, is_spark_dataframe, read, session, stage_progress
 from bigmodel.errors import BigModelError
 from bigmodel.fsutil import atomic_dir, write_json_atomic
 
+__all__ = ["is_spark_dataframe", "prepare_spark"]
 
-def is_spark_dataframe(obj: object) -> bool:
-    """Whether ``obj`` is a pyspark DataFrame, without importing pyspark (it may not be installed)."""
-    return any(
-        c.__module__.startswith("pyspark.sql") and c.__name__ == "DataFrame" for c in type(obj).__mro__
-    )
-
-
-def check_java() -> None:
-    """Spark needs a JVM: one line saying how to get one, before pyspark tries and prints pages."""
-    home = os.environ.get("JAVA_HOME")
-    if home and Path(home, "bin", "java").is_file():
-        return
-    if shutil.which("java"):
-        return
-    raise BigModelError(
-        "--engine spark needs Java 17+ and none was found (JAVA_HOME unset or wrong, no java on PATH); "
-        "install it (e.g. apt-get install openjdk-17-jre-headless) or use --engine local"
-    )
-
-
-def check_master(master: str) -> None:
-    """A standalone master that does not answer fails in seconds, not after Spark's minute of retries."""
-    m = re.fullmatch(r"spark://([^:/]+):(\d+)", master)
-    if not m:
-        return
-    try:
-        socket.create_connection((m.group(1), int(m.group(2))), timeout=5).close()
-    except OSError as err:
-        raise BigModelError(f"cannot reach Spark master {master}: {err.strerror or err}") from None
-
-
-def session(master: str, conf: dict[str, str]) -> Any:
-    """A Spark session on ``master`` with ``conf`` (``--spark-conf key=value``)."""
-    check_java()
-    check_master(master)
-    from pyspark.sql import SparkSession
-
-    # Python workers run this interpreter, which has bigmodel (the executors call into it).
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-
-    builder = SparkSession.builder.master(master).appName("bigmodel data prepare")
-    for k, v in {"spark.ui.enabled": "false", **conf}.items():
-        builder = builder.config(k, v)
-    try:
-        spark = builder.getOrCreate()
-        spark.sparkContext.setLogLevel("ERROR")
-    except Exception as err:  # a JVM that cannot start, a master that refuses the app
-        raise BigModelError(f"cannot start Spark on {master}: {_first_line(err)}") from None
-    if spark.sparkContext.master != master:  # getOrCreate hands back a running session as it is
-        raise BigModelError(
-            f"a Spark session on {spark.sparkContext.master} is already running in this process; "
-            f"pass its DataFrame to prepare(), or stop it to use --master {master}"
-        )
-    return spark
-
-
-def _first_line(err: BaseException) -> str:
-    found = re.search(r"BigModelError: (.*)", str(err))
-    if found:
-        return found.group(1).strip()
-    return next((ln.strip() for ln in str(err).splitlines() if ln.strip()), type(err).__name__)
-
-
-def read(spark: Any, src: str) -> tuple[Any, str, int | None]:
-    """(DataFrame, source as recorded, Delta version or None) for a file, folder or ``delta:`` table.
-    Every file must have the same columns: Spark would otherwise align them silently by position."""
-    from bigmodel.data import delta, source
-
-    if delta.is_delta(src):
-        snap = delta.snapshot(src)
-        if not snap.files:
-            raise BigModelError(f"{snap.uri} is empty: no data files")
-        return spark.read.parquet(*snap.files), snap.uri, snap.version
-    fs, files = source.list_files(src)
-    first, schema = source.first_schema(fs, files, src)
-    for f in files:
-        names = source.first_schema(fs, [f], f)[1].names
-        if names != schema.names:
-            raise BigModelError(f"{f}: columns {names} differ from {schema.names} in {first}")
-    csv = [f.lower().endswith((".csv", ".tsv", ".csv.gz")) for f in files]
-    if any(csv) and not all(csv):
-        raise BigModelError(f"{src} mixes CSV and Parquet files; --engine spark reads one format")
-    paths = [fs.unstrip_protocol(f) if not src.startswith("/") else f for f in files]
-    if all(csv):
-        sep = "\t" if files[0].lower().endswith(".tsv") else ","
-        return spark.read.csv(paths, header=True, inferSchema=True, sep=sep), src, None
-    return spark.read.parquet(*paths), src, None
-
-
-_FILE, _ROW = "__bigmodel_file__", "__bigmodel_row__"  # no-shuffle: the source order
+# What the job adds to each row: split (0 train, 1 val), sort key (k1, k2), shard; the source file.
+_SPLIT, _K1, _K2, _SHARD, _FILE = "__bm_split__", "__bm_k1__", "__bm_k2__", "__bm_shard__", "__bm_file__"
+_FLIP = np.uint64(1 << 63)  # u ^ 2**63 read as int64 sorts as u does unsigned: Spark has no uint64
+_MAX_LABELS = 10000
 
 
 def _pa_type(spark_type: Any) -> pa.DataType:
@@ -135,128 +56,140 @@ def _pa_type(spark_type: Any) -> pa.DataType:
 
 
 def _encode(
-    rows: Any,
+    batches: Iterator[pa.RecordBatch],
     label: str,
     features: list[str],
-    codes: dict[Any, int] | None,
+    values: list[Any] | None,
     seed: int,
     vf: float,
     shuffle: bool,
-    chunk: int = 65536,
-) -> Any:
-    """Executor side: rows -> ((split, key), packed row bytes), with the local engine's checks."""
-    buf: list[Any] = []
-
-    def flush() -> Any:
-        x = np.array([[r[f] for f in features] for r in buf], dtype=np.float64)  # None -> nan
-        if not np.isfinite(x).all():
-            j = int(np.flatnonzero(~np.isfinite(x).all(axis=0))[0])
-            raise BigModelError(f"feature column '{features[j]}' has a missing, NaN or infinite value")
+) -> Iterator[pa.RecordBatch]:
+    """Executor side: source batches -> (split, k1, float32 features, label code or target), with
+    the local engine's checks. k1 is the order key, or the source file name with ``--no-shuffle``."""
+    value_set = None
+    for b in batches:
+        n = b.num_rows
+        if n == 0:
+            continue
+        x = np.empty((n, len(features)), dtype=np.float64)  # (n, F)
+        for j, f in enumerate(features):
+            x[:, j] = pc.cast(b.column(f), pa.float64()).to_numpy(zero_copy_only=False)  # null -> nan
+        finite = np.isfinite(x).all(axis=0)
+        if not finite.all():
+            bad = features[int(np.flatnonzero(~finite)[0])]
+            raise BigModelError(f"feature column '{bad}' has a missing, NaN or infinite value")
         xf = x.astype(np.float32)
-        raw = [r[label] for r in buf]
-        if any(v is None for v in raw):
+        lab = b.column(label)
+        if lab.null_count:
             raise BigModelError(f"label column '{label}' has missing values")
-        if codes is None:
-            y = np.array(raw, dtype=np.float64).astype(np.float32)
+        if values is None:
+            y = pc.cast(lab, pa.float64()).to_numpy(zero_copy_only=False).astype(np.float32)  # (n,)
             if not np.isfinite(y).all():
                 raise BigModelError(f"label column '{label}' has a NaN or infinite value")
         else:
-            y = np.array([codes[v] for v in raw], dtype=np.int64)
-        val = rowkey.is_val(xf, y, seed, vf)
-        keys = rowkey.order_key(xf, y, seed).tolist() if shuffle else [(r[_FILE], r[_ROW]) for r in buf]
-        packed = np.concatenate(
-            [xf.view(np.uint8).reshape(len(xf), -1), y.astype(y.dtype).view(np.uint8).reshape(len(y), -1)],
-            axis=1,
-        )
-        for i in range(len(buf)):
-            yield (int(val[i]), keys[i]), packed[i].tobytes()
-
-    for r in rows:
-        buf.append(r)
-        if len(buf) == chunk:
-            yield from flush()
-            buf = []
-    if buf:
-        yield from flush()
+            if value_set is None:
+                value_set = pa.array(values, type=lab.type)
+            codes = pc.index_in(lab, value_set=value_set)
+            if codes.null_count:  # the values were read from this same source: it changed under us
+                raise BigModelError(f"label column '{label}' has a value not among {values[:10]}")
+            y = codes.to_numpy(zero_copy_only=False).astype(np.int64)  # (n,)
+        out: dict[str, Any] = {_SPLIT: pa.array(rowkey.is_val(xf, y, seed, vf).astype(np.int32))}
+        if shuffle:
+            out[_K1] = pa.array((rowkey.order_key(xf, y, seed) ^ _FLIP).view(np.int64))
+        else:
+            out[_K1] = b.column(_FILE)
+        for j, f in enumerate(features):
+            out[f] = pa.array(xf[:, j])
+        out[label] = pa.array(y)
+        yield pa.RecordBatch.from_pydict(out)
 
 
-def _stats(index: int, pairs: Any, features: int, regression: bool) -> Any:
-    """Executor side: one partition's training-split (n, mean, M2) for X (and y), float64."""
-    xs = shards.RunningStats()
-    ys = shards.RunningStats()
-    block: list[bytes] = []
-
-    def add() -> None:
-        raw = np.frombuffer(b"".join(block), dtype=np.uint8).reshape(len(block), -1)
-        xs.update(raw[:, : 4 * features].copy().view(np.float32))
-        if regression:
-            ys.update(raw[:, 4 * features :].copy().view(np.float32)[:, 0])
-
-    n_val = 0
-    for (split, _), row in pairs:
-        if split:
-            n_val += 1
-            continue
-        block.append(row)
-        if len(block) == 65536:
-            add()
-            block = []
-    if block:
-        add()
-    yield index, xs.n, xs.mean.tolist(), xs.m2.tolist(), ys.n, ys.mean.tolist(), ys.m2.tolist(), n_val
+_WRITTEN_ARROW = pa.schema(
+    [
+        ("file", pa.string()),
+        ("sha256", pa.string()),
+        ("rows", pa.int64()),
+        ("n", pa.int64()),
+        ("mean", pa.list_(pa.float64())),
+        ("m2", pa.list_(pa.float64())),
+        ("yn", pa.int64()),
+        ("ymean", pa.list_(pa.float64())),
+        ("ym2", pa.list_(pa.float64())),
+    ]
+)
+_WRITTEN = (
+    "file string, sha256 string, rows long, n long, mean array<double>, m2 array<double>, "
+    "yn long, ymean array<double>, ym2 array<double>"
+)
 
 
-def _merge(parts: list[Any]) -> tuple[shards.RunningStats, shards.RunningStats, int]:
-    """Chan et al.'s merge of per-partition statistics, in partition order (a fixed order)."""
-    xs, ys, n_val = shards.RunningStats(), shards.RunningStats(), 0
-    for _, n, mean, m2, yn, ymean, ym2, v in sorted(parts, key=lambda p: p[0]):
-        n_val += v
-        for acc, k, mu, s2 in ((xs, n, mean, m2), (ys, yn, ymean, ym2)):
-            acc.merge(k, np.asarray(mu, dtype=np.float64), np.asarray(s2, dtype=np.float64))
-    return xs, ys, n_val
-
-
-def _write_shard(
-    rows: Any,
+def _write(
+    batches: Iterator[pa.RecordBatch],
     root: str,
     schema: pa.Schema,
-    features: int,
-    regression: bool,
-    ordinal: int,
     names: list[tuple[str, int]],
     sizes: tuple[int, int],
-) -> Any:
-    """Executor side: the rows of one shard (sorted by rank) through the local engine's writer."""
-    split, first = names[ordinal]
-    label_dtype = np.float32 if regression else np.int64
-    w = shards._SplitWriter(Path(root), split, schema, *sizes, first)
-    block: list[bytes] = []
+) -> Iterator[pa.RecordBatch]:
+    """Executor side: rows sorted by (shard, key) -> one Parquet file per shard through the local
+    engine's writer; yields per shard its file, hash, rows and training statistics."""
+    features, label = schema.names[:-1], schema.names[-1]
+    regression = pa.types.is_floating(schema.field(label).type)
+    done: list[dict[str, Any]] = []
+    state: dict[str, Any] = {}
 
-    def add() -> None:
-        raw = np.frombuffer(b"".join(block), dtype=np.uint8).reshape(len(block), -1)
-        x = raw[:, : 4 * features].copy().view(np.float32)
-        y = raw[:, 4 * features :].copy().view(label_dtype)[:, 0]
-        cols = [pa.array(x[:, j]) for j in range(features)] + [pa.array(y)]
-        w.add(pa.RecordBatch.from_arrays(cols, schema=schema))
+    def finish() -> None:
+        w, xs, ys = state.pop("w"), state.pop("xs"), state.pop("ys")
+        w.close()
+        for f in w.files:
+            h = hashlib.sha256()
+            with open(Path(root) / f, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+            done.append(
+                dict(
+                    file=f,
+                    sha256=h.hexdigest(),
+                    rows=w.rows,
+                    n=xs.n,
+                    mean=xs.mean.tolist(),
+                    m2=xs.m2.tolist(),
+                    yn=ys.n,
+                    ymean=np.atleast_1d(ys.mean).tolist(),
+                    ym2=np.atleast_1d(ys.m2).tolist(),
+                )
+            )
 
     try:
-        for _, row in rows:
-            block.append(row)
-            if len(block) == sizes[0]:
-                add()
-                block = []
-        if block:
-            add()
-        w.close()
+        for b in batches:
+            shard = b.column(_SHARD).to_numpy(zero_copy_only=False)  # (n,) non-decreasing
+            cuts = [0, *(np.flatnonzero(np.diff(shard)) + 1).tolist(), b.num_rows]
+            for lo, hi in itertools.pairwise(cuts):
+                if hi == lo:
+                    continue
+                if state.get("shard") != int(shard[lo]):
+                    if "w" in state:
+                        finish()
+                    split, first = names[int(shard[lo])]
+                    w = shards._SplitWriter(Path(root), split, schema, *sizes, first)
+                    state.update(
+                        shard=int(shard[lo]), w=w, xs=shards.RunningStats(), ys=shards.RunningStats()
+                    )
+                part = pa.RecordBatch.from_arrays(
+                    [b.column(c).slice(lo, hi - lo) for c in schema.names], schema=schema
+                )
+                state["w"].add(part)
+                if names[state["shard"]][0] == "train":
+                    state["xs"].update(np.column_stack([part.column(f).to_numpy() for f in features]))
+                    if regression:
+                        state["ys"].update(part.column(label).to_numpy())
+        if "w" in state:
+            finish()
     except BaseException:
-        w.abort()
+        if "w" in state:
+            state["w"].abort()
         raise
-    for f in w.files:
-        h = hashlib.sha256()
-        with open(Path(root) / f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-        yield f, h.hexdigest(), w.rows
+    if done:
+        yield pa.RecordBatch.from_pylist(done, schema=_WRITTEN_ARROW)
 
 
 def prepare_spark(
@@ -272,6 +205,7 @@ def prepare_spark(
     master: str = "local[2]",
     conf: dict[str, str] | None = None,
     infer_task: Callable[[pa.DataType, list[Any], int], Task],
+    progress: bool = False,
 ) -> Manifest:
     """Prepare ``src`` (a path, ``delta:`` table, or a pyspark DataFrame) into ``dst`` on Spark.
     Same contract and, for the same rows, seed and split, the same shards and content hash as
@@ -304,11 +238,14 @@ def prepare_spark(
         recorded = str(src)
         df, recorded, version = read(session(master, conf or {}), recorded)
     try:
-        return _run(df, dst, recorded, version, label, val_fraction, seed, task, name, shuffle, infer_task)
+        with stage_progress(df.sparkSession, progress) as phase:
+            return _run(
+                df, dst, recorded, version, label, val_fraction, seed, task, name, shuffle, infer_task, phase
+            )
     except BigModelError:
         raise
     except Exception as err:  # a Py4J or executor failure: one line, the BigModelError inside if any
-        raise BigModelError(f"spark job failed: {_first_line(err)}") from None
+        raise BigModelError(f"spark job failed: {first_line(err)}") from None
 
 
 def _run(
@@ -323,9 +260,82 @@ def _run(
     name: str | None,
     shuffle: bool,
     infer_task: Any,
+    phase: Callable[[str], None],
 ) -> Manifest:
+    from pyspark import StorageLevel
     from pyspark.sql import functions as sf
 
+    phase("labels")
+    features, values, task = _columns(df, recorded, label, task, infer_task)
+    regression = task == "regression"
+    schema = _schema(features, label, regression)
+    cols = [*features, label]
+    if not shuffle:  # the source order: file by file, then the order rows were read in
+        df = df.withColumn(_FILE, sf.input_file_name())
+        cols.append(_FILE)
+    enc_schema = _spark_schema(features, label, regression, shuffle)
+    enc = (
+        df.select(*cols)
+        .mapInArrow(lambda it: _encode(it, label, features, values, seed, vf, shuffle), enc_schema)
+        .withColumn(_K2, sf.monotonically_increasing_id())  # unique: ties in k1 are identical rows
+    )
+    # Computed once, kept on the executors' disks (bounded memory) for the passes below.
+    enc.persist(StorageLevel.DISK_ONLY)
+    try:
+        sizes = (shards.ROW_GROUP_ROWS, shards.SHARD_ROWS)  # read now: tests lower them
+        phase("encode")
+        counts, firsts = _shard_starts(enc, shuffle, sizes[1], phase)
+        n = counts[0] + counts[1]
+        if n == 0:
+            raise BigModelError(f"dataset {recorded} is empty: no rows")
+        for s, split in enumerate(("train", "val")):
+            if counts[s] == 0:
+                raise BigModelError(
+                    f"dataset {recorded} has too few rows ({n}) for a {split} split with --val-fraction {vf}"
+                )
+        names = [("train", k) for k in range(len(firsts[0]) + 1)] + [
+            ("val", k) for k in range(len(firsts[1]) + 1)
+        ]
+        shard = sf.when(sf.col(_SPLIT) == 0, _count_le(firsts[0], 0, len(firsts[0]))).otherwise(
+            len(firsts[0]) + 1 + _count_le(firsts[1], 0, len(firsts[1]))
+        )
+        phase("sort and write")
+        with atomic_dir(dst) as tmp:
+            root = str(tmp)
+            written = [
+                r.asDict()
+                for r in enc.withColumn(_SHARD, shard)
+                .repartition(len(names), _SHARD)
+                .sortWithinPartitions(_SHARD, _K1, _K2)
+                .select(_SHARD, *features, label)
+                .mapInArrow(lambda it: _write(it, root, schema, names, sizes), _WRITTEN)
+                .collect()
+            ]
+            manifest = _manifest(
+                written,
+                counts,
+                features,
+                label,
+                values,
+                task,
+                regression,
+                recorded,
+                version,
+                name,
+                seed,
+                vf,
+                shuffle,
+            )
+            write_json_atomic(tmp / MANIFEST, manifest.model_dump(mode="json"))
+    finally:
+        enc.unpersist()
+    return manifest
+
+
+def _columns(
+    df: Any, recorded: str, label: str, task: Task | None, infer_task: Any
+) -> tuple[list[str], list[Any] | None, Task]:
+    """(feature columns, sorted label values or None, task), checked as the local engine checks them."""
     if label not in df.columns:
         raise BigModelError(
             f"label column '{label}' not found in {recorded} (columns: {', '.join(df.columns)}); pass --label COL"
@@ -335,118 +345,149 @@ def _run(
         raise BigModelError(f"{recorded} has no feature columns besides the label '{label}'")
     types = {f.name: f.dataType for f in df.schema.fields}
     for f in features:
-        if (
-            not pa.types.is_integer(_pa_type(types[f]))
-            and not pa.types.is_floating(_pa_type(types[f]))
-            and not pa.types.is_boolean(_pa_type(types[f]))
-        ):
+        if f.startswith("__bm_"):
+            raise BigModelError(f"{recorded}: column '{f}' uses the prefix __bm_ that the Spark job reserves")
+        t = _pa_type(types[f])
+        if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)):
             raise BigModelError(
                 f"{recorded}: feature column '{f}' is not numeric ({types[f].simpleString()})"
             )
     label_type = _pa_type(types[label])
-    values: list[Any] | None = None
     if task is None and pa.types.is_floating(label_type):
         task = "regression"
-    if task != "regression":
-        found = [r[0] for r in df.select(label).distinct().limit(10001).collect()]  # O(classes)
-        if any(v is None for v in found):
-            raise BigModelError(f"label column '{label}' has missing values")
-        if len(found) > 10000:
-            raise BigModelError(
-                f"label column '{label}' has over 10000 distinct values; use --task regression"
-            )
-        values = sorted(found, key=lambda v: (str(type(v)), v))
-        if task is None:
-            task = infer_task(label_type, values, df.count())
-            if task == "regression":
-                values = None
-    if values is not None:
-        if len(values) < 2:
-            raise BigModelError(f"label column '{label}' has a single value {values}: nothing to learn")
-        if task == "binary" and len(values) != 2:
-            raise BigModelError(f"--task binary needs 2 distinct labels in '{label}', found {len(values)}")
-        if len(values) == 2:
-            task = "binary"
+    if task == "regression":
+        return features, None, task
+    # One pass for the distinct values and the row count (infer_task weighs one against the other).
+    found = df.groupBy(label).count().limit(_MAX_LABELS + 1).collect()  # O(classes)
+    if any(r[0] is None for r in found):
+        raise BigModelError(f"label column '{label}' has missing values")
+    if len(found) > _MAX_LABELS:
+        raise BigModelError(
+            f"label column '{label}' has over {_MAX_LABELS} distinct values; use --task regression"
+        )
+    values = sorted((r[0] for r in found), key=lambda v: (str(type(v)), v))
+    if task is None:
+        task = infer_task(label_type, values, sum(r[1] for r in found))
+        if task == "regression":
+            return features, None, task
+    if len(values) < 2:
+        raise BigModelError(f"label column '{label}' has a single value {values}: nothing to learn")
+    if task == "binary" and len(values) != 2:
+        raise BigModelError(f"--task binary needs 2 distinct labels in '{label}', found {len(values)}")
     assert task is not None
-    regression = task == "regression"
-    codes = {v: i for i, v in enumerate(values)} if values is not None else None
-    cols = [*features, label]
-    if not shuffle:  # the source order: file by file, then the order rows were read in
-        df = df.withColumn(_FILE, sf.input_file_name()).withColumn(_ROW, sf.monotonically_increasing_id())
-        cols += [_FILE, _ROW]
-    F = len(features)
-    pairs = df.select(*cols).rdd.mapPartitions(
-        lambda rows: _encode(rows, label, features, codes, seed, vf, shuffle)
+    return features, values, "binary" if len(values) == 2 else task
+
+
+def _shard_starts(
+    enc: Any, shuffle: bool, per: int, phase: Callable[[str], None]
+) -> tuple[list[int], list[list[tuple[Any, int]]]]:
+    """(rows per split, the (k1, k2) of each shard's first row after the split's first shard).
+    Buckets are monotone in (k1, k2), so counting rows per bucket finds the bucket holding a given
+    rank; only those buckets' keys come to the driver."""
+    from pyspark.sql import functions as sf
+
+    k1, k2 = sf.col(_K1), sf.col(_K2)
+    # Shuffled: the order key is uniform, its top 16 bits make even buckets. In source order: per
+    # file, runs of 4096 row ids (a partition's ids are consecutive).
+    buckets = [sf.shiftright(k1, 48)] if shuffle else [k1, sf.shiftright(k2, 12)]
+    named = [b.alias(f"b{i}") for i, b in enumerate(buckets)]
+    hist = enc.groupBy(sf.col(_SPLIT), *named).count().collect()  # O(buckets)
+    counts = [0, 0]
+    wanted: list[tuple[int, tuple[Any, ...], int]] = []  # (split, bucket, rank within the bucket)
+    for s in (0, 1):
+        rows = sorted((tuple(r[1:-1]), r[-1]) for r in hist if r[0] == s)
+        counts[s] = sum(c for _, c in rows)
+        seen, it = 0, iter(rows)
+        bucket: tuple[Any, ...] = ()
+        c = 0
+        for rank in range(per, counts[s], per):
+            while seen + c <= rank:
+                seen += c
+                bucket, c = next(it)
+            wanted.append((s, bucket, rank - seen))
+    firsts: list[list[tuple[Any, int]]] = [[], []]
+    if not wanted:
+        return counts, firsts
+    cond = None
+    for s, bucket, _ in {(s, b, 0) for s, b, _ in wanted}:
+        term = sf.col(_SPLIT) == s
+        for b, v in zip(buckets, bucket, strict=True):
+            term = term & (b == v)
+        cond = term if cond is None else cond | term
+    phase("shard boundaries")
+    keys: dict[tuple[int, tuple[Any, ...]], list[tuple[Any, int]]] = {}
+    for r in enc.where(cond).select(sf.col(_SPLIT), *named, k1, k2).collect():
+        keys.setdefault((r[0], tuple(r[1:-2])), []).append((r[-2], r[-1]))
+    for s, bucket, at in wanted:
+        firsts[s].append(sorted(keys[(s, bucket)])[at])
+    return counts, firsts
+
+
+def _count_le(firsts: list[tuple[Any, int]], lo: int, hi: int) -> Any:
+    """Spark expression: how many of ``firsts[lo:hi]`` (sorted) are <= the row's (k1, k2), plus lo;
+    a binary search, so a row is compared with log2(shards) keys."""
+    from pyspark.sql import functions as sf
+
+    if lo == hi:
+        return sf.lit(lo)
+    mid = (lo + hi) // 2
+    a, b = firsts[mid]
+    k1 = sf.col(_K1)
+    at_or_after = (k1 > sf.lit(a)) | ((k1 == sf.lit(a)) & (sf.col(_K2) >= sf.lit(b)))
+    return sf.when(at_or_after, _count_le(firsts, mid + 1, hi)).otherwise(_count_le(firsts, lo, mid))
+
+
+def _manifest(
+    written: list[dict[str, Any]],
+    counts: list[int],
+    features: list[str],
+    label: str,
+    values: list[Any] | None,
+    task: Task,
+    regression: bool,
+    recorded: str,
+    version: int | None,
+    name: str | None,
+    seed: int,
+    vf: float,
+    shuffle: bool,
+) -> Manifest:
+    """The manifest from the shards' reports: train's files first, statistics merged in file order."""
+    written.sort(key=lambda w: (not w["file"].startswith("train/"), w["file"]))
+    for s, split in enumerate(("train", "val")):
+        got = sum(w["rows"] for w in written if w["file"].startswith(f"{split}/"))
+        if got != counts[s]:  # a lost or repeated task would show here; never commit it
+            raise BigModelError(f"the Spark job wrote {got} {split} rows, expected {counts[s]}")
+    xs, ys = shards.RunningStats(), shards.RunningStats()
+    for w in written:
+        xs.merge(w["n"], np.asarray(w["mean"], dtype=np.float64), np.asarray(w["m2"], dtype=np.float64))
+        ys.merge(w["yn"], np.asarray(w["ymean"], dtype=np.float64), np.asarray(w["ym2"], dtype=np.float64))
+    file_hashes = {w["file"]: w["sha256"] for w in written}
+    content = hashlib.sha256("".join(f"{k}:{v}\n" for k, v in file_hashes.items()).encode()).hexdigest()
+    extra: dict[str, Any] = {}
+    if regression:
+        extra = dict(target_mean=float(ys.mean[0]), target_std=float(ys.std()[0]))
+    return Manifest(
+        name=name or (recorded.rstrip("/").rsplit("/", 1)[-1].split("@")[0] or "dataset"),
+        source=recorded,
+        source_version=version,
+        task=task,
+        features=features,
+        label=label,
+        label_values=values,
+        seed=seed,
+        val_fraction=vf,
+        shuffled=shuffle,
+        splits={
+            s: Split(files=[w["file"] for w in written if w["file"].startswith(f"{s}/")], rows=counts[i])
+            for i, s in enumerate(("train", "val"))
+        },
+        mean=[float(v) for v in xs.mean],
+        std=[float(v) for v in xs.std()],
+        content_hash=content,
+        file_hashes=file_hashes,
+        **extra,
     )
-    from pyspark import StorageLevel
-
-    # Computed once, kept on the executors' disks (bounded memory) for the sort's passes.
-    pairs.persist(StorageLevel.DISK_ONLY)
-    parts = pairs.mapPartitionsWithIndex(lambda i, it: _stats(i, it, F, regression)).collect()
-    xs, ys, n_val = _merge(parts)
-    counts = {"train": xs.n, "val": n_val}
-    if xs.n + n_val == 0:
-        raise BigModelError(f"dataset {recorded} is empty: no rows")
-    for split, n in counts.items():
-        if n == 0:
-            raise BigModelError(
-                f"dataset {recorded} has too few rows ({xs.n + n_val}) for a {split} split with --val-fraction {vf}"
-            )
-    # Shard ordinals: train's shards first, then val's; the rank within a split picks the shard.
-    # Read here, on the driver, and shipped to the tasks: the local engine's layout exactly.
-    sizes = (shards.ROW_GROUP_ROWS, shards.SHARD_ROWS)
-    per = sizes[1]
-    names = [("train", k) for k in range(-(-xs.n // per))] + [("val", k) for k in range(-(-n_val // per))]
-    n_train_shards = -(-xs.n // per)
-    ranked = pairs.sortByKey().zipWithIndex()  # global rank: train rows (split 0) first
-
-    def place(item: Any) -> Any:
-        ((split, _), row), rank = item
-        at = rank - (counts["train"] if split else 0)
-        return (n_train_shards * split + at // per, at), row
-
-    schema = _schema(features, label, regression)
-    written: list[Any] = []
-    with atomic_dir(dst) as tmp:
-        root = str(tmp)
-        written = (
-            ranked.map(place)
-            .repartitionAndSortWithinPartitions(len(names), partitionFunc=lambda k: k[0])
-            .mapPartitionsWithIndex(
-                lambda i, it: _write_shard(it, root, schema, F, regression, i, names, sizes)
-            )
-            .collect()
-        )
-        written.sort(key=lambda w: (not w[0].startswith("train/"), w[0]))
-        file_hashes = {f: h for f, h, _ in written}
-        content = hashlib.sha256("".join(f"{k}:{v}\n" for k, v in file_hashes.items()).encode()).hexdigest()
-        extra: dict[str, Any] = {}
-        if regression:
-            extra = dict(target_mean=float(ys.mean), target_std=float(ys.std()))
-        manifest = Manifest(
-            name=name or (recorded.rstrip("/").rsplit("/", 1)[-1].split("@")[0] or "dataset"),
-            source=recorded,
-            source_version=version,
-            task=task,
-            features=features,
-            label=label,
-            label_values=values,
-            seed=seed,
-            val_fraction=vf,
-            shuffled=shuffle,
-            splits={
-                s: Split(files=[f for f, _, _ in written if f.startswith(f"{s}/")], rows=counts[s])
-                for s in ("train", "val")
-            },
-            mean=[float(v) for v in xs.mean],
-            std=[float(v) for v in xs.std()],
-            content_hash=content,
-            file_hashes=file_hashes,
-            **extra,
-        )
-        write_json_atomic(tmp / MANIFEST, manifest.model_dump(mode="json"))
-    pairs.unpersist()
-    return manifest
 
 
 def _schema(features: list[str], label: str, regression: bool) -> pa.Schema:
@@ -454,3 +495,17 @@ def _schema(features: list[str], label: str, regression: bool) -> pa.Schema:
     label_type = pa.float32() if regression else pa.int64()
     fields = [pa.field(f, pa.float32(), nullable=False) for f in features]
     return pa.schema([*fields, pa.field(label, label_type, nullable=False)])
+
+
+def _spark_schema(features: list[str], label: str, regression: bool, shuffle: bool) -> Any:
+    """The encoded rows' Spark schema: split, k1 (order key, or source file), features, label."""
+    from pyspark.sql import types as T
+
+    return T.StructType(
+        [
+            T.StructField(_SPLIT, T.IntegerType(), False),
+            T.StructField(_K1, T.LongType() if shuffle else T.StringType(), False),
+            *[T.StructField(f, T.FloatType(), False) for f in features],
+            T.StructField(label, T.FloatType() if regression else T.LongType(), False),
+        ]
+    )

@@ -1,0 +1,166 @@
+"""The Spark side of ``data prepare --engine spark``: a session on the user's master, started only
+after the checks that fail in seconds (Java, a master that answers), and the source read as a
+DataFrame. pyspark is imported only inside these functions: it is an optional extra."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import socket
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from bigmodel.errors import BigModelError
+
+_LOG4J2 = Path(__file__).with_name("spark_log4j2.properties")
+
+
+def is_spark_dataframe(obj: object) -> bool:
+    """Whether ``obj`` is a pyspark DataFrame, without importing pyspark (it may not be installed)."""
+    return any(
+        c.__module__.startswith("pyspark.sql") and c.__name__ == "DataFrame" for c in type(obj).__mro__
+    )
+
+
+def check_java() -> None:
+    """Spark needs a JVM: one line saying how to get one, before pyspark tries and prints pages."""
+    home = os.environ.get("JAVA_HOME")
+    if home and Path(home, "bin", "java").is_file():
+        return
+    if shutil.which("java"):
+        return
+    raise BigModelError(
+        "--engine spark needs Java 17+ and none was found (JAVA_HOME unset or wrong, no java on PATH); "
+        "install it (e.g. apt-get install openjdk-17-jre-headless) or use --engine local"
+    )
+
+
+def check_master(master: str) -> None:
+    """A standalone master that does not answer fails in seconds, not after Spark's minute of retries."""
+    m = re.fullmatch(r"spark://([^:/]+):(\d+)", master)
+    if not m:
+        return
+    try:
+        socket.create_connection((m.group(1), int(m.group(2))), timeout=5).close()
+    except OSError as err:
+        raise BigModelError(f"cannot reach Spark master {master}: {err.strerror or err}") from None
+
+
+def session(master: str, conf: dict[str, str]) -> Any:
+    """A Spark session on ``master`` with ``conf`` (``--spark-conf key=value``)."""
+    check_java()
+    check_master(master)
+    from pyspark.sql import SparkSession
+
+    # Python workers run this interpreter, which has bigmodel (the executors call into it).
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+
+    builder = SparkSession.builder.master(master).appName("bigmodel data prepare")
+    quiet = {
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",  # ours (``stage_progress``) is shown instead
+        "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile=file:{_LOG4J2}",
+    }
+    for k, v in {**quiet, **conf}.items():
+        builder = builder.config(k, v)
+    try:
+        spark = builder.getOrCreate()
+        spark.sparkContext.setLogLevel("ERROR")
+    except Exception as err:  # a JVM that cannot start, a master that refuses the app
+        raise BigModelError(f"cannot start Spark on {master}: {first_line(err)}") from None
+    if spark.sparkContext.master != master:  # getOrCreate hands back a running session as it is
+        raise BigModelError(
+            f"a Spark session on {spark.sparkContext.master} is already running in this process; "
+            f"pass its DataFrame to prepare(), or stop it to use --master {master}"
+        )
+    return spark
+
+
+@contextlib.contextmanager
+def stage_progress(spark: Any, enabled: bool) -> Iterator[Callable[[str], None]]:
+    """A bar over the tasks of the running Spark stages (Spark's own console bar is off), polled
+    from its status tracker; yields ``phase(name)``, which names the step the bar shows."""
+    from bigmodel.console import steps_bar
+
+    state = {"phase": "starting"}
+    stop = threading.Event()
+    with steps_bar(enabled=enabled) as show:
+        tracker = spark.sparkContext.statusTracker()
+
+        def poll() -> None:
+            while not stop.wait(0.5):
+                with contextlib.suppress(Exception):  # the JVM going away at the end is no error
+                    infos = [i for i in map(tracker.getStageInfo, tracker.getActiveStageIds()) if i]
+                    total = sum(i.numTasks for i in infos)
+                    show(f"spark: {state['phase']}", sum(i.numCompletedTasks for i in infos), total)
+
+        t = threading.Thread(target=poll, name="spark-progress", daemon=True)
+        if enabled:
+            t.start()
+        try:
+            yield lambda name: state.update(phase=name)
+        finally:
+            stop.set()
+            if enabled:
+                t.join()
+
+
+def first_line(err: BaseException) -> str:
+    found = re.search(r"BigModelError: (.*)", str(err))
+    if found:
+        return found.group(1).strip()
+    return next((ln.strip() for ln in str(err).splitlines() if ln.strip()), type(err).__name__)
+
+
+def read(spark: Any, src: str) -> tuple[Any, str, int | None]:
+    """(DataFrame, source as recorded, Delta version or None) for a file, folder or ``delta:`` table.
+    Every file must have the same columns: Spark would otherwise align them silently by position."""
+    from bigmodel.data import delta, source
+
+    if delta.is_delta(src):
+        snap = delta.snapshot(src)
+        if not snap.files:
+            raise BigModelError(f"{snap.uri} is empty: no data files")
+        return spark.read.parquet(*snap.files), snap.uri, snap.version
+    fs, files = source.list_files(src)
+    first, schema = source.first_schema(fs, files, src)
+    for f in files:
+        names = source.first_schema(fs, [f], f)[1].names
+        if names != schema.names:
+            raise BigModelError(f"{f}: columns {names} differ from {schema.names} in {first}")
+    csv = [f.lower().endswith((".csv", ".tsv", ".csv.gz")) for f in files]
+    if any(csv) and not all(csv):
+        raise BigModelError(f"{src} mixes CSV and Parquet files; --engine spark reads one format")
+    paths = [fs.unstrip_protocol(f) if not src.startswith("/") else f for f in files]
+    if all(csv):
+        sep = "\t" if files[0].lower().endswith(".tsv") else ","
+        # The types the local engine reads (pyarrow's, from the first rows), not Spark's inferSchema:
+        # both engines then agree on a column's type, and Spark skips a whole extra pass to infer it.
+        # FAILFAST: a later cell that does not parse as its column's type fails the job, as locally.
+        return (
+            spark.read.csv(paths, header=True, schema=_spark_schema(schema), sep=sep, mode="FAILFAST"),
+            src,
+            None,
+        )
+    return spark.read.parquet(*paths), src, None
+
+
+def _spark_schema(schema: Any) -> Any:
+    """A pyarrow schema as Spark's: integers as long, floats as double; anything else as a string
+    (a feature then gets the local engine's "not numeric" refusal)."""
+    import pyarrow as pa
+    from pyspark.sql import types as T
+
+    def spark_type(t: pa.DataType) -> Any:
+        if pa.types.is_integer(t):
+            return T.LongType()
+        if pa.types.is_floating(t):
+            return T.DoubleType()
+        return T.BooleanType() if pa.types.is_boolean(t) else T.StringType()
+
+    return T.StructType([T.StructField(f.name, spark_type(f.type), True) for f in schema])
