@@ -142,6 +142,18 @@ def test_a_tampered_s3_shard_is_refused_and_not_cached(tmp_path: Path, s3_bucket
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
 
 
+def test_a_cached_copy_missing_a_shard_is_copied_again(tmp_path: Path, s3_bucket: str, prepared: Path):
+    from bigmodel.data import remote
+
+    url = f"s3://{s3_bucket}/cached"
+    remote.upload(prepared, load_manifest(prepared), url)
+    first = remote.fetch(url, tmp_path / "cache")
+    shard = load_manifest(prepared).splits["val"].files[0]
+    (first / shard).unlink()
+    again = remote.fetch(url, tmp_path / "cache")
+    assert again == first and (again / shard).read_bytes() == (prepared / shard).read_bytes()
+
+
 def test_object_storage_failures_are_one_line(tmp_path: Path, s3_bucket: str, small_parquet: Path):
     """An endpoint that does not answer, and --engine spark on s3:// (no Hadoop s3a connector here):
     one line each, exit 2, before any work."""

@@ -143,6 +143,56 @@ def test_cli_unreachable_master_and_missing_java_fail_fast(small_parquet: Path, 
     assert not out.exists() and not os.listdir(tmp_path / "bin")
 
 
+def test_cli_a_spark_that_cannot_start_is_one_line(small_parquet: Path, tmp_path: Path):
+    """The JVM's own page of stack trace is held back: one line naming the reason, exit 2."""
+    fake = tmp_path / "jdk" / "bin"
+    fake.mkdir(parents=True)
+    (fake / "java").write_text(  # a Java too old for Spark, as it answers
+        '#!/bin/sh\necho \'Exception in thread "main" java.lang.UnsupportedClassVersionError: '
+        "org/apache/spark/launcher/Main has been compiled by a more recent version' >&2\n"
+        "echo '\tat java.lang.ClassLoader.defineClass1(Native Method)' >&2\nexit 1\n"
+    )
+    (fake / "java").chmod(0o755)
+    cases = [
+        (["--master", "nonsense"], {}, "Could not parse Master URL: 'nonsense'"),
+        (["--spark-conf", "spark.driver.memory=lots"], {}, "cannot start Spark on local[2]"),
+        ([], {"JAVA_HOME": str(tmp_path / "jdk")}, "has been compiled by a more recent version"),
+    ]
+    for flags, env, says in cases:
+        out = tmp_path / "out"
+        r = run_cli(
+            "data",
+            "prepare",
+            str(small_parquet),
+            str(out),
+            "--label",
+            "target",
+            "--engine",
+            "spark",
+            *flags,
+            env=env,
+            timeout=120,
+        )
+        assert r.returncode == 2 and says in r.stderr, (flags, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1, (flags, r.stderr)
+        assert not out.exists()
+
+
+def test_blank_and_mixed_labels_mean_the_same_on_both_engines(spark, tmp_path: Path):
+    src = tmp_path / "mixed.csv"
+    src.write_text("a,b,label\n" + "".join(f"{i},{i % 7},{'x' if i % 3 else i % 2}\n" for i in range(300)))
+    prepare(str(src), tmp_path / "local", seed=5)
+    prepare(str(src), tmp_path / "spark", seed=5, engine="spark")
+    _same(tmp_path / "local", tmp_path / "spark")
+    assert load_manifest(tmp_path / "spark").label_values == ["0", "1", "x"]
+    blank = tmp_path / "blank.csv"
+    blank.write_text(src.read_text().replace(",x\n", ",\n", 1))
+    for engine in ("local", "spark"):
+        with pytest.raises(BigModelError, match="label column 'label' has missing values"):
+            prepare(str(blank), tmp_path / f"b-{engine}", engine=engine)
+        assert not (tmp_path / f"b-{engine}").exists()
+
+
 def test_a_delta_table_at_two_versions(spark, tmp_path: Path):
     deltalake = pytest.importorskip("deltalake")
     rng = np.random.default_rng(0)

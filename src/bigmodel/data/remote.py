@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -101,22 +102,26 @@ def fetch(url: str, cache: Path) -> Path:
     # Keyed by the whole manifest, not just the content hash: equal shards may carry other labels.
     text = json.dumps(manifest.model_dump(mode="json"), indent=2) + "\n"
     dst = cache / hashlib.sha256(text.encode()).hexdigest()[:32]
+    files = [f for split in manifest.splits.values() for f in split.files]
     if (dst / MANIFEST).is_file():
-        return dst
+        # Checked whole when copied and trusted after, as a local dataset is; a shard gone from the
+        # cache (cleaned by hand, a full disk's victim) means copying it again, not a failure later.
+        if all((dst / f).is_file() for f in files):
+            return dst
+        shutil.rmtree(dst, ignore_errors=True)
     fs, root = _fs(url)
     try:
         with atomic_dir(dst, exist_ok=True) as tmp:
-            for split in manifest.splits.values():
-                for f in split.files:
-                    (tmp / f).parent.mkdir(parents=True, exist_ok=True)
-                    try:
-                        fs.get_file(f"{root}/{f}", str(tmp / f))
-                    except FileNotFoundError:
-                        raise BigModelError(f"dataset {url} is incomplete: shard {f} is missing") from None
-                    if sha256_file(tmp / f) != manifest.file_hashes.get(f):
-                        raise BigModelError(
-                            f"dataset {url}: shard {f} does not match its manifest hash (prepare it again)"
-                        )
+            for f in files:
+                (tmp / f).parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    fs.get_file(f"{root}/{f}", str(tmp / f))
+                except FileNotFoundError:
+                    raise BigModelError(f"dataset {url} is incomplete: shard {f} is missing") from None
+                if sha256_file(tmp / f) != manifest.file_hashes.get(f):
+                    raise BigModelError(
+                        f"dataset {url}: shard {f} does not match its manifest hash (prepare it again)"
+                    )
             (tmp / MANIFEST).write_text(text)
     except OSError as err:
         raise BigModelError(f"cannot copy {url} to {dst}: {str(err).splitlines()[0]}") from None

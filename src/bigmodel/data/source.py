@@ -102,7 +102,9 @@ def batches(
                     stream,
                     read_options=pcsv.ReadOptions(block_size=16 << 20, use_threads=False),
                     parse_options=pcsv.ParseOptions(delimiter=delim),
-                    convert_options=pcsv.ConvertOptions(include_columns=columns),
+                    # An empty cell is missing in a text column too (a blank label is no class),
+                    # as Spark's CSV reader has it: both engines refuse the same files.
+                    convert_options=pcsv.ConvertOptions(include_columns=columns, strings_can_be_null=True),
                 )
                 try:
                     yield from reader

@@ -68,11 +68,13 @@ def session(master: str, conf: dict[str, str]) -> Any:
     }
     for k, v in {**quiet, **conf}.items():
         builder = builder.config(k, v)
-    try:
-        spark = builder.getOrCreate()
-        spark.sparkContext.setLogLevel("ERROR")
-    except Exception as err:  # a JVM that cannot start, a master that refuses the app
-        raise BigModelError(f"cannot start Spark on {master}: {first_line(err)}") from None
+    with _jvm_stderr() as said:
+        try:
+            spark = builder.getOrCreate()
+            spark.sparkContext.setLogLevel("ERROR")
+        except Exception as err:  # a JVM that cannot start, a master that refuses the app
+            why = _java_reason("\n".join(said)) or first_line(err)
+            raise BigModelError(f"cannot start Spark on {master}: {why}") from None
     if spark.sparkContext.master != master:  # getOrCreate hands back a running session as it is
         raise BigModelError(
             f"a Spark session on {spark.sparkContext.master} is already running in this process; "
@@ -110,11 +112,65 @@ def stage_progress(spark: Any, enabled: bool) -> Iterator[Callable[[str], None]]
                 t.join()
 
 
+# What the JVM says on every start, and says nothing to a user of bigmodel.
+_CHATTER = ("WARNING: Using incubator modules", "Setting default log level", "To adjust logging level")
+
+
+@contextlib.contextmanager
+def _jvm_stderr() -> Iterator[list[str]]:
+    """Start the Spark JVM (a child process) with its stderr through a pipe: what it says while it
+    starts is held (a failed start becomes one line, not a page of Java stack), and afterwards its
+    lines are passed on to ours, less the start-up chatter. Our own fd 2 is restored at once."""
+    held: list[str] = []
+    lock, started = threading.Lock(), [False]
+    r, w = os.pipe()
+    sys.stderr.flush()
+    saved = os.dup(2)
+    os.dup2(w, 2)  # the child inherits this as its stderr
+    os.close(w)
+
+    def relay() -> None:
+        with os.fdopen(r, "r", errors="replace") as pipe:
+            for line in pipe:
+                with lock:
+                    if not started[0]:
+                        held.append(line.rstrip("\n"))
+                        continue
+                if not line.startswith(_CHATTER):
+                    with contextlib.suppress(OSError):
+                        os.write(2, line.encode())
+
+    threading.Thread(target=relay, name="spark-jvm-stderr", daemon=True).start()
+    ok = False
+    try:
+        yield held
+        ok = True
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        with lock:
+            started[0] = True
+            for line in held if ok else []:  # a failed start is told in one line by the caller
+                if not line.startswith(_CHATTER):
+                    print(line, file=sys.stderr)
+
+
+def _java_reason(text: str) -> str | None:
+    """The message of the first Java exception or spark-submit error in ``text``, if any."""
+    found = re.search(r"^(?:Error: |.*?\b[\w.$]*(?:Exception|Error): )(.+)$", text, re.MULTILINE)
+    return found.group(1).strip() if found else None
+
+
 def first_line(err: BaseException) -> str:
-    found = re.search(r"BigModelError: (.*)", str(err))
+    """One line for a Spark failure: the BigModelError an executor raised, else the Java exception's
+    message (not Py4J's "An error occurred while calling ..."), else the error's first line."""
+    text = str(err)
+    found = re.search(r"BigModelError: (.*)", text)
     if found:
         return found.group(1).strip()
-    return next((ln.strip() for ln in str(err).splitlines() if ln.strip()), type(err).__name__)
+    java = _java_reason(text)
+    return java or next((ln.strip() for ln in text.splitlines() if ln.strip()), type(err).__name__)
 
 
 def read(spark: Any, src: str) -> tuple[Any, str, int | None]:
