@@ -154,7 +154,11 @@ def test_cli_a_spark_that_cannot_start_is_one_line(small_parquet: Path, tmp_path
     )
     (fake / "java").chmod(0o755)
     cases = [
-        (["--master", "nonsense"], {}, "Could not parse Master URL: 'nonsense'"),
+        (
+            ["--master", "nonsense"],
+            {},
+            "cannot start Spark on nonsense: Master must either be yarn or start with",
+        ),
         (["--spark-conf", "spark.driver.memory=lots"], {}, "cannot start Spark on local[2]"),
         ([], {"JAVA_HOME": str(tmp_path / "jdk")}, "has been compiled by a more recent version"),
     ]
