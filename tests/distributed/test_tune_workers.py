@@ -99,3 +99,21 @@ def test_a_killed_workers_trial_is_failed_and_retried(tmp_path: Path, request, w
     assert retries[0].params == by_number[killed].params  # the same trial, run again
     assert survivor["counts"].get("COMPLETE") == 3 and survivor["counts"].get("FAIL") == 1
     assert killed not in [t["number"] for t in survivor["trials"] if t["state"] == "COMPLETE"]
+
+
+def test_trials_on_two_ddp_workers_are_pruned_by_their_rank_0(tmp_path: Path):
+    """--workers 2: each trial trains in two worker processes; rank 0 reports every epoch to the
+    study through its storage and both ranks stop where the pruner says."""
+    from tests.conftest import run_cli
+
+    storage = str(tmp_path / "ddp.journal")
+    args = ["tune", "--dataset", "breast_cancer", "--seed", "0", "--epochs", "4", "--workers", "2"]
+    r = run_cli(*args, "--trials", "5", "--storage", storage, "--study", "ddp", "--json", timeout=280)
+    assert r.returncode == 0, r.stderr[-2000:]
+    trials = json.loads(r.stdout.strip().splitlines()[-1])["trials"]
+    assert len(trials) == 5 and {t["state"] for t in trials} <= {"COMPLETE", "PRUNED"}
+    pruned = [t for t in trials if t["state"] == "PRUNED"]
+    assert pruned and all(t["epochs"] < 4 for t in pruned)
+    study = optuna.load_study(study_name="ddp", storage=_storage(storage))
+    for t in study.trials:  # every epoch a trial ran was reported, by one process (rank 0)
+        assert sorted(t.intermediate_values) == list(range(1, t.user_attrs["epochs"] + 1))

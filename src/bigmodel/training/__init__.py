@@ -19,8 +19,9 @@ if TYPE_CHECKING:
 def train(cfg: TrainConfig, on_epoch: OnEpoch | None = None) -> dict[str, Any]:
     """Train a model as ``cfg`` says and write its run directory; return the summary (rank 0's).
 
-    ``on_epoch(epochs_done, val_metrics)`` (one process only: workers=1) is called after each
-    epoch's validation; returning False stops the run there, as a tuner's pruner does.
+    ``on_epoch(epochs_done, val_metrics)`` is called after each epoch's validation, by rank 0 (with
+    ``workers > 1`` in its worker process, so it must pickle); returning False stops every rank
+    there, as a tuner's pruner does. Not under torchrun or with restarts.
 
     Returns ``{"metrics", "train_loss", "world_size", "samples_per_s", "data_wait_fraction",
     "epochs", "steps", "seconds", "run_dir"}``.

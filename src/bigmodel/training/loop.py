@@ -53,18 +53,22 @@ def train(cfg: TrainConfig, on_epoch: OnEpoch | None = None) -> dict[str, Any]:
     """``bigmodel.training.train``, which documents it (that module stays light; this one is torch)."""
     run = prepare_run(cfg)
     cfg = run.cfg
-    if on_epoch is not None and (dist.under_launcher() or cfg.dist.workers > 1 or cfg.dist.max_restarts):
-        raise BigModelError("an on_epoch callback runs in this process: it needs workers=1, no torchrun")
-    if on_epoch is not None:
-        return worker(run, on_epoch)
+    if on_epoch is not None and (dist.under_launcher() or cfg.dist.max_restarts):
+        # torchrun's processes, or restarted ones, never got the callback: it would be silently lost
+        raise BigModelError(
+            "an on_epoch callback needs workers started by train itself (no torchrun, no restarts)"
+        )
     if dist.under_launcher():
         return worker(run)
     if cfg.dist.workers > 1 or cfg.dist.max_restarts:
         env = FSDP_WORKER_ENV if cfg.dist.strategy == "fsdp" else None
+        # on_epoch goes to the workers pickled: rank 0 calls it, every rank follows its answer
         return dict(
-            dist.launch(worker, (run,), cfg.dist.workers, max_restarts=cfg.dist.max_restarts, env=env)
+            dist.launch(
+                worker, (run, on_epoch), cfg.dist.workers, max_restarts=cfg.dist.max_restarts, env=env
+            )
         )
-    return worker(run)
+    return worker(run, on_epoch)
 
 
 def worker(run: PreparedRun, on_epoch: OnEpoch | None = None) -> dict[str, Any]:
@@ -114,9 +118,16 @@ def _train(run: PreparedRun, env: dist.DistEnv, on_epoch: OnEpoch | None = None)
             bar.end_epoch(f"val loss {val_metrics['loss']:.4f}")
             if capped or (cfg.until_converged and st.bad_epochs >= cfg.patience):
                 break
-            if on_epoch is not None and not on_epoch(epoch + 1, val_metrics):
+            if on_epoch is not None and not _go_on(on_epoch, epoch + 1, val_metrics, env):
                 break  # stopped from outside (a tuner pruning this trial)
     return finish(tr, val_metrics, peak_rss)
+
+
+def _go_on(on_epoch: OnEpoch, epochs: int, val_metrics: dict[str, float], env: dist.DistEnv) -> bool:
+    """Rank 0 asks ``on_epoch``; every rank gets its answer (they must stop at the same epoch)."""
+    go_on = on_epoch(epochs, val_metrics) if env.is_main else True
+    flag = torch.tensor([0.0 if go_on else 1.0], dtype=torch.float64)
+    return not bool(dist.all_reduce_sum(flag, env, op="max").item())
 
 
 @dataclass

@@ -46,6 +46,43 @@ class Setup:
     runs: Path  # each trial's model directory goes to runs/trial-<number>
     pruning: bool
     progress: bool
+    # where the study lives: a trial trained by several worker processes reports from its rank 0
+    storage: str | None = None
+    study: str = ""
+    pruner: str = "none"
+
+
+@dataclass
+class Reporter:
+    """``on_epoch`` of a trial: each epoch's primary value to the pruner, and whether to go on.
+    With ``--workers N`` it runs in the trial's rank-0 worker process, which opens the study from
+    its storage (so it pickles without the live trial); with one worker it uses the live trial."""
+
+    setup: Setup
+    trial_id: int
+    max_epochs: int
+    trial: optuna.Trial | None = None
+    pruned_at: int = 0  # the epoch after which the pruner stopped the trial (asked once: it keeps state)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "trial": None}
+
+    def __call__(self, epoch: int, metrics: dict[str, float]) -> bool:
+        from bigmodel.tuning import study as st
+
+        if self.trial is None:
+            storage = st.open_storage(self.setup.storage, create=False)
+            pruner = st.make_pruner(self.setup.pruner, self.max_epochs)  # type: ignore[arg-type]
+            study = optuna.load_study(study_name=self.setup.study, storage=storage, pruner=pruner)
+            self.trial = optuna.Trial(study, self.trial_id)
+        self.trial.set_user_attr("epochs", epoch)
+        if not self.setup.pruning:
+            return True
+        self.trial.report(_primary(self.setup.objectives[0], metrics), step=epoch)
+        if self.trial.should_prune():
+            self.pruned_at = epoch
+            self.trial.set_user_attr("pruned_at", epoch)  # read back by the tune process
+        return not self.pruned_at
 
 
 def run_trial(trial: optuna.Trial, setup: Setup) -> float | tuple[float, ...]:
@@ -64,20 +101,10 @@ def run_trial(trial: optuna.Trial, setup: Setup) -> float | tuple[float, ...]:
             shutil.rmtree(old)
     cfg_dict.update(run_dir=str(run_dir), progress=setup.progress, resume=False)
     cfg = config.validate(cfg_dict)
-    primary = setup.objectives[0]
-    pruned_at = 0  # the epoch after which the pruner stopped the trial (asked once: it keeps state)
-
-    def on_epoch(epoch: int, metrics: dict[str, float]) -> bool:
-        nonlocal pruned_at
-        trial.set_user_attr("epochs", epoch)
-        if not setup.pruning:
-            return True
-        trial.report(_primary(primary, metrics), step=epoch)
-        if trial.should_prune():
-            pruned_at = epoch
-        return not pruned_at
-
-    summary = train(cfg, on_epoch=on_epoch if cfg.dist.workers == 1 else None)
+    alone = cfg.dist.workers == 1  # else the reporter runs in the trial's rank-0 worker process
+    reporter = Reporter(setup, trial._trial_id, cfg.epochs, trial if alone else None)
+    summary = train(cfg, on_epoch=reporter)
+    pruned_at = reporter.pruned_at if alone else int(_attrs(trial).get("pruned_at", 0))
     trial.set_user_attr("epochs", int(summary["epochs"]))
     trial.set_user_attr("val_loss", float(summary["metrics"]["loss"]))
     for k, v in summary["metrics"].items():
@@ -91,6 +118,11 @@ def run_trial(trial: optuna.Trial, setup: Setup) -> float | tuple[float, ...]:
         trial.set_user_attr(k, v)
     out = tuple(float(measured[o]) for o in setup.objectives)
     return out[0] if len(out) == 1 else out
+
+
+def _attrs(trial: optuna.Trial) -> dict[str, Any]:
+    """The trial's user attributes as stored now (its worker processes may have set some)."""
+    return dict(trial.study._storage.get_trial(trial._trial_id).user_attrs)
 
 
 def _primary(objective: str, metrics: dict[str, float]) -> float:

@@ -118,7 +118,18 @@ def tune(
 
     runs = Path(out) if out else home() / "tune" / name
     runs.mkdir(parents=True, exist_ok=True)
-    setup = Setup(family, base, space, objectives, runs, pruning=pruner != "none", progress=False)
+    setup = Setup(
+        family,
+        base,
+        space,
+        objectives,
+        runs,
+        pruning=pruner != "none",
+        progress=False,
+        storage=storage,
+        study=name,
+        pruner=pruner,
+    )
     retried = st.fail_dead_workers(study)
     started = time.monotonic()
     with report.trial_progress(trials, _finished(study), enabled=progress) as advance:
