@@ -104,6 +104,8 @@ def test_bad_input_is_one_line_and_leaves_the_study_untouched(tmp_path: Path):
     refused(*base, str(cfg), "--trials", "2", words="unknown parameter 'widht'")
     cfg.write_text("space:\n  width: {low: 64, high: 8}\n")
     refused(*base, str(cfg), "--trials", "2", words="empty range")
+    cfg.write_text("space:\n  width: {low: 8, high: 100000000}\n  depth: {low: 1, high: 4}\n")
+    refused(*base, str(cfg), "--trials", "2", words="lower width or depth")
     cfg.write_text("space:\n  activation: {choices: [relu, swish]}\n")
     refused(*base, str(cfg), "--trials", "2", words="activation='swish' is not a valid setting")
     cfg.write_text("space:\n  width: {low: 8, high: 64}\n")  # valid, but not the study's space

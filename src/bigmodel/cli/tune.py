@@ -43,7 +43,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--pruner", choices=["asha", "hyperband", "none"], help="default asha (one objective)")
     p.add_argument("--sampler", choices=["tpe", "random"], default="tpe")
-    p.add_argument("--workers", type=int, help="DDP workers per trial (rank 0 reports each epoch to the pruner)")
+    p.add_argument(
+        "--workers", type=int, help="DDP workers per trial (rank 0 reports each epoch to the pruner)"
+    )
     p.add_argument("--seed", type=int, help="the sampler's seed")
     p.add_argument("--register", metavar="NAME", help="register the best model (or the Pareto set) as NAME")
     p.add_argument("--out", help="where the trials' model directories go (default ~/.bigmodel/tune/STUDY)")

@@ -4,6 +4,7 @@ summarise it, and optionally register the winners. Reads top to bottom."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import re
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import psutil
 
 from bigmodel.errors import BigModelError
 from bigmodel.tuning import report
@@ -189,11 +191,39 @@ def show(study_name: str, storage: str | None = None, out: str | Path | None = N
     return report.summary(study, objectives, Path(out) if out else home() / "tune" / study_name)
 
 
+def _check_size(base: dict[str, Any], family: sp.Family, space: dict[str, sp.Param]) -> None:
+    """The space's largest MLP must fit this machine's memory to train (weights, gradients and Adam's
+    two moments: 16 bytes a parameter): a width of 10**6 is refused now, not found by the OOM killer."""
+    if family != "mlp":
+        return
+
+    def top(name: str) -> Any:
+        p = space.get(name)
+        return None if p is None else max(p.choices) if isinstance(p, sp.Choices) else p.high
+
+    model = sp.apply(base, family, {k: v for k in ("depth", "width") if (v := top(k)) is not None}).get(
+        "model"
+    )
+    widths = [int(w) for w in (model or {}).get("hidden") or []]
+    if not widths:
+        return
+    # a lower bound: the hidden-to-hidden weights, and one input and one output per end
+    params = sum(a * b for a, b in itertools.pairwise(widths)) + widths[0] + widths[-1]
+    total = psutil.virtual_memory().total
+    if 16 * params > total:
+        raise BigModelError(
+            f"the search space's largest MLP (hidden {widths[0]} x {len(widths)}) has {params:.2g} "
+            f"weights, {16 * params / 2**30:,.0f} GiB to train, more than this machine's "
+            f"{total / 2**30:,.0f} GiB: lower width or depth"
+        )
+
+
 def _check_configs(base: dict[str, Any], family: sp.Family, space: dict[str, sp.Param]) -> None:
     """Every choice and both ends of every range must make a valid training config, so a typo in the
     space is found now and not as a failed trial."""
     from bigmodel import config
 
+    _check_size(base, family, space)
     for name, p in space.items():
         if name in sp.COMPRESSION:
             if (
