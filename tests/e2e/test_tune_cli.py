@@ -168,3 +168,43 @@ def test_loss_objective_with_random_search(tmp_path: Path, objective: str):
     assert out["directions"] == ["minimize"]
     assert all(t["state"] == "COMPLETE" and t["epochs"] == 3 for t in out["trials"])  # no pruner
     assert out["best"]["loss"] == min(t["loss"] for t in out["trials"])
+
+
+def test_a_transformer_lm_study_with_int8_in_the_front(tmp_path: Path):
+    """The transformer family end to end: a byte-level text dataset, trials of real LM training
+    (bits per byte, lower is better) with the int8 choice, a two-objective front."""
+    text = tmp_path / "text"
+    made = run_cli("data", "generate", "text", str(text), "--bytes", "30000", "--context", "32", "--json")
+    assert made.returncode == 0, made.stderr
+    cfg = tmp_path / "lm.yaml"
+    cfg.write_text(
+        "max_steps: 6\nspace:\n  lr: {low: 1.0e-3, high: 3.0e-3, log: true}\n  int8: {choices: [false, true]}\n"
+    )
+    out = _json(
+        run_cli(
+            "tune",
+            str(cfg),
+            "--dataset",
+            str(text),
+            "--model",
+            "transformer",
+            "--epochs",
+            "1",
+            "--seed",
+            "0",
+            "--trials",
+            "3",
+            "--objective",
+            "metric,latency",
+            "--storage",
+            str(tmp_path / "lm.journal"),
+            "--study",
+            "lm",
+            "--json",
+            timeout=600,
+        )
+    )
+    done = [t for t in out["trials"] if t["state"] == "COMPLETE"]
+    assert len(done) == 3 and all(0 < t["metric"] < 8.5 for t in done)  # bits per byte: a byte is 8 bits
+    assert out["pareto"] and all(t["latency"] > 0 for t in done)
+    assert Path(out["plot"]).is_file()
