@@ -136,9 +136,10 @@ def test_cli_a_spark_that_cannot_start_is_one_line(small_parquet: Path, tmp_path
         assert not out.exists() and not os.listdir(bare)
 
 
-def test_blank_and_mixed_labels_mean_the_same_on_both_engines(spark, tmp_path: Path):
+def test_blank_and_mixed_labels_and_odd_names_mean_the_same_on_both_engines(spark, tmp_path: Path):
     src = tmp_path / "mixed.csv"
-    src.write_text("a,b,label\n" + "".join(f"{i},{i % 7},{'x' if i % 3 else i % 2}\n" for i in range(300)))
+    # column names Spark's SQL would parse: a dot (a struct field), a backtick
+    src.write_text("a.b,c `d,label\n" + "".join(f"{i},{i % 7},{'x' if i % 3 else i % 2}\n" for i in range(300)))
     prepare(str(src), tmp_path / "local", seed=5)
     prepare(str(src), tmp_path / "spark", seed=5, engine="spark")
     _same(tmp_path / "local", tmp_path / "spark")

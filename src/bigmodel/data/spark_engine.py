@@ -44,6 +44,20 @@ _FLIP = np.uint64(1 << 63)  # u ^ 2**63 read as int64 sorts as u does unsigned: 
 _MAX_LABELS = 10000
 
 
+def _x(j: int) -> str:
+    return f"__bm_x{j}__"
+
+
+_Y = "__bm_y__"
+
+
+def _col(name: str) -> Any:
+    """The column called ``name``, whatever it holds: Spark reads "a.b" as field b of struct a."""
+    from pyspark.sql import functions as sf
+
+    return sf.col("`" + name.replace("`", "``") + "`")
+
+
 def _pa_type(spark_type: Any) -> pa.DataType:
     name = type(spark_type).__name__
     if name in ("DoubleType", "FloatType", "DecimalType"):
@@ -72,14 +86,14 @@ def _encode(
         if n == 0:
             continue
         x = np.empty((n, len(features)), dtype=np.float64)  # (n, F)
-        for j, f in enumerate(features):
-            x[:, j] = pc.cast(b.column(f), pa.float64()).to_numpy(zero_copy_only=False)  # null -> nan
+        for j in range(len(features)):
+            x[:, j] = pc.cast(b.column(j), pa.float64()).to_numpy(zero_copy_only=False)  # null -> nan
         finite = np.isfinite(x).all(axis=0)
         if not finite.all():
             bad = features[int(np.flatnonzero(~finite)[0])]
             raise BigModelError(f"feature column '{bad}' has a missing, NaN or infinite value")
         xf = x.astype(np.float32)
-        lab = b.column(label)
+        lab = b.column(len(features))
         if lab.null_count:
             raise BigModelError(f"label column '{label}' has missing values")
         if values is None:
@@ -97,10 +111,10 @@ def _encode(
         if shuffle:
             out[_K1] = pa.array((rowkey.order_key(xf, y, seed) ^ _FLIP).view(np.int64))
         else:
-            out[_K1] = b.column(_FILE)
-        for j, f in enumerate(features):
-            out[f] = pa.array(xf[:, j])
-        out[label] = pa.array(y)
+            out[_K1] = b.column(len(features) + 1)  # the source file
+        for j in range(len(features)):
+            out[_x(j)] = pa.array(xf[:, j])
+        out[_Y] = pa.array(y)
         yield pa.RecordBatch.from_pydict(out)
 
 
@@ -175,7 +189,7 @@ def _write(
                         shard=int(shard[lo]), w=w, xs=shards.RunningStats(), ys=shards.RunningStats()
                     )
                 part = pa.RecordBatch.from_arrays(
-                    [b.column(c).slice(lo, hi - lo) for c in schema.names], schema=schema
+                    [b.column(1 + j).slice(lo, hi - lo) for j in range(len(schema))], schema=schema
                 )
                 state["w"].add(part)
                 if names[state["shard"]][0] == "train":
@@ -273,9 +287,11 @@ def _run(
     if not shuffle:  # the source order: file by file, then the order rows were read in
         df = df.withColumn(_FILE, sf.input_file_name())
         cols.append(_FILE)
-    enc_schema = _spark_schema(features, label, regression, shuffle)
+    enc_schema = _spark_schema(len(features), regression, shuffle)
     enc = (
-        df.select(*cols)
+        # by position: pyspark's mapInArrow looks its input columns up by name, and a name with a
+        # backtick (legal in CSV and Parquet) does not parse there
+        df.select(*(_col(c).alias(f"__bm_in{i}__") for i, c in enumerate(cols)))
         .mapInArrow(lambda it: _encode(it, label, features, values, seed, vf, shuffle), enc_schema)
         .withColumn(_K2, sf.monotonically_increasing_id())  # unique: ties in k1 are identical rows
     )
@@ -307,7 +323,7 @@ def _run(
                 for r in enc.withColumn(_SHARD, shard)
                 .repartition(len(names), _SHARD)
                 .sortWithinPartitions(_SHARD, _K1, _K2)
-                .select(_SHARD, *features, label)
+                .select(_SHARD, *(_x(j) for j in range(len(features))), _Y)
                 .mapInArrow(lambda it: _write(it, root, schema, names, sizes), _WRITTEN)
                 .collect()
             ]
@@ -358,7 +374,7 @@ def _columns(
     if task == "regression":
         return features, None, task
     # One pass for the distinct values and the row count (infer_task weighs one against the other).
-    found = df.groupBy(label).count().limit(_MAX_LABELS + 1).collect()  # O(classes)
+    found = df.groupBy(_col(label)).count().limit(_MAX_LABELS + 1).collect()  # O(classes)
     if any(r[0] is None for r in found):
         raise BigModelError(f"label column '{label}' has missing values")
     if len(found) > _MAX_LABELS:
@@ -497,15 +513,16 @@ def _schema(features: list[str], label: str, regression: bool) -> pa.Schema:
     return pa.schema([*fields, pa.field(label, label_type, nullable=False)])
 
 
-def _spark_schema(features: list[str], label: str, regression: bool, shuffle: bool) -> Any:
-    """The encoded rows' Spark schema: split, k1 (order key, or source file), features, label."""
+def _spark_schema(n_features: int, regression: bool, shuffle: bool) -> Any:
+    """The encoded rows' Spark schema: split, k1 (order key, or source file), features, label
+    (named by position: the shards' schema holds the real names)."""
     from pyspark.sql import types as T
 
     return T.StructType(
         [
             T.StructField(_SPLIT, T.IntegerType(), False),
             T.StructField(_K1, T.LongType() if shuffle else T.StringType(), False),
-            *[T.StructField(f, T.FloatType(), False) for f in features],
-            T.StructField(label, T.FloatType() if regression else T.LongType(), False),
+            *[T.StructField(_x(j), T.FloatType(), False) for j in range(n_features)],
+            T.StructField(_Y, T.FloatType() if regression else T.LongType(), False),
         ]
     )
