@@ -139,7 +139,9 @@ def test_cli_a_spark_that_cannot_start_is_one_line(small_parquet: Path, tmp_path
 def test_blank_and_mixed_labels_and_odd_names_mean_the_same_on_both_engines(spark, tmp_path: Path):
     src = tmp_path / "mixed.csv"
     # column names Spark's SQL would parse: a dot (a struct field), a backtick
-    src.write_text("a.b,c `d,label\n" + "".join(f"{i},{i % 7},{'x' if i % 3 else i % 2}\n" for i in range(300)))
+    src.write_text(
+        "a.b,c `d,label\n" + "".join(f"{i},{i % 7},{'x' if i % 3 else i % 2}\n" for i in range(300))
+    )
     prepare(str(src), tmp_path / "local", seed=5)
     prepare(str(src), tmp_path / "spark", seed=5, engine="spark")
     _same(tmp_path / "local", tmp_path / "spark")
@@ -171,3 +173,35 @@ def test_a_delta_table_at_two_versions(spark, tmp_path: Path):
             and m.splits["train"].rows + m.splits["val"].rows == 300 + 200 * version
         )
         _same(tmp_path / f"l{version}", tmp_path / f"s{version}")
+
+
+def test_what_the_local_csv_reader_means_spark_means_too(spark, tmp_path: Path):
+    """Found by a hostile probe: each of these gave Spark another dataset, or an error, silently."""
+    rng = np.random.default_rng(1)
+
+    def csv(path: Path, header: str, rows: list[str]) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(header + "\n" + "\n".join(rows) + "\n")
+        return path
+
+    nums = [f"{rng.normal():.3f},{rng.integers(0, 9)}" for _ in range(300)]
+    quoted = csv(tmp_path / "q.csv", "a,A,label", [f'{n},"say ""{i % 3}"""' for i, n in enumerate(nums)])
+    names = tmp_path / "names"  # file order for --no-shuffle: "a b" before "a!b"? by path, not URI
+    for f in ("a b.csv", "a!b.csv", "a%c.csv"):
+        csv(names / f, "a,A,label", [f"{n},{i % 2}" for i, n in enumerate(nums[:100])])
+    csv(names / "empty.csv", "a,A,label", [])  # an empty part file, as Spark writes them
+    big = tmp_path / "big.parquet"
+    pq.write_table(
+        pa.table({"x": [2**60 + i for i in range(200)], "label": [i % 2 for i in range(200)]}), big
+    )
+    for src, kw in ((quoted, {}), (names, {"shuffle": False}), (big, {})):
+        prepare(str(src), tmp_path / f"{src.stem}-local", seed=2, **kw)
+        prepare(str(src), tmp_path / f"{src.stem}-spark", seed=2, engine="spark", **kw)
+        _same(tmp_path / f"{src.stem}-local", tmp_path / f"{src.stem}-spark")
+    assert load_manifest(tmp_path / "q-spark").label_values == ['say "0"', 'say "1"', 'say "2"']
+    na = csv(
+        tmp_path / "na.csv", "a,A,label", [f"{n},{'NA' if i % 9 else 'yes'}" for i, n in enumerate(nums)]
+    )
+    for engine in ("local", "spark"):
+        with pytest.raises(BigModelError, match="label column 'label' has missing values"):
+            prepare(str(na), tmp_path / f"na-{engine}", engine=engine)

@@ -29,10 +29,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pcsv
 
 from bigmodel.data import rowkey, shards
 from bigmodel.data.manifest import MANIFEST, Manifest, Split, Task
-from bigmodel.data.spark_session import first_line, is_spark_dataframe, read, session, stage_progress
+from bigmodel.data.spark_session import first_line, inspect, is_spark_dataframe, load, session, stage_progress
 from bigmodel.errors import BigModelError
 from bigmodel.fsutil import atomic_dir, write_json_atomic
 
@@ -42,6 +43,7 @@ __all__ = ["is_spark_dataframe", "prepare_spark"]
 _SPLIT, _K1, _K2, _SHARD, _FILE = "__bm_split__", "__bm_k1__", "__bm_k2__", "__bm_shard__", "__bm_file__"
 _FLIP = np.uint64(1 << 63)  # u ^ 2**63 read as int64 sorts as u does unsigned: Spark has no uint64
 _MAX_LABELS = 10000
+_NULLS = frozenset(pcsv.ConvertOptions().null_values)  # "NA", "null", "nan", "" ...
 
 
 def _x(j: int) -> str:
@@ -60,8 +62,10 @@ def _col(name: str) -> Any:
 
 def _pa_type(spark_type: Any) -> pa.DataType:
     name = type(spark_type).__name__
-    if name in ("DoubleType", "FloatType", "DecimalType"):
+    if name in ("DoubleType", "FloatType"):
         return pa.float64()
+    if name == "DecimalType":  # the local engine reads decimals as not numeric: so do we
+        return pa.decimal128(38)
     if name in ("LongType", "IntegerType", "ShortType", "ByteType"):
         return pa.int64()
     if name == "BooleanType":
@@ -87,7 +91,8 @@ def _encode(
             continue
         x = np.empty((n, len(features)), dtype=np.float64)  # (n, F)
         for j in range(len(features)):
-            x[:, j] = pc.cast(b.column(j), pa.float64()).to_numpy(zero_copy_only=False)  # null -> nan
+            # safe=False: an int64 past 2**53 rounds, as numpy's cast does on the local engine
+            x[:, j] = pc.cast(b.column(j), pa.float64(), safe=False).to_numpy(zero_copy_only=False)
         finite = np.isfinite(x).all(axis=0)
         if not finite.all():
             bad = features[int(np.flatnonzero(~finite)[0])]
@@ -97,7 +102,7 @@ def _encode(
         if lab.null_count:
             raise BigModelError(f"label column '{label}' has missing values")
         if values is None:
-            y = pc.cast(lab, pa.float64()).to_numpy(zero_copy_only=False).astype(np.float32)  # (n,)
+            y = pc.cast(lab, pa.float64(), safe=False).to_numpy(zero_copy_only=False).astype(np.float32)
             if not np.isfinite(y).all():
                 raise BigModelError(f"label column '{label}' has a NaN or infinite value")
         else:
@@ -111,11 +116,21 @@ def _encode(
         if shuffle:
             out[_K1] = pa.array((rowkey.order_key(xf, y, seed) ^ _FLIP).view(np.int64))
         else:
-            out[_K1] = b.column(len(features) + 1)  # the source file
+            out[_K1] = _file_names(b.column(len(features) + 1))
         for j in range(len(features)):
             out[_x(j)] = pa.array(xf[:, j])
         out[_Y] = pa.array(y)
         yield pa.RecordBatch.from_pydict(out)
+
+
+def _file_names(uris: pa.Array) -> pa.Array:
+    """Spark's ``input_file_name`` URIs as the paths they name ("a%20b.csv" -> "a b.csv"): the
+    local engine orders files by path, and "%20" sorts before "!"."""
+    from urllib.parse import unquote
+
+    coded = pc.dictionary_encode(uris)  # a batch holds a file or two: decode each name once
+    names = pa.array([unquote(u) for u in coded.dictionary.to_pylist()], type=pa.string())
+    return pa.DictionaryArray.from_arrays(coded.indices, names).dictionary_decode()
 
 
 _WRITTEN_ARROW = pa.schema(
@@ -245,16 +260,29 @@ def prepare_spark(
     check_seed(seed)
     if not 0.0 < val_fraction < 1.0:
         raise BigModelError(f"--val-fraction must be in (0, 1), got {val_fraction}")
-    version = None
-    if is_spark_dataframe(src):
-        df, recorded = src, "spark-dataframe"
-    else:
-        recorded = str(src)
-        df, recorded, version = read(session(master, conf or {}), recorded)
+    for parent in dst.parents:  # a file where DST's folder should be: refused now, not after the job
+        if parent.exists():
+            if not parent.is_dir():
+                raise BigModelError(f"cannot create {dst}: {parent} is a file")
+            break
+    source = None
+    if not is_spark_dataframe(src):
+        # Files, columns and label checked before a JVM starts (seconds, not a Spark start-up).
+        source = inspect(str(src))
+        if source.schema is not None and label not in source.schema.names:
+            raise BigModelError(
+                f"label column '{label}' not found in {source.recorded} "
+                f"(columns: {', '.join(source.schema.names)}); pass --label COL"
+            )
+        spark = session(master, conf or {})
     try:
+        df = src if source is None else load(spark, source)
+        # the local engine's CSV reader reads "NA", "null", "nan" ... as missing, in a text column too
+        nulls = _NULLS if source is not None and source.csv_sep is not None else frozenset()
+        origin = (source.recorded, source.delta_version) if source is not None else ("spark-dataframe", None)
         with stage_progress(df.sparkSession, progress) as phase:
             return _run(
-                df, dst, recorded, version, label, val_fraction, seed, task, name, shuffle, infer_task, phase
+                df, dst, *origin, label, val_fraction, seed, task, name, shuffle, infer_task, nulls, phase
             )
     except BigModelError:
         raise
@@ -274,13 +302,14 @@ def _run(
     name: str | None,
     shuffle: bool,
     infer_task: Any,
+    nulls: frozenset[str],
     phase: Callable[[str], None],
 ) -> Manifest:
     from pyspark import StorageLevel
     from pyspark.sql import functions as sf
 
     phase("labels")
-    features, values, task = _columns(df, recorded, label, task, infer_task)
+    features, values, task = _columns(df, recorded, label, task, infer_task, nulls)
     regression = task == "regression"
     schema = _schema(features, label, regression)
     cols = [*features, label]
@@ -349,7 +378,7 @@ def _run(
 
 
 def _columns(
-    df: Any, recorded: str, label: str, task: Task | None, infer_task: Any
+    df: Any, recorded: str, label: str, task: Task | None, infer_task: Any, nulls: frozenset[str]
 ) -> tuple[list[str], list[Any] | None, Task]:
     """(feature columns, sorted label values or None, task), checked as the local engine checks them."""
     if label not in df.columns:
@@ -372,10 +401,14 @@ def _columns(
     if task is None and pa.types.is_floating(label_type):
         task = "regression"
     if task == "regression":
+        if not (pa.types.is_integer(label_type) or pa.types.is_floating(label_type)):
+            raise BigModelError(
+                f"--task regression needs a numeric label column; '{label}' is {types[label].simpleString()}"
+            )
         return features, None, task
     # One pass for the distinct values and the row count (infer_task weighs one against the other).
     found = df.groupBy(_col(label)).count().limit(_MAX_LABELS + 1).collect()  # O(classes)
-    if any(r[0] is None for r in found):
+    if any(r[0] is None or (isinstance(r[0], str) and r[0] in nulls) for r in found):
         raise BigModelError(f"label column '{label}' has missing values")
     if len(found) > _MAX_LABELS:
         raise BigModelError(

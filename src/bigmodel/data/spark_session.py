@@ -5,6 +5,7 @@ DataFrame. pyspark is imported only inside these functions: it is an optional ex
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import shutil
@@ -12,6 +13,7 @@ import socket
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +53,10 @@ def check_master(master: str) -> None:
         raise BigModelError(f"cannot reach Spark master {master}: {err.strerror or err}") from None
 
 
+def _not_py4j(record: logging.LogRecord) -> bool:
+    return "py4j" not in record.pathname
+
+
 def session(master: str, conf: dict[str, str]) -> Any:
     """A Spark session on ``master`` with ``conf`` (``--spark-conf key=value``)."""
     check_java()
@@ -59,20 +65,39 @@ def session(master: str, conf: dict[str, str]) -> Any:
 
     # Python workers run this interpreter, which has bigmodel (the executors call into it).
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    # Ctrl-C mid-call makes py4j log its broken connection with whole tracebacks; the CLI says
+    # "interrupted" (and a real failure reaches us as an exception, told in one line)
+    logging.getLogger("py4j").setLevel(logging.CRITICAL)
+    logging.getLogger().addFilter(_not_py4j)  # some of it goes to the root logger itself
 
+    if "spark.master" in conf:
+        raise BigModelError("--spark-conf spark.master=... : use --master for that")
     builder = SparkSession.builder.master(master).appName("bigmodel data prepare")
-    quiet = {
+    ours = {
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",  # ours (``stage_progress``) is shown instead
-        "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile=file:{_LOG4J2}",
+        # columns "A" and "a" are two columns, as in the local engine (Spark folds case by default)
+        "spark.sql.caseSensitive": "true",
     }
-    for k, v in {**quiet, **conf}.items():
+    java_opts = f"-Dlog4j2.configurationFile=file:{_LOG4J2} {conf.get('spark.driver.extraJavaOptions', '')}"
+    for k, v in {**ours, **conf, "spark.driver.extraJavaOptions": java_opts.strip()}.items():
         builder = builder.config(k, v)
+    import psutil
+
+    before = {c.pid for c in psutil.Process().children()}
     with _jvm_stderr() as said:
         try:
             spark = builder.getOrCreate()
-            spark.sparkContext.setLogLevel("ERROR")
-        except Exception as err:  # a JVM that cannot start, a master that refuses the app
+            spark.sparkContext.setLogLevel("FATAL")
+        except BaseException as err:  # a JVM that cannot start, a master that refuses the app, Ctrl-C
+            # pyspark starts the JVM ignoring SIGINT and adopts it only once it answers: one that is
+            # still starting would outlive us
+            for child in psutil.Process().children():
+                if child.pid not in before:
+                    with contextlib.suppress(psutil.Error):
+                        child.kill()
+            if not isinstance(err, Exception):
+                raise
             why = _java_reason("\n".join(said)) or first_line(err)
             raise BigModelError(f"cannot start Spark on {master}: {why}") from None
     if spark.sparkContext.master != master:  # getOrCreate hands back a running session as it is
@@ -173,37 +198,59 @@ def first_line(err: BaseException) -> str:
     return java or next((ln.strip() for ln in text.splitlines() if ln.strip()), type(err).__name__)
 
 
-def read(spark: Any, src: str) -> tuple[Any, str, int | None]:
-    """(DataFrame, source as recorded, Delta version or None) for a file, folder or ``delta:`` table.
-    Every file must have the same columns: Spark would otherwise align them silently by position."""
+@dataclass
+class Source:
+    """A source checked before Spark starts: its files, their columns, the format."""
+
+    recorded: str  # as the manifest records it
+    schema: Any  # pyarrow, of the first file with rows
+    paths: list[str]  # as Spark opens them; files with no rows left out
+    csv_sep: str | None  # None: Parquet
+    delta_version: int | None = None
+
+
+def inspect(src: str) -> Source:
+    """The files of a file, folder or ``delta:`` table, checked as the local engine checks them:
+    every file with rows has the same columns (Spark would otherwise align them silently by
+    position); empty part files (Spark writes them) are left out. Needs no Spark, so bad input is
+    refused before a JVM starts."""
     from bigmodel.data import delta, source
 
     if delta.is_delta(src):
         snap = delta.snapshot(src)
         if not snap.files:
             raise BigModelError(f"{snap.uri} is empty: no data files")
-        return spark.read.parquet(*snap.files), snap.uri, snap.version
+        return Source(snap.uri, None, list(snap.files), None, snap.version)
     fs, files = source.list_files(src)
     first, schema = source.first_schema(fs, files, src)
+    kept = []
     for f in files:
-        names = source.first_schema(fs, [f], f)[1].names
+        try:
+            names = source.first_schema(fs, [f], f)[1].names
+        except BigModelError:  # no rows: nothing to read, as the local engine has it
+            continue
         if names != schema.names:
             raise BigModelError(f"{f}: columns {names} differ from {schema.names} in {first}")
-    csv = [f.lower().endswith((".csv", ".tsv", ".csv.gz")) for f in files]
+        kept.append(f)
+    csv = [f.lower().endswith((".csv", ".tsv", ".csv.gz")) for f in kept]
     if any(csv) and not all(csv):
         raise BigModelError(f"{src} mixes CSV and Parquet files; --engine spark reads one format")
-    paths = [fs.unstrip_protocol(f) if not src.startswith("/") else f for f in files]
-    if all(csv):
-        sep = "\t" if files[0].lower().endswith(".tsv") else ","
-        # The types the local engine reads (pyarrow's, from the first rows), not Spark's inferSchema:
-        # both engines then agree on a column's type, and Spark skips a whole extra pass to infer it.
-        # FAILFAST: a later cell that does not parse as its column's type fails the job, as locally.
-        return (
-            spark.read.csv(paths, header=True, schema=_spark_schema(schema), sep=sep, mode="FAILFAST"),
-            src,
-            None,
-        )
-    return spark.read.parquet(*paths), src, None
+    paths = [fs.unstrip_protocol(f) if not src.startswith("/") else f for f in kept]
+    sep = ("\t" if kept[0].lower().endswith(".tsv") else ",") if all(csv) else None
+    return Source(src, schema, paths, sep)
+
+
+def load(spark: Any, src: Source) -> Any:
+    """The DataFrame of an inspected source."""
+    if src.csv_sep is None:
+        return spark.read.parquet(*src.paths)
+    # The types the local engine reads (pyarrow's, from the first rows), not Spark's inferSchema:
+    # both engines then agree on a column's type, and Spark skips a whole extra pass to infer it.
+    # FAILFAST: a later cell that does not parse as its column's type fails the job, as locally.
+    # escape='"': a quote inside a quoted cell is doubled (RFC 4180, as pyarrow reads it).
+    return spark.read.csv(
+        src.paths, header=True, schema=_spark_schema(src.schema), sep=src.csv_sep, mode="FAILFAST", escape='"'
+    )
 
 
 def _spark_schema(schema: Any) -> Any:
