@@ -194,7 +194,12 @@ def test_what_the_local_csv_reader_means_spark_means_too(spark, tmp_path: Path):
     pq.write_table(
         pa.table({"x": [2**60 + i for i in range(200)], "label": [i % 2 for i in range(200)]}), big
     )
-    for src, kw in ((quoted, {}), (names, {"shuffle": False}), (big, {})):
+    widths = tmp_path / "widths"  # int32 labels and float32 features in one file, 64-bit in the other
+    widths.mkdir()
+    for i, (ft, lt) in enumerate(((pa.float32(), pa.int32()), (pa.float64(), pa.int64()))):
+        x, y = rng.normal(size=150), rng.integers(0, 2, 150)
+        pq.write_table(pa.table({"x": pa.array(x, ft), "label": pa.array(y, lt)}), widths / f"p{i}.parquet")
+    for src, kw in ((quoted, {}), (names, {"shuffle": False}), (big, {}), (widths, {})):
         prepare(str(src), tmp_path / f"{src.stem}-local", seed=2, **kw)
         prepare(str(src), tmp_path / f"{src.stem}-spark", seed=2, engine="spark", **kw)
         _same(tmp_path / f"{src.stem}-local", tmp_path / f"{src.stem}-spark")

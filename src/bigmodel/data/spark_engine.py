@@ -64,8 +64,10 @@ def _pa_type(spark_type: Any) -> pa.DataType:
     name = type(spark_type).__name__
     if name in ("DoubleType", "FloatType"):
         return pa.float64()
-    if name == "DecimalType":  # the local engine reads decimals as not numeric: so do we
-        return pa.decimal128(38)
+    if name == "DecimalType":
+        if (spark_type.precision, spark_type.scale) == (20, 0):  # a Parquet UINT64, as Spark reads it
+            return pa.float64()
+        return pa.decimal128(38)  # the local engine reads decimals as not numeric: so do we
     if name in ("LongType", "IntegerType", "ShortType", "ByteType"):
         return pa.int64()
     if name == "BooleanType":

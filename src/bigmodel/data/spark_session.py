@@ -155,12 +155,18 @@ def _jvm_stderr() -> Iterator[list[str]]:
     os.close(w)
 
     def relay() -> None:
+        in_traceback = False  # a Python worker's, when a failed job stops it: told by us in one line
         with os.fdopen(r, "r", errors="replace") as pipe:
             for line in pipe:
                 with lock:
                     if not started[0]:
                         held.append(line.rstrip("\n"))
                         continue
+                if line.startswith("Traceback (most recent call last)"):
+                    in_traceback = True
+                if in_traceback:
+                    in_traceback = line[:1].isspace() or line.startswith("Traceback")
+                    continue  # its last line (the exception's, not indented) goes too
                 if not line.startswith(_CHATTER):
                     with contextlib.suppress(OSError):
                         os.write(2, line.encode())
@@ -195,6 +201,11 @@ def first_line(err: BaseException) -> str:
     if found:
         return found.group(1).strip()
     java = _java_reason(text)
+    if java:
+        java = re.sub(r"\s*SQLSTATE: \w+", "", java).strip()
+        causes = re.findall(r"^Caused by: [\w.$]+: (.+)$", text, re.MULTILINE)
+        if causes and causes[-1] not in java:  # the root cause says what: "For input string: "oops""
+            java = f"{java} ({causes[-1].strip()})"
     return java or next((ln.strip() for ln in text.splitlines() if ln.strip()), type(err).__name__)
 
 
@@ -243,13 +254,25 @@ def inspect(src: str) -> Source:
 def load(spark: Any, src: Source) -> Any:
     """The DataFrame of an inspected source."""
     if src.csv_sep is None:
-        return spark.read.parquet(*src.paths)
+        # Files whose integer or float widths differ (int32 here, int64 there) read as the local engine
+        # reads them, widened; Spark's own schema is the first file's and refuses the others.
+        simple = src.schema is not None and all(_simple(t) for t in src.schema.types)
+        reader = spark.read.schema(_spark_schema(src.schema)) if simple else spark.read
+        return reader.parquet(*src.paths)
     # The types the local engine reads (pyarrow's, from the first rows), not Spark's inferSchema:
     # both engines then agree on a column's type, and Spark skips a whole extra pass to infer it.
     # FAILFAST: a later cell that does not parse as its column's type fails the job, as locally.
     # escape='"': a quote inside a quoted cell is doubled (RFC 4180, as pyarrow reads it).
     return spark.read.csv(
         src.paths, header=True, schema=_spark_schema(src.schema), sep=src.csv_sep, mode="FAILFAST", escape='"'
+    )
+
+
+def _simple(t: Any) -> bool:
+    import pyarrow as pa
+
+    return bool(
+        pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) or pa.types.is_string(t)
     )
 
 
@@ -260,6 +283,8 @@ def _spark_schema(schema: Any) -> Any:
     from pyspark.sql import types as T
 
     def spark_type(t: pa.DataType) -> Any:
+        if t == pa.uint64():
+            return T.DecimalType(20, 0)  # how Spark reads a Parquet UINT64
         if pa.types.is_integer(t):
             return T.LongType()
         if pa.types.is_floating(t):
