@@ -21,17 +21,16 @@ temporary folder to DST. pyspark is imported only inside functions: it is an opt
 from __future__ import annotations
 
 import hashlib
-import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
-from bigmodel.data import rowkey, shards
+from bigmodel.data import shards
+from bigmodel.data import spark_tasks as t
 from bigmodel.data.manifest import MANIFEST, Manifest, Split, Task
 from bigmodel.data.spark_session import first_line, inspect, is_spark_dataframe, load, session, stage_progress
 from bigmodel.errors import BigModelError
@@ -39,18 +38,8 @@ from bigmodel.fsutil import atomic_dir, write_json_atomic
 
 __all__ = ["is_spark_dataframe", "prepare_spark"]
 
-# What the job adds to each row: split (0 train, 1 val), sort key (k1, k2), shard; the source file.
-_SPLIT, _K1, _K2, _SHARD, _FILE = "__bm_split__", "__bm_k1__", "__bm_k2__", "__bm_shard__", "__bm_file__"
-_FLIP = np.uint64(1 << 63)  # u ^ 2**63 read as int64 sorts as u does unsigned: Spark has no uint64
 _MAX_LABELS = 10000
 _NULLS = frozenset(pcsv.ConvertOptions().null_values)  # "NA", "null", "nan", "" ...
-
-
-def _x(j: int) -> str:
-    return f"__bm_x{j}__"
-
-
-_Y = "__bm_y__"
 
 
 def _col(name: str) -> Any:
@@ -73,154 +62,6 @@ def _pa_type(spark_type: Any) -> pa.DataType:
     if name == "BooleanType":
         return pa.bool_()
     return pa.string() if name == "StringType" else pa.null()
-
-
-def _encode(
-    batches: Iterator[pa.RecordBatch],
-    label: str,
-    features: list[str],
-    values: list[Any] | None,
-    seed: int,
-    vf: float,
-    shuffle: bool,
-) -> Iterator[pa.RecordBatch]:
-    """Executor side: source batches -> (split, k1, float32 features, label code or target), with
-    the local engine's checks. k1 is the order key, or the source file name with ``--no-shuffle``."""
-    value_set = None
-    for b in batches:
-        n = b.num_rows
-        if n == 0:
-            continue
-        x = np.empty((n, len(features)), dtype=np.float64)  # (n, F)
-        for j in range(len(features)):
-            # safe=False: an int64 past 2**53 rounds, as numpy's cast does on the local engine
-            x[:, j] = pc.cast(b.column(j), pa.float64(), safe=False).to_numpy(zero_copy_only=False)
-        finite = np.isfinite(x).all(axis=0)
-        if not finite.all():
-            bad = features[int(np.flatnonzero(~finite)[0])]
-            raise BigModelError(f"feature column '{bad}' has a missing, NaN or infinite value")
-        xf = x.astype(np.float32)
-        lab = b.column(len(features))
-        if lab.null_count:
-            raise BigModelError(f"label column '{label}' has missing values")
-        if values is None:
-            y = pc.cast(lab, pa.float64(), safe=False).to_numpy(zero_copy_only=False).astype(np.float32)
-            if not np.isfinite(y).all():
-                raise BigModelError(f"label column '{label}' has a NaN or infinite value")
-        else:
-            if value_set is None:
-                value_set = pa.array(values, type=lab.type)
-            codes = pc.index_in(lab, value_set=value_set)
-            if codes.null_count:  # the values were read from this same source: it changed under us
-                raise BigModelError(f"label column '{label}' has a value not among {values[:10]}")
-            y = codes.to_numpy(zero_copy_only=False).astype(np.int64)  # (n,)
-        out: dict[str, Any] = {_SPLIT: pa.array(rowkey.is_val(xf, y, seed, vf).astype(np.int32))}
-        if shuffle:
-            out[_K1] = pa.array((rowkey.order_key(xf, y, seed) ^ _FLIP).view(np.int64))
-        else:
-            out[_K1] = _file_names(b.column(len(features) + 1))
-        for j in range(len(features)):
-            out[_x(j)] = pa.array(xf[:, j])
-        out[_Y] = pa.array(y)
-        yield pa.RecordBatch.from_pydict(out)
-
-
-def _file_names(uris: pa.Array) -> pa.Array:
-    """Spark's ``input_file_name`` URIs as the paths they name ("a%20b.csv" -> "a b.csv"): the
-    local engine orders files by path, and "%20" sorts before "!"."""
-    from urllib.parse import unquote
-
-    coded = pc.dictionary_encode(uris)  # a batch holds a file or two: decode each name once
-    names = pa.array([unquote(u) for u in coded.dictionary.to_pylist()], type=pa.string())
-    return pa.DictionaryArray.from_arrays(coded.indices, names).dictionary_decode()
-
-
-_WRITTEN_ARROW = pa.schema(
-    [
-        ("file", pa.string()),
-        ("sha256", pa.string()),
-        ("rows", pa.int64()),
-        ("n", pa.int64()),
-        ("mean", pa.list_(pa.float64())),
-        ("m2", pa.list_(pa.float64())),
-        ("yn", pa.int64()),
-        ("ymean", pa.list_(pa.float64())),
-        ("ym2", pa.list_(pa.float64())),
-    ]
-)
-_WRITTEN = (
-    "file string, sha256 string, rows long, n long, mean array<double>, m2 array<double>, "
-    "yn long, ymean array<double>, ym2 array<double>"
-)
-
-
-def _write(
-    batches: Iterator[pa.RecordBatch],
-    root: str,
-    schema: pa.Schema,
-    names: list[tuple[str, int]],
-    sizes: tuple[int, int],
-) -> Iterator[pa.RecordBatch]:
-    """Executor side: rows sorted by (shard, key) -> one Parquet file per shard through the local
-    engine's writer; yields per shard its file, hash, rows and training statistics."""
-    features, label = schema.names[:-1], schema.names[-1]
-    regression = pa.types.is_floating(schema.field(label).type)
-    done: list[dict[str, Any]] = []
-    state: dict[str, Any] = {}
-
-    def finish() -> None:
-        w, xs, ys = state.pop("w"), state.pop("xs"), state.pop("ys")
-        w.close()
-        for f in w.files:
-            h = hashlib.sha256()
-            with open(Path(root) / f, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(chunk)
-            done.append(
-                dict(
-                    file=f,
-                    sha256=h.hexdigest(),
-                    rows=w.rows,
-                    n=xs.n,
-                    mean=xs.mean.tolist(),
-                    m2=xs.m2.tolist(),
-                    yn=ys.n,
-                    ymean=np.atleast_1d(ys.mean).tolist(),
-                    ym2=np.atleast_1d(ys.m2).tolist(),
-                )
-            )
-
-    try:
-        for b in batches:
-            shard = b.column(_SHARD).to_numpy(zero_copy_only=False)  # (n,) non-decreasing
-            cuts = [0, *(np.flatnonzero(np.diff(shard)) + 1).tolist(), b.num_rows]
-            for lo, hi in itertools.pairwise(cuts):
-                if hi == lo:
-                    continue
-                if state.get("shard") != int(shard[lo]):
-                    if "w" in state:
-                        finish()
-                    split, first = names[int(shard[lo])]
-                    w = shards._SplitWriter(Path(root), split, schema, *sizes, first)
-                    state.update(
-                        shard=int(shard[lo]), w=w, xs=shards.RunningStats(), ys=shards.RunningStats()
-                    )
-                part = pa.RecordBatch.from_arrays(
-                    [b.column(1 + j).slice(lo, hi - lo) for j in range(len(schema))], schema=schema
-                )
-                state["w"].add(part)
-                if names[state["shard"]][0] == "train":
-                    state["xs"].update(np.column_stack([part.column(f).to_numpy() for f in features]))
-                    if regression:
-                        state["ys"].update(part.column(label).to_numpy())
-        if "w" in state:
-            finish()
-    except BaseException:
-        if "w" in state:
-            state["w"].abort()
-        raise
-    if done:
-        yield pa.RecordBatch.from_pylist(done, schema=_WRITTEN_ARROW)
 
 
 def prepare_spark(
@@ -313,18 +154,18 @@ def _run(
     phase("labels")
     features, values, task = _columns(df, recorded, label, task, infer_task, nulls)
     regression = task == "regression"
-    schema = _schema(features, label, regression)
+    schema = t.shard_schema(features, label, regression)
     cols = [*features, label]
     if not shuffle:  # the source order: file by file, then the order rows were read in
-        df = df.withColumn(_FILE, sf.input_file_name())
-        cols.append(_FILE)
-    enc_schema = _spark_schema(len(features), regression, shuffle)
+        df = df.withColumn(t.FILE, sf.input_file_name())
+        cols.append(t.FILE)
+    enc_schema = t.encoded_schema(len(features), regression, shuffle)
     enc = (
         # by position: pyspark's mapInArrow looks its input columns up by name, and a name with a
         # backtick (legal in CSV and Parquet) does not parse there
         df.select(*(_col(c).alias(f"__bm_in{i}__") for i, c in enumerate(cols)))
-        .mapInArrow(lambda it: _encode(it, label, features, values, seed, vf, shuffle), enc_schema)
-        .withColumn(_K2, sf.monotonically_increasing_id())  # unique: ties in k1 are identical rows
+        .mapInArrow(lambda it: t.encode(it, label, features, values, seed, vf, shuffle), enc_schema)
+        .withColumn(t.K2, sf.monotonically_increasing_id())  # unique: ties in k1 are identical rows
     )
     # Computed once, kept on the executors' disks (bounded memory) for the passes below.
     enc.persist(StorageLevel.DISK_ONLY)
@@ -343,7 +184,7 @@ def _run(
         names = [("train", k) for k in range(len(firsts[0]) + 1)] + [
             ("val", k) for k in range(len(firsts[1]) + 1)
         ]
-        shard = sf.when(sf.col(_SPLIT) == 0, _count_le(firsts[0], 0, len(firsts[0]))).otherwise(
+        shard = sf.when(sf.col(t.SPLIT) == 0, _count_le(firsts[0], 0, len(firsts[0]))).otherwise(
             len(firsts[0]) + 1 + _count_le(firsts[1], 0, len(firsts[1]))
         )
         phase("sort and write")
@@ -351,11 +192,11 @@ def _run(
             root = str(tmp)
             written = [
                 r.asDict()
-                for r in enc.withColumn(_SHARD, shard)
-                .repartition(len(names), _SHARD)
-                .sortWithinPartitions(_SHARD, _K1, _K2)
-                .select(_SHARD, *(_x(j) for j in range(len(features))), _Y)
-                .mapInArrow(lambda it: _write(it, root, schema, names, sizes), _WRITTEN)
+                for r in enc.withColumn(t.SHARD, shard)
+                .repartition(len(names), t.SHARD)
+                .sortWithinPartitions(t.SHARD, t.K1, t.K2)
+                .select(t.SHARD, *(t.x_col(j) for j in range(len(features))), t.Y)
+                .mapInArrow(lambda it: t.write(it, root, schema, names, sizes), t.WRITTEN)
                 .collect()
             ]
             manifest = _manifest(
@@ -437,12 +278,12 @@ def _shard_starts(
     rank; only those buckets' keys come to the driver."""
     from pyspark.sql import functions as sf
 
-    k1, k2 = sf.col(_K1), sf.col(_K2)
+    k1, k2 = sf.col(t.K1), sf.col(t.K2)
     # Shuffled: the order key is uniform, its top 16 bits make even buckets. In source order: per
     # file, runs of 4096 row ids (a partition's ids are consecutive).
     buckets = [sf.shiftright(k1, 48)] if shuffle else [k1, sf.shiftright(k2, 12)]
     named = [b.alias(f"b{i}") for i, b in enumerate(buckets)]
-    hist = enc.groupBy(sf.col(_SPLIT), *named).count().collect()  # O(buckets)
+    hist = enc.groupBy(sf.col(t.SPLIT), *named).count().collect()  # O(buckets)
     counts = [0, 0]
     wanted: list[tuple[int, tuple[Any, ...], int]] = []  # (split, bucket, rank within the bucket)
     for s in (0, 1):
@@ -461,13 +302,13 @@ def _shard_starts(
         return counts, firsts
     cond = None
     for s, bucket, _ in {(s, b, 0) for s, b, _ in wanted}:
-        term = sf.col(_SPLIT) == s
+        term = sf.col(t.SPLIT) == s
         for b, v in zip(buckets, bucket, strict=True):
             term = term & (b == v)
         cond = term if cond is None else cond | term
     phase("shard boundaries")
     keys: dict[tuple[int, tuple[Any, ...]], list[tuple[Any, int]]] = {}
-    for r in enc.where(cond).select(sf.col(_SPLIT), *named, k1, k2).collect():
+    for r in enc.where(cond).select(sf.col(t.SPLIT), *named, k1, k2).collect():
         keys.setdefault((r[0], tuple(r[1:-2])), []).append((r[-2], r[-1]))
     for s, bucket, at in wanted:
         firsts[s].append(sorted(keys[(s, bucket)])[at])
@@ -483,8 +324,8 @@ def _count_le(firsts: list[tuple[Any, int]], lo: int, hi: int) -> Any:
         return sf.lit(lo)
     mid = (lo + hi) // 2
     a, b = firsts[mid]
-    k1 = sf.col(_K1)
-    at_or_after = (k1 > sf.lit(a)) | ((k1 == sf.lit(a)) & (sf.col(_K2) >= sf.lit(b)))
+    k1 = sf.col(t.K1)
+    at_or_after = (k1 > sf.lit(a)) | ((k1 == sf.lit(a)) & (sf.col(t.K2) >= sf.lit(b)))
     return sf.when(at_or_after, _count_le(firsts, mid + 1, hi)).otherwise(_count_le(firsts, lo, mid))
 
 
@@ -538,26 +379,4 @@ def _manifest(
         content_hash=content,
         file_hashes=file_hashes,
         **extra,
-    )
-
-
-def _schema(features: list[str], label: str, regression: bool) -> pa.Schema:
-    """The local engine's shard schema (``ShardWriter``): required float32 features and label."""
-    label_type = pa.float32() if regression else pa.int64()
-    fields = [pa.field(f, pa.float32(), nullable=False) for f in features]
-    return pa.schema([*fields, pa.field(label, label_type, nullable=False)])
-
-
-def _spark_schema(n_features: int, regression: bool, shuffle: bool) -> Any:
-    """The encoded rows' Spark schema: split, k1 (order key, or source file), features, label
-    (named by position: the shards' schema holds the real names)."""
-    from pyspark.sql import types as T
-
-    return T.StructType(
-        [
-            T.StructField(_SPLIT, T.IntegerType(), False),
-            T.StructField(_K1, T.LongType() if shuffle else T.StringType(), False),
-            *[T.StructField(_x(j), T.FloatType(), False) for j in range(n_features)],
-            T.StructField(_Y, T.FloatType() if regression else T.LongType(), False),
-        ]
     )
