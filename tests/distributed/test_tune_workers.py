@@ -101,6 +101,7 @@ def test_a_killed_workers_trial_is_failed_and_retried(tmp_path: Path, request, w
     assert killed not in [t["number"] for t in survivor["trials"] if t["state"] == "COMPLETE"]
 
 
+@pytest.mark.slow  # ~40 s: every trial starts two worker processes (make test-slow; CI runs it)
 def test_trials_on_two_ddp_workers_are_pruned_by_their_rank_0(tmp_path: Path):
     """--workers 2: each trial trains in two worker processes; rank 0 reports every epoch to the
     study through its storage and both ranks stop where the pruner says."""
