@@ -1,6 +1,7 @@
 """``--engine spark`` on a real standalone cluster on loopback: a master and two workers started from
 pyspark's own launcher (``spark-class``), stopped after. Each run is a CLI process, a driver of its
-own. Output equals the local engine's on one and two workers, after an executor is killed mid-job;
+own. Output equals the local engine's on one and two workers (a table, and text for a language
+model), after an executor is killed mid-job;
 a driver killed mid-job commits nothing."""
 
 import contextlib
@@ -159,6 +160,22 @@ def test_one_and_two_workers_write_the_local_engines_dataset(cluster, source, tm
     r = run_cli(*_cli(src, tmp_path / "out", url, f"spark.cores.max={cores}"), timeout=240)
     assert r.returncode == 0, r.stderr[-2000:]
     assert load_manifest(tmp_path / "out").content_hash == load_manifest(local).content_hash
+
+
+@pytest.mark.slow
+def test_text_for_a_language_model_on_two_workers(cluster, tmp_path: Path):
+    url, _ = cluster
+    src = tmp_path / "text"
+    src.mkdir()
+    rng = np.random.default_rng(2)
+    for i in range(3):  # ~3 MB: several tasks, each reading across file boundaries
+        words = rng.choice(["model", "data", "spark", "shard", "byte"], size=200_000)
+        (src / f"{i}.txt").write_text(" ".join(words))
+    local = prepare(str(src), tmp_path / "local", task="lm", context=64, seed=5)
+    args = _cli(src, tmp_path / "out", url, "spark.cores.max=2", "spark.default.parallelism=8")
+    r = run_cli(*args, "--task", "lm", "--context", "64", timeout=240)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert load_manifest(tmp_path / "out").content_hash == local.content_hash
 
 
 def _executors(workers: list[subprocess.Popen[bytes]]) -> list[psutil.Process]:

@@ -101,8 +101,51 @@ def test_bad_input_is_one_line_and_leaves_nothing(spark, small_parquet: Path, tm
     pq.write_table(pa.table({"b": [1.0, 2.0], "label": [0, 1]}), mixed / "b.parquet")
     with pytest.raises(BigModelError, match=r"b.parquet: columns \['b', 'label'\] differ"):
         prepare(str(mixed), tmp_path / "out", engine="spark")
-    with pytest.raises(BigModelError, match="--task lm is not supported by --engine spark"):
-        prepare(str(mixed), tmp_path / "out", engine="spark", task="lm")
+    assert not (tmp_path / "out").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def _text_folder(root: Path) -> Path:
+    """Files whose rows cross file boundaries, a file shorter than a row, an empty one, a subfolder;
+    a hidden file and a binary one, which both engines skip."""
+    rng = np.random.default_rng(1)
+    words = np.array(["alpha", "beta", "gamma", "delta", "\u00e9t\u00e9", "x"])
+    (root / "sub").mkdir(parents=True)
+    (root / "a.txt").write_text(" ".join(rng.choice(words, 9000)) + "\n")
+    (root / "b.txt").write_text("tiny")
+    (root / "c.txt").write_text("")
+    (root / "sub" / "d.md").write_text("".join(f"line {i}\n" for i in range(3000)))
+    (root / ".hidden").write_text("never read")
+    (root / "blob.bin").write_bytes(b"\x00\x01" * 100)
+    return root
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_text_gives_the_local_engines_lm_shards(spark, tmp_path: Path, monkeypatch, shuffle: bool):
+    from bigmodel.data import text
+
+    monkeypatch.setattr(text, "LM_ROW_GROUP_BYTES", 1)  # row groups of 256 rows
+    monkeypatch.setattr(shards, "SHARD_ROWS", 1000)  # files of 4 row groups
+    src = _text_folder(tmp_path / "src")
+    a = prepare(str(src), tmp_path / "local", task="lm", context=12, seed=4, shuffle=shuffle)
+    b = prepare(str(src), tmp_path / "spark", task="lm", context=12, seed=4, shuffle=shuffle, engine="spark")
+    assert len(a.splits["train"].files) >= 3 and a.context == b.context == 12
+    _same(tmp_path / "local", tmp_path / "spark")
+
+
+def test_bad_text_input_is_one_line_and_leaves_nothing(spark, tmp_path: Path):
+    (tmp_path / "short.txt").write_text("abc")
+    with pytest.raises(BigModelError, match=r"empty: no rows \(text needs more than --context 16 bytes"):
+        prepare(str(tmp_path / "short.txt"), tmp_path / "out", task="lm", context=16, engine="spark")
+    with pytest.raises(BigModelError, match="--context must be at least 2"):
+        prepare(str(tmp_path / "short.txt"), tmp_path / "out", task="lm", context=1, engine="spark")
+    with pytest.raises(BigModelError, match="no text files in"):
+        (tmp_path / "bin").mkdir()
+        (tmp_path / "bin" / "x").write_bytes(b"\x00")
+        prepare(str(tmp_path / "bin"), tmp_path / "out", task="lm", engine="spark")
+    df = spark.createDataFrame([("some text",)], "text string")  # type: ignore[attr-defined]
+    with pytest.raises(BigModelError, match="--task lm on Spark reads text files: pass their path"):
+        prepare(df, tmp_path / "out", task="lm")
     assert not (tmp_path / "out").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 

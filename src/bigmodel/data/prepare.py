@@ -55,6 +55,7 @@ def prepare(
             seed=seed,
             task=task,
             name=name,
+            context=context,
             shuffle=shuffle,
             master=master,
             conf=spark_conf,

@@ -3,7 +3,8 @@
 The local engine's split and shuffle order depend on how its source happened to be batched and on
 the number of shuffle buckets; a Spark job partitions its input in ways no other engine can copy.
 For two engines to write the same rows in each split, in the same order (and so the same content
-hash), both decide from two 64-bit hashes of each row's bytes (float32 features, then the label):
+hash), both decide from two 64-bit hashes of each row's bytes (float32 features, then the label; or a
+language-modelling row's byte tokens):
 
 - ``split_key``: the row goes to validation when its key, as a fraction of 2**64, is below
   ``val_fraction``. Identical rows land in the same split, so duplicates never leak into validation.
@@ -49,8 +50,17 @@ def _words(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.concatenate(cols, axis=1)
 
 
-def _hash(x: np.ndarray, y: np.ndarray, seed: int, salt: int) -> np.ndarray:
-    words = _words(x, y)  # (n, W)
+def _token_words(tokens: np.ndarray) -> np.ndarray:
+    """A language-modelling row's bytes, (n, context + 1) uint8, as (n, W) little-endian uint64
+    words (the last one zero-padded)."""
+    t = np.ascontiguousarray(tokens, dtype=np.uint8)
+    pad = -t.shape[1] % 8
+    if pad:
+        t = np.concatenate([t, np.zeros((len(t), pad), dtype=np.uint8)], axis=1)
+    return t.view(np.dtype("<u8")).astype(np.uint64)
+
+
+def _hash_words(words: np.ndarray, seed: int, salt: int) -> np.ndarray:
     with np.errstate(over="ignore"):  # uint64 arithmetic wraps by design
         h = np.full(len(words), _mix(np.array([seed * 4 + salt], dtype=np.uint64))[0] ^ _GOLDEN)
         for j in range(words.shape[1]):
@@ -60,18 +70,33 @@ def _hash(x: np.ndarray, y: np.ndarray, seed: int, salt: int) -> np.ndarray:
 
 def split_key(x: np.ndarray, y: np.ndarray, seed: int) -> np.ndarray:
     """(n,) uint64: the hash that decides each row's split (``is_val``)."""
-    return _hash(x, y, seed, _SPLIT)
+    return _hash_words(_words(x, y), seed, _SPLIT)
 
 
 def order_key(x: np.ndarray, y: np.ndarray, seed: int) -> np.ndarray:
     """(n,) uint64: the rows of a split are written in ascending order of this key."""
-    return _hash(x, y, seed, _ORDER)
+    return _hash_words(_words(x, y), seed, _ORDER)
+
+
+def _below(keys: np.ndarray, fraction: float) -> np.ndarray:
+    top = (keys >> np.uint64(11)).astype(np.float64)  # 53 bits: exact in float64
+    return top * 2.0**-53 < fraction
 
 
 def is_val(x: np.ndarray, y: np.ndarray, seed: int, val_fraction: float) -> np.ndarray:
     """(n,) bool: which rows belong to the validation split (about ``val_fraction`` of them)."""
-    top = (split_key(x, y, seed) >> np.uint64(11)).astype(np.float64)  # 53 bits: exact in float64
-    return top * 2.0**-53 < val_fraction
+    return _below(split_key(x, y, seed), val_fraction)
+
+
+def tokens_is_val(tokens: np.ndarray, seed: int, val_fraction: float) -> np.ndarray:
+    """``is_val`` for language-modelling rows, (n, context + 1) uint8: identical windows of text
+    land in the same split, so repeated text (licence headers) never leaks into validation."""
+    return _below(_hash_words(_token_words(tokens), seed, _SPLIT), val_fraction)
+
+
+def tokens_order_key(tokens: np.ndarray, seed: int) -> np.ndarray:
+    """``order_key`` for language-modelling rows, (n, context + 1) uint8."""
+    return _hash_words(_token_words(tokens), seed, _ORDER)
 
 
 def bucket_of(keys: np.ndarray, buckets: int) -> np.ndarray:

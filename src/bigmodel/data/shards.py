@@ -35,6 +35,18 @@ def check_seed(seed: int) -> None:
         raise BigModelError(f"--seed must be >= 0, got {seed}")
 
 
+def lm_schema(context: int) -> pa.Schema:
+    """A language-modelling dataset's one column: rows of context + 1 byte tokens (the inputs and
+    the targets shifted by one)."""
+    tokens = pa.list_(pa.field("item", pa.uint8(), nullable=False), context + 1)
+    return pa.schema([pa.field(TOKENS, tokens, nullable=False)])
+
+
+def content_hash(file_hashes: dict[str, str]) -> str:
+    """The dataset's content hash: of its files' sha256, in the manifest's order (train's first)."""
+    return hashlib.sha256("".join(f"{k}:{v}\n" for k, v in file_hashes.items()).encode()).hexdigest()
+
+
 @dataclass
 class RunningStats:
     """Per-column mean and variance over a stream (Chan et al.'s parallel update, float64)."""
@@ -134,8 +146,9 @@ class ShardWriter:
     and computes training-split statistics in the same pass. ``close()`` writes the manifest.
 
     With ``shuffle_bytes`` (about how many bytes the rows take as float32 columns) the rows of each
-    split are written in a random order that depends on the seed only (an external shuffle through
-    bucket files under ``root``, see ``bigmodel.data.shuffle``); without it, in the order they came.
+    split are written in a random order that depends on the rows and the seed (an external sort by
+    ``rowkey``'s order key through bucket files under ``root``, see ``bigmodel.data.shuffle``);
+    without it, in the order they came.
     ``random_order``: the rows come in a random order already (drawn independently, or permuted by
     the caller); the manifest records it, as for a shuffle, and the reader then shuffles in blocks."""
 
@@ -176,9 +189,8 @@ class ShardWriter:
         label_type = pa.float32() if task == "regression" else pa.int64()
         fields = [pa.field(f, pa.float32(), nullable=False) for f in features]
         self.schema = pa.schema([*fields, pa.field(label, label_type, nullable=False)])
-        if task == "lm":  # one column: rows of context + 1 byte tokens (inputs and shifted targets)
-            tokens = pa.list_(pa.field("item", pa.uint8(), nullable=False), context + 1)
-            self.schema = pa.schema([pa.field(TOKENS, tokens, nullable=False)])
+        if task == "lm":
+            self.schema = lm_schema(context)
             self.meta.update(context=context, vocab=256)
         self._label_dtype = np.float32 if task == "regression" else np.int64
         self.splits = {
@@ -189,14 +201,11 @@ class ShardWriter:
         }
         self._shuffles: dict[str, BucketShuffle] = {}
         if shuffle_bytes is not None:
-            for salt, (split, share) in enumerate((("train", 1 - val_fraction), ("val", val_fraction))):
+            for split, share in (("train", 1 - val_fraction), ("val", val_fraction)):
                 buckets = bucket_count(int(shuffle_bytes * share))
-                self._shuffles[split] = BucketShuffle(
-                    self.root / _SHUFFLE / split, self.schema, buckets, seed, (salt,), keyed=task != "lm"
-                )
+                self._shuffles[split] = BucketShuffle(self.root / _SHUFFLE / split, self.schema, buckets)
         self.x_stats = RunningStats()
         self.y_stats = RunningStats()
-        self._chunk = 0
         self._rows_seen = 0
 
     def write(self, x: np.ndarray, y: np.ndarray | None) -> None:
@@ -207,18 +216,20 @@ class ShardWriter:
             return
         self._rows_seen += n
         if self.meta["task"] == "lm":
-            # The split of a row depends on the seed and its chunk only: re-running gives the same split.
-            is_val = (
-                np.random.default_rng([self.meta["seed"], self._chunk]).random(n) < self.meta["val_fraction"]
-            )
-            self._chunk += 1
+            # As for tabular rows: split and order are hashes of the row's bytes and the seed, so the
+            # Spark engine, which cuts the same rows out of the text, writes the same shards.
+            tokens = np.ascontiguousarray(x, dtype=np.uint8)  # (n, context + 1)
+            is_val = rowkey.tokens_is_val(tokens, self.meta["seed"], self.meta["val_fraction"])
             for split, mask in (("train", ~is_val), ("val", is_val)):
                 if mask.any():
-                    rows = np.ascontiguousarray(x[mask], dtype=np.uint8)  # (n, context + 1)
+                    rows = tokens[mask]
                     col = pa.FixedSizeListArray.from_arrays(
                         pa.array(rows.reshape(-1)), type=self.schema.field(0).type
                     )
-                    self._add(split, pa.RecordBatch.from_arrays([col], schema=self.schema))
+                    keys = (
+                        rowkey.tokens_order_key(rows, self.meta["seed"]) if split in self._shuffles else None
+                    )
+                    self._add(split, pa.RecordBatch.from_arrays([col], schema=self.schema), keys)
             return
         assert y is not None
         y = y.astype(self._label_dtype, copy=False)
@@ -255,6 +266,7 @@ class ShardWriter:
     def _add(self, split: str, batch: pa.RecordBatch, keys: np.ndarray | None = None) -> None:
         shuffle = self._shuffles.get(split)
         if shuffle is not None:
+            assert keys is not None, "a shuffled split needs each row's order key"
             shuffle.add(batch, keys)
         else:
             self.splits[split].add(batch)
@@ -283,7 +295,7 @@ class ShardWriter:
                     f"with --val-fraction {self.meta['val_fraction']}"
                 )
         file_hashes = {f: sha256_file(self.root / f) for w in self.splits.values() for f in w.files}
-        content = hashlib.sha256("".join(f"{k}:{v}\n" for k, v in file_hashes.items()).encode()).hexdigest()
+        content = content_hash(file_hashes)
         extra: dict[str, Any] = {}
         if self.meta["task"] == "regression":
             extra = dict(target_mean=float(self.y_stats.mean), target_std=float(self.y_stats.std()))

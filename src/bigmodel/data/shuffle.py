@@ -2,16 +2,13 @@
 
 The reader permutes row groups and shuffles rows only within windows of ~64k rows, so a big source
 sorted by label or time would reach training nearly in that order: every batch of a label-sorted
-source would hold one class. ``BucketShuffle`` is the classic two-pass external shuffle. Pass 1
-sends each row to one of K bucket files picked uniformly at random; pass 2 reads the buckets one at
-a time, permutes each in memory and hands its rows on. A random bucket and then a random place in it
-is a uniformly random permutation of all the rows (Rao 1961, Sandelius 1962). K comes from a guess
-at the data's size; a bucket that still comes out over twice ``BUCKET_BYTES`` is shuffled the same
-way again on its own, so memory holds about one bucket whatever the guess.
-
-Keyed: ``add(batch, keys)`` with a 64-bit key per row (``bigmodel.data.rowkey``) puts each row in the
-bucket of its key's range and ``drain`` sorts each bucket by key, so the order is the rows' key
-order, which another engine (Spark) reproduces exactly, whatever the batching or bucket count.
+source would hold one class. ``BucketShuffle`` is the classic two-pass external sort by a random key.
+Each row comes with a 64-bit key, a hash of its bytes and the seed (``bigmodel.data.rowkey``): pass 1
+sends each row to the one of K bucket files that holds its key's range; pass 2 reads the buckets
+one at a time, sorts each by key in memory and hands its rows on. The rows come out in key order,
+a random permutation that another engine (Spark) reproduces exactly, whatever the batching or K.
+K comes from a guess at the data's size; a bucket that still comes out over twice ``BUCKET_BYTES``
+is split the same way again on its own, so memory holds about one bucket whatever the guess.
 """
 
 from __future__ import annotations
@@ -30,7 +27,7 @@ from bigmodel.data.rowkey import bucket_of
 BUCKET_BYTES = 256 << 20  # pass 2 holds one bucket in memory
 MAX_BUCKETS = 100  # files open at once per split (2 splits stay under macOS's default of 256)
 _TAKE_ROWS = 65536
-KEY = "__bigmodel_key__"  # keyed: the column that carries each row's key through the bucket files
+KEY = "__bigmodel_key__"  # the column that carries each row's key through the bucket files
 
 
 def bucket_count(expected_bytes: int) -> int:
@@ -39,23 +36,12 @@ def bucket_count(expected_bytes: int) -> int:
 
 
 class BucketShuffle:
-    """Rows in with ``add`` (pass 1), out with ``drain`` (pass 2) in a random order that depends on
-    the rows, ``seed``, ``salt`` and the number of buckets. The bucket files live in ``folder``,
-    which ``drain`` (or ``abort``, on failure) removes."""
+    """Rows and their keys in with ``add`` (pass 1), out with ``drain`` (pass 2) in key order. The
+    bucket files live in ``folder``, which ``drain`` (or ``abort``, on failure) removes."""
 
-    def __init__(
-        self,
-        folder: Path,
-        schema: pa.Schema,
-        buckets: int,
-        seed: int,
-        salt: tuple[int, ...],
-        *,
-        keyed: bool = False,
-    ):
-        self.folder, self.keyed = folder, keyed
-        self.schema = schema.append(pa.field(KEY, pa.uint64(), nullable=False)) if keyed else schema
-        self.seed, self.salt = seed, salt
+    def __init__(self, folder: Path, schema: pa.Schema, buckets: int):
+        self.schema = schema.append(pa.field(KEY, pa.uint64(), nullable=False))
+        self.folder = folder
         folder.mkdir(parents=True)
         self.paths = [folder / f"bucket-{i:04d}.arrows" for i in range(buckets)]
         self._files: list[pa.NativeFile] = []
@@ -67,24 +53,15 @@ class BucketShuffle:
         except BaseException:
             self.abort()
             raise
-        self._chunk = 0
 
-    def add(self, batch: pa.RecordBatch, keys: np.ndarray | None = None) -> None:
-        """Pass 1: send each row of ``batch`` to a uniformly random bucket or, keyed, to the bucket
-        of its key's range (``keys``: (n,) uint64)."""
-        if self.keyed:
-            assert keys is not None, "a keyed shuffle needs a key per row"
-            batch = pa.RecordBatch.from_arrays([*batch.columns, pa.array(keys)], schema=self.schema)
+    def add(self, batch: pa.RecordBatch, keys: np.ndarray) -> None:
+        """Pass 1: send each row of ``batch`` to the bucket of its key's range (``keys``: (n,) uint64)."""
+        batch = pa.RecordBatch.from_arrays([*batch.columns, pa.array(keys)], schema=self.schema)
         k = len(self._writers)
         if k == 1:
             self._writers[0].write_batch(batch)
             return
-        if self.keyed:
-            bucket = bucket_of(keys, k)  # type: ignore[arg-type]
-        else:
-            rng = np.random.default_rng([self.seed, *self.salt, 1, self._chunk])
-            self._chunk += 1
-            bucket = rng.integers(0, k, size=batch.num_rows)  # (n,)
+        bucket = bucket_of(keys, k)  # (n,)
         # Group the rows by bucket in one take, then write each bucket's run as a slice (zero-copy).
         grouped = batch.take(pa.array(np.argsort(bucket, kind="stable")))
         at = 0
@@ -94,43 +71,31 @@ class BucketShuffle:
             at += count
 
     def drain(self) -> Iterator[pa.RecordBatch]:
-        """Pass 2: every row, bucket by bucket, each bucket permuted; then remove the bucket files."""
+        """Pass 2: every row, bucket by bucket, each bucket sorted by key; then remove the bucket files."""
         self.close()
         for i, path in enumerate(self.paths):
             size = path.stat().st_size
             if size > 2 * BUCKET_BYTES:  # the size was underestimated: split this bucket again
-                yield from self._reshuffle(i, path, size)
+                yield from self._split_again(i, path, size)
                 continue
             table = pa.ipc.open_stream(pa.memory_map(str(path))).read_all()  # zero-copy: mapped
-            if self.keyed:  # ties are identical rows: any order of them is the same bytes
-                perm = np.argsort(table.column(KEY).to_numpy(), kind="stable")
-                table = table.drop_columns([KEY])
-            else:
-                perm = np.random.default_rng([self.seed, *self.salt, 2, i]).permutation(table.num_rows)
-            # Taken a slice at a time: the permuted copy never exists whole (half the memory).
+            # ties are identical rows: any order of them is the same bytes
+            perm = np.argsort(table.column(KEY).to_numpy(), kind="stable")
+            table = table.drop_columns([KEY])
+            # Taken a slice at a time: the sorted copy never exists whole (half the memory).
             for at in range(0, len(perm), _TAKE_ROWS):
                 yield from table.take(pa.array(perm[at : at + _TAKE_ROWS])).to_batches()
             del table
             path.unlink()
         self.folder.rmdir()
 
-    def _reshuffle(self, i: int, path: Path, size: int) -> Iterator[pa.RecordBatch]:
-        schema = self.schema.remove(self.schema.get_field_index(KEY)) if self.keyed else self.schema
-        sub = BucketShuffle(
-            self.folder / f"bucket-{i:04d}",
-            schema,
-            bucket_count(size),
-            self.seed,
-            (*self.salt, i),
-            keyed=self.keyed,
-        )
+    def _split_again(self, i: int, path: Path, size: int) -> Iterator[pa.RecordBatch]:
+        schema = self.schema.remove(self.schema.get_field_index(KEY))
+        sub = BucketShuffle(self.folder / f"bucket-{i:04d}", schema, bucket_count(size))
         k = np.uint64(len(self.paths))
         try:
             with pa.OSFile(str(path)) as f:
                 for batch in pa.ipc.open_stream(f):
-                    if not self.keyed:
-                        sub.add(batch)
-                        continue
                     key = batch.column(KEY).to_numpy()
                     # The key's place within this bucket's range: monotone in the key, so the
                     # sub-buckets, sorted and concatenated, keep the key order (see bucket_of).

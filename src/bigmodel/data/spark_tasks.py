@@ -19,7 +19,7 @@ from bigmodel.errors import BigModelError
 
 # What the job adds to each row: split (0 train, 1 val), sort key (k1, k2), shard; the source file.
 SPLIT, K1, K2, SHARD, FILE = "__bm_split__", "__bm_k1__", "__bm_k2__", "__bm_shard__", "__bm_file__"
-_FLIP = np.uint64(1 << 63)  # u ^ 2**63 read as int64 sorts as u does unsigned: Spark has no uint64
+FLIP = np.uint64(1 << 63)  # u ^ 2**63 read as int64 sorts as u does unsigned: Spark has no uint64
 
 
 def x_col(j: int) -> str:
@@ -70,7 +70,7 @@ def encode(
             y = codes.to_numpy(zero_copy_only=False).astype(np.int64)  # (n,)
         out: dict[str, Any] = {SPLIT: pa.array(rowkey.is_val(xf, y, seed, vf).astype(np.int32))}
         if shuffle:
-            out[K1] = pa.array((rowkey.order_key(xf, y, seed) ^ _FLIP).view(np.int64))
+            out[K1] = pa.array((rowkey.order_key(xf, y, seed) ^ FLIP).view(np.int64))
         else:
             out[K1] = file_names(b.column(len(features) + 1))
         for j in range(len(features)):
@@ -111,12 +111,16 @@ WRITTEN = (
 def write(
     batches: Iterator[pa.RecordBatch],
     root: str,
-    schema: pa.Schema,
+    schema_ipc: bytes,
     names: list[tuple[str, int]],
     sizes: tuple[int, int],
 ) -> Iterator[pa.RecordBatch]:
     """Executor side: rows sorted by (shard, key) -> one Parquet file per shard through the local
-    engine's writer; yields per shard its file, hash, rows and training statistics."""
+    engine's writer; yields per shard its file, hash, rows and training statistics. The shards'
+    schema comes as Arrow IPC bytes: a pickled schema loses a list's non-nullable items (pyarrow
+    26), and the files would then differ from the local engine's."""
+    schema = pa.ipc.read_schema(pa.py_buffer(schema_ipc))
+    lm = pa.types.is_fixed_size_list(schema.field(0).type)  # text: one column of byte rows
     features, label = schema.names[:-1], schema.names[-1]
     regression = pa.types.is_floating(schema.field(label).type)
     done: list[dict[str, Any]] = []
@@ -159,11 +163,12 @@ def write(
                     state.update(
                         shard=int(shard[lo]), w=w, xs=shards.RunningStats(), ys=shards.RunningStats()
                     )
-                part = pa.RecordBatch.from_arrays(
-                    [b.column(1 + j).slice(lo, hi - lo) for j in range(len(schema))], schema=schema
-                )
+                cols = [b.column(1 + j).slice(lo, hi - lo) for j in range(len(schema))]
+                if lm:
+                    cols = [_token_rows(cols[0], schema.field(0).type)]
+                part = pa.RecordBatch.from_arrays(cols, schema=schema)
                 state["w"].add(part)
-                if names[state["shard"]][0] == "train":
+                if names[state["shard"]][0] == "train" and not lm:
                     state["xs"].update(np.column_stack([part.column(f).to_numpy() for f in features]))
                     if regression:
                         state["ys"].update(part.column(label).to_numpy())
@@ -175,6 +180,20 @@ def write(
         raise
     if done:
         yield pa.RecordBatch.from_pylist(done, schema=WRITTEN_ARROW)
+
+
+def _token_rows(rows: pa.Array, kind: pa.DataType) -> pa.FixedSizeListArray:
+    """Spark's binary cells of one length (``BinaryType``) as the shards' fixed-size byte lists,
+    without a Python object per row: the cells' bytes lie end to end in the data buffer."""
+    wide = pa.types.is_large_binary(rows.type)  # as Spark sends it with arrow.useLargeVarTypes
+    offsets = np.frombuffer(rows.buffers()[1], dtype=np.int64 if wide else np.int32)
+    offsets = offsets[rows.offset : rows.offset + len(rows) + 1]
+    data = np.frombuffer(rows.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
+    if len(data) != len(rows) * kind.list_size:
+        raise BigModelError(
+            f"text rows of {kind.list_size} bytes expected, got {len(data)} bytes in {len(rows)}"
+        )
+    return pa.FixedSizeListArray.from_arrays(pa.array(data), type=kind)
 
 
 def shard_schema(features: list[str], label: str, regression: bool) -> pa.Schema:

@@ -45,8 +45,7 @@ def write_text_dataset(
     """Cut a stream of byte chunks into rows and write a prepared ``lm`` dataset at ``dst``; with
     ``shuffle_bytes`` (about the size of the text) the rows are shuffled once, by ``seed``."""
     check_seed(seed)
-    if context < 2:
-        raise BigModelError(f"--context must be at least 2, got {context}")
+    check_context(context)
     dst = Path(dst)
     if dst.exists():
         raise BigModelError(
@@ -64,7 +63,7 @@ def write_text_dataset(
             label_values=None,
             seed=seed,
             val_fraction=val_fraction,
-            row_group_rows=max(256, LM_ROW_GROUP_BYTES // (context + 1)),
+            row_group_rows=lm_row_group_rows(context),
             context=context,
             shuffle_bytes=shuffle_bytes,
         ) as writer,
@@ -75,6 +74,11 @@ def write_text_dataset(
     return manifest
 
 
+def check_context(context: int) -> None:
+    if context < 2:
+        raise BigModelError(f"--context must be at least 2, got {context}")
+
+
 def _rows(chunks: Iterable[bytes], context: int) -> Iterator[np.ndarray]:
     """(n, context + 1) uint8 rows with stride ``context``; at most ~_CHUNK_ROWS rows in memory."""
     buf = b""
@@ -82,13 +86,13 @@ def _rows(chunks: Iterable[bytes], context: int) -> Iterator[np.ndarray]:
     for chunk in chunks:
         buf += chunk
         while len(buf) >= want:
-            yield _cut(buf[:want], context)
+            yield cut_rows(buf[:want], context)
             buf = buf[want - 1 :]  # the last byte of a row is the first of the next
     if len(buf) > context:
-        yield _cut(buf, context)
+        yield cut_rows(buf, context)
 
 
-def _cut(data: bytes, context: int) -> np.ndarray:
+def cut_rows(data: bytes, context: int) -> np.ndarray:
     a = np.frombuffer(data, dtype=np.uint8)
     n = (len(a) - 1) // context
     starts = np.arange(n)[:, None] * context  # (n, 1)
@@ -127,6 +131,25 @@ def _text_files(fs: fsspec.AbstractFileSystem, root: str) -> list[str]:
 _ARCHIVES = (b"\x1f\x8b", b"PK\x03\x04", b"BZh", b"\xfd7zXZ", b"\x28\xb5\x2f\xfd")
 
 
+def text_source(src: str) -> tuple[fsspec.AbstractFileSystem, list[str]]:
+    """The text files ``src`` (a file or a folder, local or an fsspec URL) names, in the order they
+    are laid end to end (each followed by a newline) and their filesystem."""
+    fs, path = open_source(src)
+    if fs.isdir(path) and fs.exists(f"{path.rstrip('/')}/{MANIFEST}"):  # its Parquet would be read as bytes
+        raise BigModelError(f"{src} is a prepared dataset already; train on it directly (--dataset {src})")
+    paths = _text_files(fs, path) if fs.isdir(path) else [path]
+    if not paths:
+        raise BigModelError(
+            f"no text files in {src} (skipped: hidden or _-prefixed paths, binary and compressed files)"
+        )
+    return fs, paths
+
+
+def lm_row_group_rows(context: int) -> int:
+    """Rows per Parquet row group of an ``lm`` dataset (both engines write the same files)."""
+    return max(256, LM_ROW_GROUP_BYTES // (context + 1))
+
+
 def prepare_text(
     src: str,
     dst: str | Path,
@@ -140,14 +163,7 @@ def prepare_text(
     """A text file or a folder of them (local path or fsspec URL; every file, in sorted order)
     -> a prepared byte-level ``lm`` dataset at ``dst``. Its rows are shuffled once, by ``seed``
     (``shuffle=False``: in the text's order), so that batches mix the files of a corpus."""
-    fs, path = open_source(src)
-    if fs.isdir(path) and fs.exists(f"{path.rstrip('/')}/{MANIFEST}"):  # its Parquet would be read as bytes
-        raise BigModelError(f"{src} is a prepared dataset already; train on it directly (--dataset {src})")
-    paths = _text_files(fs, path) if fs.isdir(path) else [path]
-    if not paths:
-        raise BigModelError(
-            f"no text files in {src} (skipped: hidden or _-prefixed paths, binary and compressed files)"
-        )
+    fs, paths = text_source(src)
     return write_text_dataset(
         dst,
         _read_files(paths, fs),
