@@ -2,7 +2,6 @@
 version recorded in the manifest, and one-line refusals."""
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -128,19 +127,43 @@ def test_deletion_vectors_in_use_are_refused(table: Path, tmp_path: Path):
     assert prepare(f"delta:{table}@2", tmp_path / "ds2").source_version == 2
 
 
-def test_partitioned_and_column_mapped_tables_are_refused(tmp_path: Path):
-    part = tmp_path / "part"
-    deltalake.write_deltalake(str(part), _rows(50, 0), partition_by=["label"])
-    with pytest.raises(BigModelError, match="partitioned by label"):
-        snapshot(f"delta:{part}")
+def _partitioned(root: Path, n: int = 600) -> tuple[Path, Path]:
+    """The same rows as a table partitioned by a string label and an integer column in the middle
+    of the schema, and as an unpartitioned one."""
+    rng = np.random.default_rng(4)
+    rows = pa.table(
+        {
+            "a": rng.normal(size=n),
+            "k": rng.integers(0, 3, n),
+            "b": rng.normal(size=n),
+            "label": rng.choice(["no", "yes", "a b/c=d%"], n),
+        }
+    )
+    part, flat = root / "part", root / "flat"
+    deltalake.write_deltalake(str(part), rows, partition_by=["label", "k"])
+    deltalake.write_deltalake(str(flat), rows)
+    return part, flat
+
+
+def test_a_partitioned_table_reads_its_partition_values_from_the_log(tmp_path: Path):
+    part, flat = _partitioned(tmp_path)
+    snap = snapshot(f"delta:{part}")
+    assert snap.partition_columns == ["label", "k"] and len(snap.files) == 9
+    m = prepare(f"delta:{part}", tmp_path / "p", seed=2)
+    assert m.features == ["a", "k", "b"] and m.label_values == ["a b/c=d%", "no", "yes"]
+    # the shuffled rows are a function of the rows alone: the same dataset as the flat table's
+    assert m.content_hash == prepare(f"delta:{flat}", tmp_path / "f", seed=2).content_hash
+
+
+def test_column_mapped_tables_are_refused(tmp_path: Path):
     mapped = tmp_path / "mapped"
-    shutil.copytree(part, mapped)
+    deltalake.write_deltalake(str(mapped), _rows(50, 0))
     meta = next(
         json.loads(line)["metaData"]
         for line in (mapped / "_delta_log" / f"{0:020d}.json").read_text().splitlines()
         if "metaData" in json.loads(line)
     )
-    meta = {**meta, "partitionColumns": [], "configuration": {"delta.columnMapping.mode": "name"}}
+    meta = {**meta, "configuration": {"delta.columnMapping.mode": "name"}}
     _commit(mapped, [{"metaData": meta}])
     with pytest.raises(BigModelError, match="column mapping"):
         snapshot(f"delta:{mapped}")

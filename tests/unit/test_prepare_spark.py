@@ -218,6 +218,17 @@ def test_a_delta_table_at_two_versions(spark, tmp_path: Path):
         _same(tmp_path / f"l{version}", tmp_path / f"s{version}")
 
 
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_a_partitioned_delta_table(spark, tmp_path: Path, shuffle: bool):
+    from tests.unit.test_delta import _partitioned
+
+    part, _ = _partitioned(tmp_path)
+    prepare(f"delta:{part}", tmp_path / "l", seed=3, shuffle=shuffle)
+    m = prepare(f"delta:{part}", tmp_path / "s", seed=3, shuffle=shuffle, engine="spark")
+    assert m.features == ["a", "k", "b"]
+    _same(tmp_path / "l", tmp_path / "s")
+
+
 def test_what_the_local_csv_reader_means_spark_means_too(spark, tmp_path: Path):
     """Found by a hostile probe: each of these gave Spark another dataset, or an error, silently."""
     rng = np.random.default_rng(1)

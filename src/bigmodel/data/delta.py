@@ -2,9 +2,10 @@
 ``s3://bucket/table``) read through delta-rs as the plain list of Parquet files of one version.
 
 Both engines read a table this way: the transaction log says which files make up the version, and
-those files are read as any Parquet source is. That is only right for tables whose files hold
-exactly the rows and columns of the table, so tables that need more than a file list to read
-(deletion vectors in use, column mapping, partition columns kept in the log, unknown reader
+those files are read as any Parquet source is. A partitioned table's partition columns are not in
+its files: the log holds each file's values, and they are added to its rows as constant columns
+(the local engine from the log; Spark from the Hive-style folder names, checked against the log).
+Tables that need more than that to read (deletion vectors in use, column mapping, unknown reader
 features) are refused with a one-line error rather than read wrongly.
 """
 
@@ -41,6 +42,20 @@ class DeltaSnapshot:
     version: int  # the version read
     files: list[str]  # absolute Parquet file URIs (local paths or e.g. s3://...), sorted
     schema: pa.Schema  # the table's schema at that version
+    partitions: dict[str, dict[str, Any]]  # file URI -> its partition values (unpartitioned: empty)
+
+    @property
+    def partition_columns(self) -> list[str]:
+        return list(next(iter(self.partitions.values()), {}))
+
+    def with_partition_fields(self, file_schema: pa.Schema) -> pa.Schema:
+        """A data file's schema with the partition columns added, in the table's column order."""
+        fields = {f.name: f for f in file_schema}
+        fields.update({c: self.schema.field(c) for c in self.partition_columns})
+        names = [n for n in self.schema.names if n in fields] + [
+            n for n in fields if n not in self.schema.names
+        ]
+        return pa.schema([fields[n] for n in names])
 
     @property
     def uri(self) -> str:
@@ -131,9 +146,38 @@ def snapshot(uri: str) -> DeltaSnapshot:
     try:
         files = sorted(dt.file_uris())
         schema = pa.schema(dt.schema().to_arrow())
+        columns = dt.metadata().partition_columns
+        partitions = _partition_values(dt, files, columns, path) if columns else {}
     except (DeltaError, OSError) as err:
         raise BigModelError(f"cannot read Delta table {path}: {_first_line(err)}") from None
-    return DeltaSnapshot(path=path, version=dt.version(), files=files, schema=schema)
+    return DeltaSnapshot(path=path, version=dt.version(), files=files, schema=schema, partitions=partitions)
+
+
+def _partition_values(dt: Any, files: list[str], columns: list[str], path: str) -> dict[str, dict[str, Any]]:
+    """Each file's partition values (typed as the table's schema has them), from its add action.
+    Actions name files relative to the table and URL-encoded; file URIs end with the decoded name."""
+    from urllib.parse import unquote
+
+    actions = pa.table(dt.get_add_actions(flatten=True))
+    rows = actions.select(["path", *(f"partition.{c}" for c in columns)]).to_pylist()
+    by_name = {unquote(r["path"]).rsplit("/", 1)[-1]: r for r in rows}
+    out = {}
+    for uri in files:
+        r = by_name.get(uri.rsplit("/", 1)[-1])
+        if r is None or not uri.endswith(unquote(r["path"]).lstrip("/").split("://")[-1]):
+            raise BigModelError(f"Delta table {path}: no partition values found for {uri} in its log")
+        out[uri] = {c: r[f"partition.{c}"] for c in columns}
+    return out
+
+
+def with_partition_values(batch: pa.RecordBatch, values: dict[str, Any], schema: pa.Schema) -> pa.RecordBatch:
+    """A data file's batch with its partition columns added (constant: the file's values), in the
+    order of ``schema`` (``DeltaSnapshot.with_partition_fields``)."""
+    cols = dict(zip(batch.schema.names, batch.columns, strict=True))
+    for c, v in values.items():
+        cols[c] = pa.repeat(pa.scalar(v, type=schema.field(c).type), batch.num_rows)
+    names = [n for n in schema.names if n in cols] + [n for n in cols if n not in schema.names]
+    return pa.RecordBatch.from_arrays([cols[n] for n in names], names=names)
 
 
 def _check_readable(dt: Any, path: str) -> None:
@@ -151,11 +195,6 @@ def _check_readable(dt: Any, path: str) -> None:
         raise BigModelError(
             f"{at} uses column mapping (mode {mode}): its Parquet files do not carry the column names; "
             "rewrite the table without it"
-        )
-    if meta.partition_columns:
-        raise BigModelError(
-            f"{at} is partitioned by {', '.join(meta.partition_columns)}, whose values live in the "
-            "transaction log, not in the files; write it unpartitioned"
         )
     if "deletionVectors" in features:
         try:

@@ -95,9 +95,15 @@ def prepare(
         files = [fsspec.core.url_to_fs(f)[1] for f in snap.files]  # paths on fs, as list_files gives
         if not files:
             raise BigModelError(f"{snap.uri} is empty: no data files")
+        partitions = {
+            p: snap.partitions[uri] for p, uri in zip(files, snap.files, strict=True) if snap.partitions
+        }
     else:
         fs, files = source.list_files(src)
+        partitions = {}
     first, schema = source.first_schema(fs, files, src)
+    if partitions:
+        schema = snap.with_partition_fields(schema)  # type: ignore[union-attr]
     if label not in schema.names:
         raise BigModelError(
             f"label column '{label}' not found in {first} (columns: {', '.join(schema.names)}); "
@@ -114,7 +120,11 @@ def prepare(
         if not source.is_numeric(label_type):
             raise BigModelError(f"--task regression needs a numeric label column; '{label}' is {label_type}")
     else:
-        values, label_rows = source.label_values(fs, files, label, (first, label_type))
+        if partitions and label in partitions[files[0]]:  # the label's values are in the log
+            values = _partition_labels(partitions, label)
+            label_rows = source.size(fs, files, len(features))[0] or 0
+        else:
+            values, label_rows = source.label_values(fs, files, label, (first, label_type))
         if task is None:
             task = infer_task(label_type, values, label_rows)
             if task == "regression":
@@ -149,7 +159,7 @@ def prepare(
         ):
             if snap is not None:  # the table version read, so the run can be reproduced
                 writer.meta["source_version"] = snap.version
-            rows = _write_source(writer, fs, files, schema, label, values, source_rows, progress)
+            rows = _write_source(writer, fs, files, schema, label, values, source_rows, progress, partitions)
             with progress_bar("shuffling", total=rows, enabled=progress and shuffle) as advance:
                 manifest = writer.close(advance)
     except OSError as err:  # e.g. the disk filled up; atomic_dir has removed the half-written folder
@@ -172,6 +182,14 @@ def _prepare_remote(src: str, dst: str, **kwargs: Any) -> Manifest:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return manifest
+
+
+def _partition_labels(partitions: dict[str, dict[str, Any]], label: str) -> list[Any]:
+    """The distinct values of a partition column that is the label, sorted as ``label_values`` sorts."""
+    values = {p[label] for p in partitions.values()}
+    if None in values:
+        raise BigModelError(f"label column '{label}' has missing values")
+    return sorted(values, key=lambda v: (str(type(v)), v))
 
 
 # An integer label with more distinct values than this, that are also more than this share of the
@@ -201,8 +219,10 @@ def _write_source(
     values: list[Any] | None,
     total: int | None,
     progress: bool,
+    partitions: dict[str, dict[str, Any]],
 ) -> int:
-    """Pass every row of the source through its checks into ``writer``; returns the row count."""
+    """Pass every row of the source through its checks into ``writer``; returns the row count.
+    ``partitions``: a partitioned Delta table's values per file, added as constant columns."""
     from bigmodel.console import progress_bar
 
     columns = schema.names
@@ -213,6 +233,8 @@ def _write_source(
         for path in files:
             row = 0  # messages name the row within its file
             for batch in source.batches(fs, path):
+                if partitions:
+                    batch = delta.with_partition_values(batch, partitions[path], schema)
                 if batch.schema.names != columns:
                     raise BigModelError(f"{path}: columns {batch.schema.names} differ from {columns}")
                 x = source.checked_features(batch, features, path, row)

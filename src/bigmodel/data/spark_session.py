@@ -218,6 +218,10 @@ class Source:
     paths: list[str]  # as Spark opens them; files with no rows left out
     csv_sep: str | None  # None: Parquet
     delta_version: int | None = None
+    # a partitioned Delta table: its root and schema; Spark reads the partition values from the
+    # files' folder names (checked against the log by ``_hive_paths``)
+    delta_base: str | None = None
+    delta_schema: Any = None
 
 
 def inspect(src: str) -> Source:
@@ -231,7 +235,10 @@ def inspect(src: str) -> Source:
         snap = delta.snapshot(src)
         if not snap.files:
             raise BigModelError(f"{snap.uri} is empty: no data files")
-        return Source(snap.uri, None, list(snap.files), None, snap.version)
+        if not snap.partitions:
+            return Source(snap.uri, None, list(snap.files), None, snap.version)
+        _hive_paths(snap)
+        return Source(snap.uri, None, list(snap.files), None, snap.version, snap.path, snap.schema)
     fs, files = source.list_files(src)
     first, schema = source.first_schema(fs, files, src)
     kept = []
@@ -251,8 +258,41 @@ def inspect(src: str) -> Source:
     return Source(src, schema, paths, sep)
 
 
+def _hive_paths(snap: Any) -> None:
+    """Spark finds a partitioned table's values in its folder names (``col=value``, as Delta writers
+    lay them out): refuse a table whose folders do not say what its log says (or whose types Spark's
+    reader cannot be told), rather than read other values."""
+    from urllib.parse import unquote
+
+    odd = [f"{f.name} ({f.type})" for f in snap.schema if not _simple(f.type)]
+    if odd:
+        raise BigModelError(
+            f"{snap.uri} is partitioned and has column(s) {', '.join(odd)}: --engine spark reads partitioned "
+            "tables of numeric and string columns only; use --engine local"
+        )
+    for uri, values in snap.partitions.items():
+        folders = uri[len(snap.path) :].strip("/").split("/")[:-1]
+        want = [f"{c}={_hive_value(v)}" for c, v in values.items()]
+        if [unquote(f) for f in folders] != want:
+            raise BigModelError(
+                f"{snap.uri}: {uri} is not in the folder {'/'.join(want)} that its partition values name; "
+                "--engine spark cannot read its partition values, use --engine local"
+            )
+
+
+def _hive_value(v: Any) -> str:
+    if v is None:
+        return "__HIVE_DEFAULT_PARTITION__"
+    return str(v).lower() if isinstance(v, bool) else str(v)
+
+
 def load(spark: Any, src: Source) -> Any:
     """The DataFrame of an inspected source."""
+    if src.delta_base is not None:  # partitioned: data columns, then those in the folder names
+        reader = spark.read.schema(_spark_schema(src.delta_schema)).option("basePath", src.delta_base)
+        return reader.parquet(*src.paths).select(
+            *("`" + n.replace("`", "``") + "`" for n in src.delta_schema.names)
+        )
     if src.csv_sep is None:
         # Files whose integer or float widths differ (int32 here, int64 there) read as the local engine
         # reads them, widened; Spark's own schema is the first file's and refuses the others.
