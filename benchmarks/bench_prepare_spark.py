@@ -39,8 +39,7 @@ def hwm(pid):
         return 0.0
 
 t = time.perf_counter()
-engine = sys.argv[3]
-m = prepare(sys.argv[1], sys.argv[2], label="label", seed=0, engine=engine)
+m = prepare(sys.argv[1], sys.argv[2], seed=0, **json.loads(sys.argv[3]))
 secs = time.perf_counter() - t
 # The Spark driver is this process and its JVM (in local[N] the JVM also runs the executors).
 jvm = max((hwm(c.pid) for c in psutil.Process().children(recursive=True)), default=0.0)
@@ -64,10 +63,13 @@ def source(root: Path, rows: int) -> Path:
     return src
 
 
-def prepare_in_child(src: Path, dst: Path, engine: str) -> dict:
+def prepare_in_child(src: Path, dst: Path, engine: str, **kwargs: object) -> dict:
+    """``prepare(src, dst, seed=0, engine=engine, **kwargs)`` in a fresh process: wall time, peak RSS
+    of the process (and of its JVM, for Spark), content hash."""
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
+    args = json.dumps({"engine": engine, **kwargs})
     out = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(src), str(dst), engine], capture_output=True, text=True, env=env
+        [sys.executable, "-c", _CHILD, str(src), str(dst), args], capture_output=True, text=True, env=env
     )
     if out.returncode:
         raise RuntimeError(out.stderr[-2000:])
@@ -95,7 +97,7 @@ def run() -> dict:
     work = Path(tempfile.mkdtemp(prefix="bench-prepare-spark-"))
     try:
         src = source(work, rows)
-        res = {e: prepare_in_child(src, work / e, e) for e in ("local", "spark")}
+        res = {e: prepare_in_child(src, work / e, e, label="label") for e in ("local", "spark")}
         acc = {e: val_accuracy(work / e, work / f"run-{e}") for e in res}
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -104,7 +104,7 @@ def render_section(r: dict) -> str:
 
 def render() -> None:
     results = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
-    order = ["trainer", "scaling", "loader", "prepare", "prepare_spark", "quality"]
+    order = ["trainer", "scaling", "loader", "prepare", "prepare_spark", "prepare_spark_text", "quality"]
     results.sort(key=lambda r: (order.index(r["name"]) if r["name"] in order else len(order), r["name"]))
     head = (
         "# Benchmarks\n\nLatest figures from `make bench` (each section says when and where it ran). "

@@ -218,6 +218,25 @@ def test_a_delta_table_at_two_versions(spark, tmp_path: Path):
         _same(tmp_path / f"l{version}", tmp_path / f"s{version}")
 
 
+def test_dropped_columns_are_left_out_alike(spark, tmp_path: Path):
+    (tmp_path / "csv").mkdir()
+    src = _csv_folder(tmp_path / "csv")
+    t = pcsv.read_csv(src / "part0.csv")
+    odd = t.append_column("id", pa.array([f"row-{i}" for i in range(t.num_rows)]))
+    odd = odd.add_column(0, "a.b`c", pa.array(["x"] * t.num_rows))
+    (tmp_path / "odd").mkdir()
+    pcsv.write_csv(odd, tmp_path / "odd" / "part0.csv")
+    plain = prepare(str(src / "part0.csv"), tmp_path / "plain", seed=1)
+    for engine in ("local", "spark"):
+        m = prepare(str(tmp_path / "odd"), tmp_path / engine, seed=1, engine=engine, drop=["id", "a.b`c"])
+        assert m.features == plain.features and m.content_hash == plain.content_hash
+        with pytest.raises(BigModelError, match=r"--drop ib: no such column in .*odd.*\(columns: a\.b`c, f0"):
+            prepare(str(tmp_path / "odd"), tmp_path / "x", engine=engine, drop=["ib"])
+        with pytest.raises(BigModelError, match="--drop label: that is the label column"):
+            prepare(str(tmp_path / "odd"), tmp_path / "x", engine=engine, drop=["label"])
+    assert not (tmp_path / "x").exists()
+
+
 @pytest.mark.parametrize("shuffle", [True, False])
 def test_a_partitioned_delta_table(spark, tmp_path: Path, shuffle: bool):
     from tests.unit.test_delta import _partitioned

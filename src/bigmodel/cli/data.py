@@ -39,6 +39,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     q.add_argument("--context", type=int, default=256, help="lm: bytes a model reads per row")
     q.add_argument(
+        "--drop",
+        type=lambda v: [c for c in v.split(",") if c],
+        action="extend",
+        default=[],
+        metavar="COL[,COL...]",
+        help="columns to leave out (IDs, dates, free text); repeatable",
+    )
+    q.add_argument(
         "--no-shuffle",
         dest="shuffle",
         action="store_false",
@@ -142,6 +150,7 @@ def _prepare(args: argparse.Namespace) -> None:
         task=args.task,
         context=args.context,
         shuffle=args.shuffle,
+        drop=args.drop,
         progress=not args.json,
         engine=args.engine,
         master=args.master,

@@ -27,6 +27,7 @@ def prepare(
     name: str | None = None,
     context: int = 256,
     shuffle: bool = True,
+    drop: list[str] | None = None,
     progress: bool = False,
     engine: str = "local",
     master: str = "local[2]",
@@ -38,12 +39,18 @@ def prepare(
     original values kept in the manifest. Written under a temporary name and renamed when complete.
     The rows are shuffled once (by ``seed``, in bounded memory), so that a source sorted by label or
     time trains as well as a shuffled one; ``shuffle=False`` keeps the source's order.
+    ``drop``: columns left out (IDs, dates, free text: whatever is not a feature).
     With ``task="lm"`` the source is text (any files) and becomes byte rows of ``context + 1``.
     ``engine="spark"`` (or ``src`` a pyspark DataFrame) runs it on Spark (``master``, ``spark_conf``)
     with the same result; see ``bigmodel.data.spark_engine``.
     """
     from bigmodel.data.spark_engine import is_spark_dataframe  # imports no pyspark
 
+    drop = list(drop or [])
+    if drop and task == "lm":
+        raise BigModelError("--drop leaves out table columns; text (--task lm) has none")
+    if label in drop:
+        raise BigModelError(f"--drop {label}: that is the label column; pass another --label")
     if engine == "spark" or is_spark_dataframe(src):
         from bigmodel.data.spark_engine import prepare_spark
 
@@ -57,6 +64,7 @@ def prepare(
             name=name,
             context=context,
             shuffle=shuffle,
+            drop=drop,
             master=master,
             conf=spark_conf,
             infer_task=infer_task,
@@ -75,6 +83,7 @@ def prepare(
             name=name,
             context=context,
             shuffle=shuffle,
+            drop=drop,
             progress=progress,
         )
     if task == "lm":
@@ -109,7 +118,8 @@ def prepare(
             f"label column '{label}' not found in {first} (columns: {', '.join(schema.names)}); "
             "pass --label COL"
         )
-    features = [c for c in schema.names if c != label]
+    source.check_drop(drop, schema.names, snap.uri if snap else first)
+    features = [c for c in schema.names if c != label and c not in drop]
     if not features:
         raise BigModelError(f"{first} has no feature columns besides the label '{label}'")
     label_type = schema.field(label).type
@@ -159,7 +169,9 @@ def prepare(
         ):
             if snap is not None:  # the table version read, so the run can be reproduced
                 writer.meta["source_version"] = snap.version
-            rows = _write_source(writer, fs, files, schema, label, values, source_rows, progress, partitions)
+            rows = _write_source(
+                writer, fs, files, schema, features, label, values, source_rows, progress, partitions
+            )
             with progress_bar("shuffling", total=rows, enabled=progress and shuffle) as advance:
                 manifest = writer.close(advance)
     except OSError as err:  # e.g. the disk filled up; atomic_dir has removed the half-written folder
@@ -215,6 +227,7 @@ def _write_source(
     fs: fsspec.AbstractFileSystem,
     files: list[str],
     schema: pa.Schema,
+    features: list[str],
     label: str,
     values: list[Any] | None,
     total: int | None,
@@ -226,7 +239,6 @@ def _write_source(
     from bigmodel.console import progress_bar
 
     columns = schema.names
-    features = [c for c in columns if c != label]
     value_set = source.value_set(values, schema.field(label).type, label) if values is not None else None
     rows = 0
     with progress_bar("reading", total=total, enabled=progress) as advance:

@@ -139,6 +139,13 @@ def first_schema(fs: fsspec.AbstractFileSystem, files: list[str], src: str) -> t
     raise BigModelError(f"{src} is empty: no rows" + (f" in {len(files)} files" if len(files) > 1 else ""))
 
 
+def check_drop(drop: list[str], columns: list[str], where: str) -> None:
+    """Every ``--drop`` column must exist: a typo would otherwise keep the column it meant to drop."""
+    unknown = [c for c in drop if c not in columns]
+    if unknown:
+        raise BigModelError(f"--drop {unknown[0]}: no such column in {where} (columns: {', '.join(columns)})")
+
+
 def _value_type(t: pa.DataType) -> pa.DataType:
     """A dictionary-encoded (categorical) column's value type; any other type as is."""
     return t.value_type if pa.types.is_dictionary(t) else t

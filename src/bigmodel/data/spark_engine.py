@@ -25,6 +25,7 @@ import pyarrow.csv as pcsv
 from bigmodel.data import shards
 from bigmodel.data import spark_tasks as t
 from bigmodel.data.manifest import Manifest, Split, Task
+from bigmodel.data.source import check_drop
 from bigmodel.data.spark_session import first_line, inspect, is_spark_dataframe, load, session, stage_progress
 from bigmodel.data.spark_sort import Report, sort_and_write
 from bigmodel.data.spark_text import plan_text, run_text
@@ -69,6 +70,7 @@ def prepare_spark(
     name: str | None = None,
     context: int = 256,
     shuffle: bool = True,
+    drop: list[str] | None = None,
     master: str = "local[2]",
     conf: dict[str, str] | None = None,
     infer_task: Callable[[pa.DataType, list[Any], int], Task],
@@ -115,6 +117,8 @@ def prepare_spark(
                 f"label column '{label}' not found in {source.recorded} "
                 f"(columns: {', '.join(source.schema.names)}); pass --label COL"
             )
+        if source.schema is not None:
+            check_drop(drop or [], source.schema.names, source.recorded)
     spark = src.sparkSession if is_spark_dataframe(src) else session(master, conf or {})
     try:
         if text is not None:
@@ -123,6 +127,9 @@ def prepare_spark(
                     spark, text, dst, seed=seed, vf=val_fraction, name=name, shuffle=shuffle, phase=phase
                 )
         df = src if source is None else load(spark, source)
+        if drop:
+            check_drop(drop, df.columns, source.recorded if source is not None else "the DataFrame")
+            df = df.drop(*drop)
         # the local engine's CSV reader reads "NA", "null", "nan" ... as missing, in a text column too
         nulls = _NULLS if source is not None and source.csv_sep is not None else frozenset()
         origin = (source.recorded, source.delta_version) if source is not None else ("spark-dataframe", None)
