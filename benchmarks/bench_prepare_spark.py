@@ -76,6 +76,18 @@ def prepare_in_child(src: Path, dst: Path, engine: str, **kwargs: object) -> dic
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def engine_rows(res: dict[str, dict]) -> dict[str, list[str]]:
+    """Per engine: its flags, wall time and the driver's peak RSS (and its JVM's), as table cells."""
+    return {
+        e: [
+            f"--engine {e}" + (" --master local[2]" if e == "spark" else ""),
+            f"{r['seconds']:.1f} s",
+            f"{r['py_mib']:,.0f} MiB" + (f" + JVM {r['jvm_mib']:,.0f} MiB" if e == "spark" else ""),
+        ]
+        for e, r in res.items()
+    }
+
+
 def val_accuracy(dataset: Path, run_dir: Path) -> float:
     cfg = TrainConfig.model_validate(
         {
@@ -101,15 +113,7 @@ def run() -> dict:
         acc = {e: val_accuracy(work / e, work / f"run-{e}") for e in res}
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    table = [
-        [
-            f"--engine {e}" + (" --master local[2]" if e == "spark" else ""),
-            f"{r['seconds']:.1f} s",
-            f"{r['py_mib']:,.0f} MiB" + (f" + JVM {r['jvm_mib']:,.0f} MiB" if e == "spark" else ""),
-            f"{acc[e]:.4f}",
-        ]
-        for e, r in res.items()
-    ]
+    table = [[*row, f"{acc[e]:.4f}"] for e, row in engine_rows(res).items()]
     same = res["local"]["hash"] == res["spark"]["hash"]
     notes = [
         f"{rows:,} rows x {FEATURES} features in {FILES} CSV files; content hashes "

@@ -17,8 +17,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from bench_prepare_spark import prepare_in_child
-
+from bench_prepare_spark import engine_rows, prepare_in_child
 from bigmodel.data.text import python_source_files
 
 FILES = 16
@@ -47,14 +46,7 @@ def run() -> dict:
         res = {e: prepare_in_child(src, work / e, e, task="lm", context=256) for e in ("local", "spark")}
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    rows = [
-        [
-            f"--engine {e}" + (" --master local[2]" if e == "spark" else ""),
-            f"{r['seconds']:.1f} s",
-            f"{r['py_mib']:,.0f} MiB" + (f" + JVM {r['jvm_mib']:,.0f} MiB" if e == "spark" else ""),
-        ]
-        for e, r in res.items()
-    ]
+    rows = list(engine_rows(res).values())
     same = res["local"]["hash"] == res["spark"]["hash"]
     return {
         "title": "Data prepare --task lm: --engine spark beside --engine local",
