@@ -193,6 +193,34 @@ def test_reading_a_parquet_source_holds_one_batch_not_the_file(tmp_path: Path):
     assert peak < 16 << 20  # not the 40 MB file, as pyarrow's pre-buffering held it
 
 
+def test_reading_a_csv_source_holds_one_block_not_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from bigmodel.data import source
+
+    rng = np.random.default_rng(0)
+    t = pa.table({f"c{j}": rng.standard_normal(300_000).round(6) for j in range(8)})
+    pcsv.write_csv(t, tmp_path / "big.csv")  # ~26 MB
+    monkeypatch.setattr(source, "_CSV_BLOCK", 1 << 20)
+    fs, path = source.open_source(str(tmp_path / "big.csv"))
+    base, peak = pa.total_allocated_bytes(), 0
+    for batch in source.batches(fs, path):
+        peak = max(peak, pa.total_allocated_bytes() - base)
+        del batch
+    assert peak < 8 << 20  # Arrow's streaming reader held the whole file (read ahead of us)
+    got = pa.Table.from_batches(list(source.batches(fs, path)))
+    assert got.equals(pcsv.read_csv(tmp_path / "big.csv"))
+    # a line longer than a block, no newline at the end, CRLF line ends: the same rows as Arrow reads
+    monkeypatch.setattr(source, "_CSV_BLOCK", 64)
+    odd = tmp_path / "odd.csv"
+    odd.write_bytes(b"a,text\r\n1," + b"x" * 300 + b"\r\n2,\r\n3,\"quoted, comma\"\r\n4,end")
+    rows = pa.Table.from_batches(list(source.batches(fs, str(odd))))
+    assert rows.to_pylist() == [
+        {"a": 1, "text": "x" * 300},
+        {"a": 2, "text": None},
+        {"a": 3, "text": "quoted, comma"},
+        {"a": 4, "text": "end"},
+    ]
+
+
 def test_a_full_disk_is_one_line_and_leaves_nothing(
     tmp_path: Path, small_parquet: Path, monkeypatch: pytest.MonkeyPatch
 ):
