@@ -128,19 +128,20 @@ def test_deletion_vectors_in_use_are_refused(table: Path, tmp_path: Path):
 
 
 def _partitioned(root: Path, n: int = 600) -> tuple[Path, Path]:
-    """The same rows as a table partitioned by a string label and an integer column in the middle
-    of the schema, and as an unpartitioned one."""
+    """The same rows as a table partitioned by a string label (odd characters, non-ASCII), an
+    integer column in the middle of the schema and a float one, and as an unpartitioned table."""
     rng = np.random.default_rng(4)
     rows = pa.table(
         {
             "a": rng.normal(size=n),
             "k": rng.integers(0, 3, n),
             "b": rng.normal(size=n),
-            "label": rng.choice(["no", "yes", "a b/c=d%"], n),
+            "w": rng.choice([-3.0, 1e-7], n),  # folders w=-3 and w=0.0000001
+            "label": rng.choice(["no", "日本 é", "a b/c=d%"], n),
         }
     )
     part, flat = root / "part", root / "flat"
-    deltalake.write_deltalake(str(part), rows, partition_by=["label", "k"])
+    deltalake.write_deltalake(str(part), rows, partition_by=["label", "k", "w"])
     deltalake.write_deltalake(str(flat), rows)
     return part, flat
 
@@ -148,9 +149,9 @@ def _partitioned(root: Path, n: int = 600) -> tuple[Path, Path]:
 def test_a_partitioned_table_reads_its_partition_values_from_the_log(tmp_path: Path):
     part, flat = _partitioned(tmp_path)
     snap = snapshot(f"delta:{part}")
-    assert snap.partition_columns == ["label", "k"] and len(snap.files) == 9
+    assert snap.partition_columns == ["label", "k", "w"] and len(snap.files) == 18
     m = prepare(f"delta:{part}", tmp_path / "p", seed=2)
-    assert m.features == ["a", "k", "b"] and m.label_values == ["a b/c=d%", "no", "yes"]
+    assert m.features == ["a", "k", "b", "w"] and m.label_values == ["a b/c=d%", "no", "日本 é"]
     # the shuffled rows are a function of the rows alone: the same dataset as the flat table's
     assert m.content_hash == prepare(f"delta:{flat}", tmp_path / "f", seed=2).content_hash
 

@@ -143,6 +143,10 @@ def test_bad_text_input_is_one_line_and_leaves_nothing(spark, tmp_path: Path):
         (tmp_path / "bin").mkdir()
         (tmp_path / "bin" / "x").write_bytes(b"\x00")
         prepare(str(tmp_path / "bin"), tmp_path / "out", task="lm", engine="spark")
+    (tmp_path / "rep.txt").write_text("\nab" * 2000)  # every row (4 bytes) is "\nab\n": one split gets all
+    for engine in ("local", "spark"):
+        with pytest.raises(BigModelError, match=r"has no (train|val) rows .* too few or too alike"):
+            prepare(str(tmp_path / "rep.txt"), tmp_path / "out", task="lm", context=3, engine=engine)
     df = spark.createDataFrame([("some text",)], "text string")  # type: ignore[attr-defined]
     with pytest.raises(BigModelError, match="--task lm on Spark reads text files: pass their path"):
         prepare(df, tmp_path / "out", task="lm")
@@ -244,8 +248,8 @@ def test_a_partitioned_delta_table(spark, tmp_path: Path, shuffle: bool):
     part, _ = _partitioned(tmp_path)
     prepare(f"delta:{part}", tmp_path / "l", seed=3, shuffle=shuffle)
     m = prepare(f"delta:{part}", tmp_path / "s", seed=3, shuffle=shuffle, engine="spark")
-    assert m.features == ["a", "k", "b"]
-    _same(tmp_path / "l", tmp_path / "s")
+    assert m.features == ["a", "k", "b", "w"] and "日本 é" in (m.label_values or [])
+    _same(tmp_path / "l", tmp_path / "s")  # label values too: the content hash holds codes, not names
 
 
 def test_what_the_local_csv_reader_means_spark_means_too(spark, tmp_path: Path):

@@ -35,6 +35,14 @@ def check_seed(seed: int) -> None:
         raise BigModelError(f"--seed must be >= 0, got {seed}")
 
 
+def empty_split(source: str, rows: int, split: str, val_fraction: float) -> BigModelError:
+    """The error for a split that came out empty (both engines say it alike)."""
+    return BigModelError(
+        f"dataset {source} has no {split} rows with --val-fraction {val_fraction}: its {rows} rows are too "
+        "few or too alike (a row's split is a hash of its bytes, so identical rows share one)"
+    )
+
+
 def lm_schema(context: int) -> pa.Schema:
     """A language-modelling dataset's one column: rows of context + 1 byte tokens (the inputs and
     the targets shifted by one)."""
@@ -290,10 +298,7 @@ class ShardWriter:
             raise BigModelError(f"dataset {self.meta['source']} is empty: no rows{short}")
         for split, w in self.splits.items():
             if w.rows == 0:
-                raise BigModelError(
-                    f"dataset {self.meta['source']} has too few rows ({self._rows_seen}) for a {split} split "
-                    f"with --val-fraction {self.meta['val_fraction']}"
-                )
+                raise empty_split(self.meta["source"], self._rows_seen, split, self.meta["val_fraction"])
         file_hashes = {f: sha256_file(self.root / f) for w in self.splits.values() for f in w.files}
         content = content_hash(file_hashes)
         extra: dict[str, Any] = {}

@@ -128,7 +128,8 @@ def prepare_spark(
                 )
         df = src if source is None else load(spark, source)
         if drop:
-            check_drop(drop, df.columns, source.recorded if source is not None else "the DataFrame")
+            columns = [c for c in df.columns if c != t.FILE]
+            check_drop(drop, columns, source.recorded if source is not None else "the DataFrame")
             df = df.drop(*drop)
         # the local engine's CSV reader reads "NA", "null", "nan" ... as missing, in a text column too
         nulls = _NULLS if source is not None and source.csv_sep is not None else frozenset()
@@ -166,7 +167,8 @@ def _run(
     schema = t.shard_schema(features, label, regression)
     cols = [*features, label]
     if not shuffle:  # the source order: file by file, then the order rows were read in
-        df = df.withColumn(t.FILE, sf.input_file_name())
+        if t.FILE not in df.columns:  # a partitioned Delta table has it from its scan already
+            df = df.withColumn(t.FILE, sf.input_file_name())
         cols.append(t.FILE)
     enc_schema = t.encoded_schema(len(features), regression, shuffle)
     enc = (
@@ -210,15 +212,15 @@ def _columns(
         raise BigModelError(
             f"label column '{label}' not found in {recorded} (columns: {', '.join(df.columns)}); pass --label COL"
         )
-    features = [c for c in df.columns if c != label]
+    features = [c for c in df.columns if c not in (label, t.FILE)]
     if not features:
         raise BigModelError(f"{recorded} has no feature columns besides the label '{label}'")
     types = {f.name: f.dataType for f in df.schema.fields}
     for f in features:
         if f.startswith("__bm_"):
             raise BigModelError(f"{recorded}: column '{f}' uses the prefix __bm_ that the Spark job reserves")
-        t = _pa_type(types[f])
-        if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)):
+        kind = _pa_type(types[f])
+        if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind)):
             raise BigModelError(
                 f"{recorded}: feature column '{f}' is not numeric ({types[f].simpleString()})"
             )

@@ -218,10 +218,8 @@ class Source:
     paths: list[str]  # as Spark opens them; files with no rows left out
     csv_sep: str | None  # None: Parquet
     delta_version: int | None = None
-    # a partitioned Delta table: its root and schema; Spark reads the partition values from the
-    # files' folder names (checked against the log by ``_hive_paths``)
-    delta_base: str | None = None
-    delta_schema: Any = None
+    delta_schema: Any = None  # a partitioned Delta table's schema, and its files' partition values
+    delta_partitions: dict[str, dict[str, Any]] | None = None
 
 
 def inspect(src: str) -> Source:
@@ -237,8 +235,7 @@ def inspect(src: str) -> Source:
             raise BigModelError(f"{snap.uri} is empty: no data files")
         if not snap.partitions:
             return Source(snap.uri, None, list(snap.files), None, snap.version)
-        _hive_paths(snap)
-        return Source(snap.uri, None, list(snap.files), None, snap.version, snap.path, snap.schema)
+        return Source(snap.uri, None, list(snap.files), None, snap.version, snap.schema, snap.partitions)
     fs, files = source.list_files(src)
     first, schema = source.first_schema(fs, files, src)
     kept = []
@@ -258,41 +255,50 @@ def inspect(src: str) -> Source:
     return Source(src, schema, paths, sep)
 
 
-def _hive_paths(snap: Any) -> None:
-    """Spark finds a partitioned table's values in its folder names (``col=value``, as Delta writers
-    lay them out): refuse a table whose folders do not say what its log says (or whose types Spark's
-    reader cannot be told), rather than read other values."""
+def _with_partitions(spark: Any, df: Any, src: Source) -> Any:
+    """A partitioned Delta table's data files with each file's partition values (from the log, as the
+    local engine adds them) joined on by file name, in the table's column order, plus the file name
+    (``spark_tasks.FILE``: the source order with ``--no-shuffle``). Not Spark's own partition
+    discovery from folder names: it garbles non-ASCII values and spells floats its own way."""
     from urllib.parse import unquote
 
-    odd = [f"{f.name} ({f.type})" for f in snap.schema if not _simple(f.type)]
-    if odd:
-        raise BigModelError(
-            f"{snap.uri} is partitioned and has column(s) {', '.join(odd)}: --engine spark reads partitioned "
-            "tables of numeric and string columns only; use --engine local"
-        )
-    for uri, values in snap.partitions.items():
-        folders = uri[len(snap.path) :].strip("/").split("/")[:-1]
-        want = [f"{c}={_hive_value(v)}" for c, v in values.items()]
-        if [unquote(f) for f in folders] != want:
-            raise BigModelError(
-                f"{snap.uri}: {uri} is not in the folder {'/'.join(want)} that its partition values name; "
-                "--engine spark cannot read its partition values, use --engine local"
-            )
+    import pyarrow as pa
+    from pyspark.sql import functions as sf
+    from pyspark.sql import types as T
 
+    from bigmodel.data.spark_tasks import FILE
 
-def _hive_value(v: Any) -> str:
-    if v is None:
-        return "__HIVE_DEFAULT_PARTITION__"
-    return str(v).lower() if isinstance(v, bool) else str(v)
+    assert src.delta_partitions is not None
+    # input_file_name spells a file as inputFiles() does: a URI, percent-encoded
+    spelled = {unquote(f).removeprefix("file://"): f for f in df.inputFiles()}
+    columns = list(next(iter(src.delta_partitions.values())))
+    fields = [T.StructField(FILE, T.StringType(), False)]
+    for c in columns:
+        kind = src.delta_schema.field(c).type
+        # a date or timestamp partition goes as text: a feature is then refused as not numeric
+        simple = _simple(kind) and kind != pa.uint64()
+        spark_type = _spark_schema(pa.schema([(c, kind)]))[c].dataType if simple else T.StringType()
+        fields.append(T.StructField(c, spark_type, True))
+    rows = []
+    for uri, values in src.delta_partitions.items():
+        name = spelled.get(uri.removeprefix("file://"))
+        if name is None:
+            raise BigModelError(f"{src.recorded}: Spark does not list the data file {uri}")
+        cells = [
+            v if v is None or f.dataType != T.StringType() else str(v)
+            for v, f in zip(values.values(), fields[1:], strict=True)
+        ]
+        rows.append((name, *cells))
+    parts = spark.createDataFrame(rows, T.StructType(fields))
+    joined = df.withColumn(FILE, sf.input_file_name()).join(sf.broadcast(parts), on=FILE)
+    names = [n for n in src.delta_schema.names if n in joined.columns]
+    return joined.select(*("`" + n.replace("`", "``") + "`" for n in names), FILE)
 
 
 def load(spark: Any, src: Source) -> Any:
     """The DataFrame of an inspected source."""
-    if src.delta_base is not None:  # partitioned: data columns, then those in the folder names
-        reader = spark.read.schema(_spark_schema(src.delta_schema)).option("basePath", src.delta_base)
-        return reader.parquet(*src.paths).select(
-            *("`" + n.replace("`", "``") + "`" for n in src.delta_schema.names)
-        )
+    if src.delta_partitions:
+        return _with_partitions(spark, spark.read.parquet(*src.paths), src)
     if src.csv_sep is None:
         # Files whose integer or float widths differ (int32 here, int64 there) read as the local engine
         # reads them, widened; Spark's own schema is the first file's and refuses the others.

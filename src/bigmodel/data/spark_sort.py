@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bigmodel.data import shards
 from bigmodel.data import spark_tasks as t
 from bigmodel.data.manifest import MANIFEST, Manifest
 from bigmodel.errors import BigModelError
@@ -58,9 +59,7 @@ def sort_and_write(
             raise BigModelError(f"dataset {recorded} is empty: no rows{empty}")
         for s, split in enumerate(("train", "val")):
             if counts[s] == 0:
-                raise BigModelError(
-                    f"dataset {recorded} has too few rows ({n}) for a {split} split with --val-fraction {vf}"
-                )
+                raise shards.empty_split(recorded, n, split, vf)
         names = [("train", k) for k in range(len(firsts[0]) + 1)] + [
             ("val", k) for k in range(len(firsts[1]) + 1)
         ]
