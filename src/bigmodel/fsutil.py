@@ -6,7 +6,9 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -113,6 +115,33 @@ def write_json_atomic(dst: str | os.PathLike[str], obj: Any) -> None:
     write_text_atomic(dst, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+def _owner() -> str:
+    return f"{os.getpid()}@{socket.gethostname()}"
+
+
+def _remove_orphans(dst: Path) -> None:
+    """Remove the temporary folders of ``dst`` that a killed process of this machine left behind
+    (SIGKILL, a lost power supply: nothing ran to remove them). A folder is named for its process
+    and machine; one whose process still runs, or of another machine (a shared file system), stays."""
+    pattern = re.compile(rf"\.{re.escape(dst.name)}\.(\d+)@(.+)~[^/]*\.tmp")
+    host = socket.gethostname()
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(dst.parent):
+            m = pattern.fullmatch(entry.name)
+            if m and m.group(2) == host and not _running(int(m.group(1))):
+                shutil.rmtree(entry.path, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 @contextlib.contextmanager
 def atomic_dir(dst: str | os.PathLike[str], *, exist_ok: bool = False) -> Iterator[Path]:
     """Build a directory under a temporary name and rename it to ``dst`` when complete.
@@ -124,8 +153,9 @@ def atomic_dir(dst: str | os.PathLike[str], *, exist_ok: bool = False) -> Iterat
     make_dir(dst.parent)
     if dst.exists() and not exist_ok:
         raise FileExistsError(str(dst))
+    _remove_orphans(dst)
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.{_owner()}~", suffix=".tmp", dir=dst.parent))
     except OSError as err:  # e.g. a read-only or virtual parent such as /proc
         raise BigModelError(f"cannot create {dst}: {err.strerror}") from None
     os.chmod(tmp, 0o777 & ~_umask())  # as mkdir would make it, not mkdtemp's private 0700

@@ -28,3 +28,25 @@ def test_a_destination_that_cannot_be_created_is_one_line() -> None:
         atomic_dir("/proc/bigmodel-x"),
     ):
         pass
+
+
+def test_a_killed_process_s_temporary_folder_is_removed_by_the_next_writer(tmp_path: Path):
+    """SIGKILL leaves ``.DST.<pid>@<host>~xxxx.tmp``; the next atomic_dir for DST removes it when that
+    process is gone, and leaves a running process's folder and another machine's alone."""
+    import socket
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    dead, host = int(done.stdout), socket.gethostname()
+    stale = tmp_path / f".out.{dead}@{host}~abc123.tmp"
+    live = tmp_path / f".out.{os.getpid()}@{host}~def456.tmp"
+    remote = tmp_path / f".out.{dead}@another-host~ghi789.tmp"
+    other = tmp_path / f".other.{dead}@{host}~jkl012.tmp"
+    for d in (stale, live, remote, other):
+        (d / "train").mkdir(parents=True)
+    with atomic_dir(tmp_path / "out") as tmp:
+        assert tmp.name.startswith(f".out.{os.getpid()}@{host}~")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["out", live.name, remote.name, other.name])
