@@ -21,6 +21,7 @@ import pyarrow.csv as pcsv
 import pytest
 
 from bigmodel.data import load_manifest, prepare
+from bigmodel.fsutil import atomic_dir
 from tests.conftest import BIN, run_cli
 
 pyspark = pytest.importorskip("pyspark")
@@ -227,3 +228,8 @@ def test_a_driver_killed_mid_job_commits_nothing(cluster, source, tmp_path: Path
     p.send_signal(signal.SIGKILL)
     p.wait(30)
     assert not (tmp_path / "out").exists()
+    left = list(tmp_path.glob(f".out.{p.pid}@{socket.gethostname()}~*.tmp"))
+    assert left  # nothing ran to remove it: the next writer of out does (its process is gone)
+    with atomic_dir(tmp_path / "out"):
+        pass
+    assert not [f for f in left if f.exists()]
