@@ -211,8 +211,12 @@ def test_reading_a_csv_source_holds_one_block_not_the_file(tmp_path: Path, monke
     # a line longer than a block, no newline at the end, CRLF line ends: the same rows as Arrow reads
     monkeypatch.setattr(source, "_CSV_BLOCK", 64)
     odd = tmp_path / "odd.csv"
-    odd.write_bytes(b"a,text\r\n1," + b"x" * 300 + b"\r\n2,\r\n3,\"quoted, comma\"\r\n4,end")
+    odd.write_bytes(b"a,text\r\n1," + b"x" * 300 + b'\r\n2,\r\n3,"quoted, comma"\r\n4,end')
     rows = pa.Table.from_batches(list(source.batches(fs, str(odd))))
+    bad = tmp_path / "bad.csv"  # a bad cell after the first block: named by its row in the file
+    bad.write_bytes(b"a\n" + b"1\n" * 100 + b"\n" + b"x\n")
+    with pytest.raises(BigModelError, match="Row #102: CSV conversion error to int64: invalid value 'x'"):
+        list(source.batches(fs, str(bad)))
     assert rows.to_pylist() == [
         {"a": 1, "text": "x" * 300},
         {"a": 2, "text": None},

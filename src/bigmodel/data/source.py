@@ -4,6 +4,7 @@ streamed as record batches in bounded memory, with the checks that name a bad fi
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Generator, Iterator
 from typing import Any
 
@@ -119,6 +120,7 @@ def _csv_blocks(stream: Any, delim: str, columns: list[str] | None) -> Iterator[
     header: bytes | None = None
     types: dict[str, pa.DataType] | None = None
     rest = b""
+    rows = 0  # data rows of the blocks before
     while True:
         block = stream.read(_CSV_BLOCK)
         data = rest + block
@@ -138,11 +140,22 @@ def _csv_blocks(stream: Any, delim: str, columns: list[str] | None) -> Iterator[
             if not header.endswith(b"\n"):
                 header += b"\n"
         if lines.strip():
-            for batch in _parse_csv(header + lines, delim, columns, types):
-                types = types or dict(zip(batch.schema.names, batch.schema.types, strict=True))
-                yield batch
+            before = rows  # Arrow numbers a bad row within what it parses: this block
+            try:
+                for batch in _parse_csv(header + lines, delim, columns, types):
+                    types = types or dict(zip(batch.schema.names, batch.schema.types, strict=True))
+                    rows += batch.num_rows
+                    yield batch
+            except pa.ArrowInvalid as err:
+                renumbered = _renumbered(str(err), before)
+                raise pa.ArrowInvalid(renumbered) from None
         if not block:
             return
+
+
+def _renumbered(message: str, before: int) -> str:
+    """Arrow's "Row #N" within one block as the row's number in the file."""
+    return re.sub(r"Row #(\d+)", lambda m: f"Row #{int(m.group(1)) + before}", message)
 
 
 def _parse_csv(
