@@ -276,11 +276,18 @@ def test_what_the_local_csv_reader_means_spark_means_too(spark, tmp_path: Path):
     for i, (ft, lt) in enumerate(((pa.float32(), pa.int32()), (pa.float64(), pa.int64()))):
         x, y = rng.normal(size=150), rng.integers(0, 2, 150)
         pq.write_table(pa.table({"x": pa.array(x, ft), "label": pa.array(y, lt)}), widths / f"p{i}.parquet")
-    for src, kw in ((quoted, {}), (names, {"shuffle": False}), (big, {}), (widths, {})):
+    spell = ["true", "0", "1", "FALSE", "True", "false"]  # pyarrow's booleans; Spark's parser refused 1/0
+    bools = csv(
+        tmp_path / "bools.csv",
+        "a,flag,label",
+        [f"{n.split(',')[0]},{spell[i % 6]},{spell[(i * 7) % 6]}" for i, n in enumerate(nums)],
+    )
+    for src, kw in ((quoted, {}), (names, {"shuffle": False}), (big, {}), (widths, {}), (bools, {})):
         prepare(str(src), tmp_path / f"{src.stem}-local", seed=2, **kw)
         prepare(str(src), tmp_path / f"{src.stem}-spark", seed=2, engine="spark", **kw)
         _same(tmp_path / f"{src.stem}-local", tmp_path / f"{src.stem}-spark")
     assert load_manifest(tmp_path / "q-spark").label_values == ['say "0"', 'say "1"', 'say "2"']
+    assert load_manifest(tmp_path / "bools-spark").label_values == [False, True]
     na = csv(
         tmp_path / "na.csv", "a,A,label", [f"{n},{'NA' if i % 9 else 'yes'}" for i, n in enumerate(nums)]
     )

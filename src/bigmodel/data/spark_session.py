@@ -200,6 +200,9 @@ def first_line(err: BaseException) -> str:
     found = re.search(r"BigModelError: (.*)", text)
     if found:
         return found.group(1).strip()
+    ours = re.search(r"\[USER_RAISED_EXCEPTION\] (.*?)(?:\s*SQLSTATE: \w+)?$", text, re.MULTILINE)
+    if ours:  # raise_error in one of our expressions: its message alone
+        return ours.group(1).strip()
     java = _java_reason(text)
     if java:
         java = re.sub(r"\s*SQLSTATE: \w+", "", java).strip()
@@ -309,8 +312,32 @@ def load(spark: Any, src: Source) -> Any:
     # both engines then agree on a column's type, and Spark skips a whole extra pass to infer it.
     # FAILFAST: a later cell that does not parse as its column's type fails the job, as locally.
     # escape='"': a quote inside a quoted cell is doubled (RFC 4180, as pyarrow reads it).
-    return spark.read.csv(
-        src.paths, header=True, schema=_spark_schema(src.schema), sep=src.csv_sep, mode="FAILFAST", escape='"'
+    import pyarrow as pa
+
+    bools = [f.name for f in src.schema if pa.types.is_boolean(f.type)]
+    as_text = pa.schema([(f.name, pa.string() if f.name in bools else f.type) for f in src.schema])
+    df = spark.read.csv(
+        src.paths, header=True, schema=_spark_schema(as_text), sep=src.csv_sep, mode="FAILFAST", escape='"'
+    )
+    for name in bools:
+        df = df.withColumn(name, _csv_bool(name))
+    return df
+
+
+def _csv_bool(name: str) -> Any:
+    """A boolean CSV column read as text, spelled as pyarrow reads it: Spark's own boolean parser
+    takes true/false in any case but not 1/0, which pyarrow takes (and pyarrow refuses "tRuE")."""
+    import pyarrow.csv as pcsv
+    from pyspark.sql import functions as sf
+
+    opts = pcsv.ConvertOptions()
+    col = sf.col("`" + name.replace("`", "``") + "`")
+    bad = sf.raise_error(sf.concat(sf.lit(f"CSV column '{name}': not a boolean: '"), col, sf.lit("'")))
+    return (
+        sf.when(col.isNull() | col.isin(list(opts.null_values)), sf.lit(None).cast("boolean"))
+        .when(col.isin(list(opts.true_values)), sf.lit(True))
+        .when(col.isin(list(opts.false_values)), sf.lit(False))
+        .otherwise(bad.cast("boolean"))
     )
 
 
