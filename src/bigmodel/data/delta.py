@@ -3,8 +3,9 @@
 
 Both engines read a table this way: the transaction log says which files make up the version, and
 those files are read as any Parquet source is. A partitioned table's partition columns are not in
-its files: the log holds each file's values, and they are added to its rows as constant columns
-(the local engine from the log; Spark from the Hive-style folder names, checked against the log).
+its files: the log holds each file's values, and both engines add them to the file's rows as
+constant columns (Spark joins them on by file name: its own reading of folder names garbles
+non-ASCII values).
 Tables that need more than that to read (deletion vectors in use, column mapping, unknown reader
 features) are refused with a one-line error rather than read wrongly.
 """
