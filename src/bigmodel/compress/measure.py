@@ -135,10 +135,16 @@ def val_metric(runner: Runner) -> float:
 
 
 def profile_all(
-    paths: list[str | Path], *, threads: int = 1, runs: int = 100, batches: tuple[int, ...] = (1, 64)
+    paths: list[str | Path],
+    *,
+    threads: int = 1,
+    runs: int = 100,
+    batches: tuple[int, ...] = (1, 64),
+    rounds: int = 1,
 ) -> list[dict[str, Any]]:
     """Params, file bytes, latency per batch size (interleaved across models) and metric of each;
-    for language models tokens/s at batch 1 and 16 and bits per byte instead (``lm_measure``)."""
+    for language models tokens/s at batch 1 and 16 and bits per byte instead (``lm_measure``).
+    ``rounds``: latency is the fastest of that many rounds of ``runs`` (``timing.latencies``)."""
     runners = [open_runner(p, threads) for p in paths]
     lms = [is_language_model(r.meta) for r in runners]
     if any(lms) and not all(lms):
@@ -165,6 +171,7 @@ def profile_all(
             runners,
             [sample_inputs(r.meta, b, r.path) for r in runners],
             runs=runs if b == 1 else max(min(runs, 5), runs // 4),
+            rounds=rounds,
         )
         for o, m in zip(out, ms, strict=True):
             o[f"latency_ms_b{b}"] = m

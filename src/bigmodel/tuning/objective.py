@@ -7,7 +7,8 @@ Objectives, each a number per trial:
   any);
 - ``loss``: the validation loss of the trained model (no compression: a loss is not measured on an
   int8 artifact);
-- ``latency``: median ms of one batch-1 forward of that artifact, 1 thread;
+- ``latency``: ms of one batch-1 forward of that artifact, 1 thread (the median of 50 calls, the
+  fastest of 7 such rounds);
 - ``size``: the bytes it serves from on disk.
 """
 
@@ -173,7 +174,9 @@ def measure(artifact: Path, objectives: tuple[str, ...], trained: dict[str, floa
     out: dict[str, float] = {"loss": float(trained["loss"])}
     compressed = artifact.name.endswith(tuple(f"-{s}" for s in STEPS))
     if "latency" in objectives or "size" in objectives or compressed:
-        p = profile_all([artifact], runs=50, batches=(1,))[0]
+        # trials are measured one after another, minutes apart: the fastest of 7 rounds spread over
+        # ~half a second, not one burst of 50 calls that a busy neighbour can double (tiny models)
+        p = profile_all([artifact], runs=50, batches=(1,), rounds=7)[0]
         # a language model is timed in tokens/s: its latency is the ms per generated token at batch 1
         latency = p["latency_ms_b1"] if "latency_ms_b1" in p else 1000.0 / p["tokens_per_s_b1"]
         out.update(metric=float(p["metric"]), latency=float(latency), size=float(p["file_bytes"]))
