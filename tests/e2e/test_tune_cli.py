@@ -32,6 +32,11 @@ def test_a_study_prunes_continues_and_shows(tmp_path: Path):
     best = first["best"]
     assert best["state"] == "COMPLETE" and 0.5 < best["metric"] <= 1.0
     assert (Path(best["model_dir"]) / "model.json").is_file()
+    # trials train without a loss plot (~0.25 s each); the study draws its winner's at the end
+    runs = Path(best["model_dir"]).parent
+    assert [
+        t["number"] for t in first["trials"] if (runs / f"trial-{t['number']}" / "loss.png").exists()
+    ] == [best["number"]]
 
     again = _json(run_cli(*args, "--trials", "8"))  # the same command, more trials: it continues
     assert len(again["trials"]) == 8
@@ -60,6 +65,10 @@ def test_pareto_front_is_plotted_and_registered_with_lineage(tmp_path: Path):
     front = out["pareto"]
     assert front and all(t["state"] == "COMPLETE" for t in front)
     assert Path(out["plot"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    runs = Path(out["plot"]).parent  # each trial on the front gets its training's loss plot
+    for t in out["trials"]:
+        on_front = t["number"] in {w["number"] for w in front}
+        assert (runs / f"trial-{t['number']}" / "loss.png").is_file() == on_front, t["number"]
     # seed 0 draws both settings of each compression knob; each trial's artifact is what it chose
     assert {t["params"]["int8"] for t in out["trials"]} == {True, False}
     assert {t["params"]["student_width"] for t in out["trials"]} == {0, 4}

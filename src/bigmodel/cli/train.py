@@ -148,8 +148,9 @@ def _train(args: argparse.Namespace) -> None:
             "peak memory / worker": f"{result['peak_rss_mb']:,.0f} MiB",
             "train seconds": result["seconds"],
             "run dir": result["run_dir"],
-            "loss plot": str(Path(result["run_dir"]) / "loss.png"),
         }
+        if cfg.loss_plot:
+            rows["loss plot"] = str(Path(result["run_dir"]) / "loss.png")
         return [kv_table("training summary", rows)]
 
     import os

@@ -257,7 +257,7 @@ def finish(tr: Trainer, val_metrics: dict[str, float], peak_rss: float) -> dict[
         )
         meta = model_meta(cfg, run.root, run.manifest, run.arch, val_metrics, lineage)
         artifacts.write_model_dir(tr.run_dir, plain_module(run.arch, weights) if weights else tr.model, meta)
-        if history:
+        if history and cfg.loss_plot:
             title = f"{run.manifest.name}: {parse_architecture(run.arch).describe()}"
             loss_plot(history, tr.run_dir / LOSS_PLOT, title=title)
     return summary

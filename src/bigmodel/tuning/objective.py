@@ -100,7 +100,8 @@ def run_trial(trial: optuna.Trial, setup: Setup) -> float | tuple[float, ...]:
     for old in (run_dir, *(run_dir.parent / f"{run_dir.name}-{s}" for s in STEPS)):
         if old.exists():
             shutil.rmtree(old)
-    cfg_dict.update(run_dir=str(run_dir), progress=setup.progress, resume=False)
+    # no loss.png per trial (matplotlib, ~0.25 s): the study draws its winners' when it ends
+    cfg_dict.update(run_dir=str(run_dir), progress=setup.progress, resume=False, loss_plot=False)
     cfg = config.validate(cfg_dict)
     alone = cfg.dist.workers == 1  # else the reporter runs in the trial's rank-0 worker process
     reporter = Reporter(setup, trial._trial_id, cfg.epochs, trial if alone else None)

@@ -78,6 +78,28 @@ def summary(study: optuna.Study, objectives: tuple[str, ...], out: Path) -> dict
     return result
 
 
+def winners_loss_plots(summary: dict[str, Any], runs: Path) -> None:
+    """loss.png in the training folder of the best trial or of each trial on the front, as ``train``
+    draws it (trials train without it). A winner trained on another machine has no folder here."""
+    import json
+
+    from bigmodel.training.plots import loss_plot
+    from bigmodel.training.run_dir import LOSS_PLOT, METRICS_FILE
+
+    winners = [summary["best"]] if "best" in summary else summary.get("pareto", [])
+    for w in winners:
+        folder = runs / f"trial-{w['number']}"
+        if not (folder / METRICS_FILE).is_file() or (folder / LOSS_PLOT).exists():
+            continue
+        with open(folder / METRICS_FILE) as f:
+            records = [json.loads(line) for line in f if line.strip()]
+        if records:
+            params = " ".join(
+                f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in w["params"].items()
+            )
+            loss_plot(records, folder / LOSS_PLOT, title=f"{summary['study']} trial {w['number']}: {params}")
+
+
 def pareto_plot(
     trials: list[optuna.trial.FrozenTrial],
     front: list[optuna.trial.FrozenTrial],

@@ -163,6 +163,7 @@ def tune(
 
     # 3. summarise, plot, register
     summary = report.summary(study, objectives, runs)
+    report.winners_loss_plots(summary, runs)
     summary["retried_trials"] = sorted(set(retried))
     if register:
         from bigmodel.tuning.register import register_winners
