@@ -20,13 +20,13 @@ ENV = {"BIGMODEL_TUNE_HEARTBEAT_S": "1"}  # beats every second, stale after 3
 ARGS = ["tune", "--dataset", "breast_cancer", "--seed", "0", "--pruner", "none", "--json"]
 
 
-def _start(*args: str) -> subprocess.Popen[str]:
+def _start(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [str(BIN / "bigmodel"), *ARGS, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, **ENV},
+        env={**os.environ, **ENV, **(env or {})},
         cwd=str(ROOT),
     )
 
@@ -35,6 +35,16 @@ def _done(p: subprocess.Popen[str]) -> dict:
     out, err = p.communicate(timeout=240)
     assert p.returncode == 0, err[-2000:]
     return json.loads(out.strip().splitlines()[-1])
+
+
+def test_two_workers_on_the_default_journal_finish_exactly_the_trials_asked(tmp_path: Path):
+    env = {"BIGMODEL_HOME": str(tmp_path / "home")}  # the default storage: a journal file there
+    args = ("--study", "j", "--trials", "5", "--epochs", "2")
+    a, b = _start(*args, env=env), _start(*args, env=env)
+    first, second = _done(a), _done(b)
+    for out in (first, second):  # each worker's summary is the whole study's
+        assert out["counts"] == {"COMPLETE": 5}, out["counts"]
+    assert {t["number"] for t in first["trials"]} == set(range(5))
 
 
 def _storage(url: str) -> optuna.storages.BaseStorage:
@@ -50,15 +60,18 @@ def test_two_workers_share_one_postgresql_study(tmp_path: Path, postgres_url: st
     study = optuna.load_study(study_name="shared", storage=_storage(postgres_url))
     trials = study.get_trials()
     finished = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert 4 <= len(finished) <= 5  # a worker may start one more while the other finishes the fourth
+    # neither starts a fifth while the other's trial may finish the study (Optuna alone would)
+    assert len(finished) == 4, [(t.number, t.state) for t in trials]
     assert len({t.number for t in trials}) == len(trials)
     pids = {t.user_attrs["pid"] for t in finished}
     assert len(pids) == 2  # both workers did some of the work
 
 
-def _kill_mid_trial(storage: str, study: str) -> int:
+def _kill_mid_trial(storage: str, study: str, out: Path) -> int:
     """Start a worker on long trials, SIGKILL it while its first trial runs; that trial's number."""
-    victim = _start("--storage", storage, "--study", study, "--trials", "3", "--epochs", "400")
+    victim = _start(
+        "--storage", storage, "--study", study, "--trials", "3", "--epochs", "400", "--out", str(out)
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
@@ -82,10 +95,13 @@ def test_a_killed_workers_trial_is_failed_and_retried(tmp_path: Path, request, w
     storage = (
         request.getfixturevalue("postgres_url") if where == "postgresql" else str(tmp_path / "s.journal")
     )
-    killed = _kill_mid_trial(storage, "k")
+    out = tmp_path / "runs"  # this study's own: a study 'k' of another test's storage has its default one
+    killed = _kill_mid_trial(storage, "k", out)
     time.sleep(4)  # past the heartbeat's grace period (3 s)
     # the survivor trains short trials: the killed one needed only to be running
-    survivor = _done(_start("--storage", storage, "--study", "k", "--trials", "3", "--epochs", "3"))
+    survivor = _done(
+        _start("--storage", storage, "--study", "k", "--trials", "3", "--epochs", "3", "--out", str(out))
+    )
     study = optuna.load_study(study_name="k", storage=_storage(storage))
     by_number = {t.number: t for t in study.get_trials()}
     assert by_number[killed].state == optuna.trial.TrialState.FAIL

@@ -217,3 +217,26 @@ def test_a_transformer_lm_study_with_int8_in_the_front(tmp_path: Path):
     assert len(done) == 3 and all(0 < t["metric"] < 8.5 for t in done)  # bits per byte: a byte is 8 bits
     assert out["pareto"] and all(t["latency"] > 0 for t in done)
     assert Path(out["plot"]).is_file()
+
+
+def test_a_study_in_another_storage_cannot_overwrite_a_studys_trials(tmp_path: Path):
+    out = tmp_path / "runs"
+
+    def files() -> dict[Path, bytes]:
+        return {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    mine = ["tune", *FAST, "--trials", "2", "--study", "m", "--out", str(out)]
+    _json(run_cli(*mine, "--storage", str(tmp_path / "a.journal"), "--json"))
+    before = files()
+    other = tmp_path / "b.journal"
+    r = run_cli(*mine, "--storage", str(other))  # the same name in another storage, the same --out
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert f"--out {out} holds the trials of another study ('m' in {tmp_path / 'a.journal'})" in r.stderr
+    assert files() == before  # nothing overwritten
+    assert not other.exists() or other.stat().st_size == 0  # and no study made there
+    # the study's own re-run is welcome, and says so when it has nothing left to run
+    again = run_cli(*mine, "--storage", str(tmp_path / "a.journal"))
+    assert (
+        again.returncode == 0
+        and "study 'm' already holds 2 finished trials (--trials 2): none run" in again.stderr
+    )

@@ -95,8 +95,9 @@ def run_trial(trial: optuna.Trial, setup: Setup) -> float | tuple[float, ...]:
     values = sp.suggest(trial, setup.space)
     cfg_dict = sp.apply(setup.base, setup.family, values)
     run_dir = setup.runs / f"trial-{trial.number}"
-    # a retried trial's number is new, so old folders of this number are leftovers (another storage
-    # with the same --out): the compression steps refuse to overwrite theirs
+    # trial numbers are never reused within a study, and --out belongs to one study (study.json), so
+    # a folder of this number is a leftover of a study deleted and made again under the same name:
+    # the compression steps refuse to overwrite theirs
     for old in (run_dir, *(run_dir.parent / f"{run_dir.name}-{s}" for s in STEPS)):
         if old.exists():
             shutil.rmtree(old)

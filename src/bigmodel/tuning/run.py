@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import random
 import re
 import sys
 import time
@@ -23,6 +24,7 @@ from bigmodel.tuning import study as st
 from bigmodel.tuning.objective import OBJECTIVES, Setup, direction, run_trial
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+WAIT_S = 1.0  # how often a worker with nothing left to start looks at the others' running trials
 STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 
 
@@ -110,16 +112,23 @@ def tune(
         directions=tuple(direction(o, family) for o in objectives),
         space=sp.to_json(space),
     )
+    from bigmodel.data.builtin import home
+
+    runs = Path(out) if out else home() / "tune" / name
+    st.check_runs(runs, name, storage_obj)
     with _quiet_optuna():
         study = st.open_study(
             name, storage_obj, identity, st.make_sampler(sampler, seed), st.make_pruner(pruner, cfg.epochs)
         )
 
     # 2. run trials until the study holds `trials` finished ones (this worker's share of them)
-    from bigmodel.data.builtin import home
-
-    runs = Path(out) if out else home() / "tune" / name
     runs.mkdir(parents=True, exist_ok=True)
+    st.claim_runs(runs, study, storage)
+    if _finished(study) >= trials:
+        sys.stderr.write(
+            f"study {name!r} already holds {_finished(study)} finished trials (--trials {trials}): none run; "
+            "a larger --trials continues it\n"
+        )
     setup = Setup(
         family,
         base,
@@ -144,20 +153,36 @@ def tune(
             if _finished(s) >= trials:
                 s.stop()
 
+        jittered = False
         while _finished(study) < trials:
             left = None if timeout_s is None else timeout_s - (time.monotonic() - started)
             if left is not None and left <= 0:
                 break
+            slots = trials - _finished(study) - st.live_running(study)
+            if slots <= 0:
+                # other workers' running trials may finish the study: wait for them rather than
+                # start one more (two workers at 11 of 12 would otherwise finish 13)
+                time.sleep(WAIT_S)
+                retried.extend(st.fail_dead_workers(study))
+                advance(_finished(study))
+                continue
+            if slots <= 2 and not jittered:
+                # the last slots: idle workers that looked at the same moment would all take them;
+                # each waits a random moment and looks again, so the first to start is seen
+                jittered = True
+                time.sleep(random.uniform(0.0, 0.5))
+                continue
             with _quiet_optuna():
                 study.optimize(
                     lambda t: _objective(t, setup),
-                    n_trials=trials - _finished(study),
+                    n_trials=1,  # then look again: another worker may have finished the study
                     timeout=left,
                     callbacks=[stop_when_done],
                     # a config the space allows but training refuses, or runs out of memory on: FAIL, go on
                     catch=(Exception,),
                     gc_after_trial=True,
                 )
+            jittered = False
             if not _running_or_waiting(study) and _failed_in_a_row(study) >= 3:
                 raise BigModelError(f"study {name!r}: the last 3 trials failed ({_last_failure(study)})")
 

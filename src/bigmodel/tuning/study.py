@@ -15,9 +15,11 @@ how work spreads over processes and machines (Optuna's model: the storage decide
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
+import uuid
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,9 +173,15 @@ def open_study(
         for key, want in identity.attrs().items():
             have = attrs.get(key)
             if have != want:
-                what = "search space" if key == "space" else key
+                what = (
+                    "a different search space"
+                    if key == "space"
+                    else f"different {key}"
+                    if key.endswith("s")
+                    else f"a different {key}"
+                )
                 raise BigModelError(
-                    f"study {name!r} was created with a different {what} ({_short(have)}, now {_short(want)}); "
+                    f"study {name!r} was created with {what} ({_short(have)}, now {_short(want)}); "
                     "it is left unchanged: use a new --study name for a new search"
                 )
         return optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
@@ -211,6 +219,67 @@ def load(name: str, storage: optuna.storages.BaseStorage) -> optuna.Study:
 def _short(v: Any) -> str:
     text = str(v)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+RUNS_OWNER = "study.json"  # in a study's --out folder: which study its trial folders belong to
+
+
+def check_runs(runs: Path, name: str, storage: optuna.storages.BaseStorage) -> None:
+    """A folder of trial folders belongs to one study. The same study name in another storage would
+    write its own trial-N over them (models lost): refused in one line, before the study is touched."""
+    marker = runs / RUNS_OWNER
+    try:
+        owner = json.loads(marker.read_text())
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError) as err:
+        raise BigModelError(f"cannot read {marker}: {err}") from None
+    owner = owner if isinstance(owner, dict) else {}
+    studies = {s.study_name: s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
+    if name in studies and studies[name].user_attrs.get("uid") == owner.get("uid"):
+        return
+    raise BigModelError(
+        f"--out {runs} holds the trials of another study ({owner.get('study', '?')!r} in "
+        f"{owner.get('storage', '?')}); give this one another --out or --study name, so that neither "
+        "overwrites the other's models"
+    )
+
+
+def claim_runs(runs: Path, study: optuna.Study, storage: str | None) -> None:
+    """Record in ``runs`` which study its trial folders belong to (``check_runs`` reads it)."""
+    from bigmodel.fsutil import atomic_path
+
+    uid = _uid(study)
+    if (runs / RUNS_OWNER).exists():
+        return
+    where = storage or default_storage()
+    if "://" in where:
+        from bigmodel.registry.db import without_password
+
+        where = without_password(where)
+    with atomic_path(runs / RUNS_OWNER) as tmp:
+        tmp.write_text(json.dumps({"study": study.study_name, "uid": uid, "storage": where}) + "\n")
+
+
+def _uid(study: optuna.Study) -> str:
+    """The study's own id: its name alone can be reused in another storage."""
+    uid = study.user_attrs.get("uid")
+    if not uid:
+        study.set_user_attr("uid", uuid.uuid4().hex)
+        # workers that start a study together each write one; all then read the one that stuck
+        time.sleep(0.3)
+        uid = optuna.load_study(study_name=study.study_name, storage=study._storage).user_attrs["uid"]
+    return str(uid)
+
+
+def live_running(study: optuna.Study) -> int:
+    """RUNNING trials whose worker can be checked for life: all of them with a database (heartbeats),
+    this machine's with a journal (process ids). Another machine's journal trial cannot be."""
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    if not isinstance(study._storage, optuna.storages.JournalStorage):
+        return len(running)
+    host = socket.gethostname()
+    return sum(1 for t in running if t.user_attrs.get("host") == host)
 
 
 def mark_owner(trial: optuna.Trial) -> None:
