@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import signal
-import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -127,7 +127,9 @@ def _sigterm_unwinds() -> Iterator[None]:
     its shuffle buckets are removed, instead of the process dying in place and leaving them."""
 
     def stop(signum: int, _frame: object) -> None:
-        print(f"interrupted by signal {signum}", file=sys.stderr)
+        # os.write, not print: the signal may land inside a print to stderr, whose buffered writer
+        # refuses a reentrant call (RuntimeError) instead of unwinding
+        os.write(2, f"interrupted by signal {signum}\n".encode())
         raise SystemExit(128 + signum)
 
     previous = signal.signal(signal.SIGTERM, stop)
