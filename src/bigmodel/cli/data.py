@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
-import signal
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from bigmodel.cli.common import add_json, emit
 from bigmodel.console import grid_table, kv_table
 from bigmodel.errors import BigModelError
+from bigmodel.stop import sigterm_unwinds
 
 if TYPE_CHECKING:
     from bigmodel.data.manifest import Manifest
@@ -121,25 +118,7 @@ def _manifest_tables(m: Manifest, path: str) -> list[Any]:
     return [kv_table(f"dataset {m.name}", rows)]
 
 
-@contextlib.contextmanager
-def _sigterm_unwinds() -> Iterator[None]:
-    """SIGTERM (kill, a scheduler's stop) unwinds like Ctrl-C, so the half-written dataset folder and
-    its shuffle buckets are removed, instead of the process dying in place and leaving them."""
-
-    def stop(signum: int, _frame: object) -> None:
-        # os.write, not print: the signal may land inside a print to stderr, whose buffered writer
-        # refuses a reentrant call (RuntimeError) instead of unwinding
-        os.write(2, f"interrupted by signal {signum}\n".encode())
-        raise SystemExit(128 + signum)
-
-    previous = signal.signal(signal.SIGTERM, stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-@_sigterm_unwinds()
+@sigterm_unwinds()
 def _prepare(args: argparse.Namespace) -> None:
     from bigmodel.data import prepare
 
@@ -171,7 +150,7 @@ def _spark_conf(pairs: list[str]) -> dict[str, str]:
     return conf
 
 
-@_sigterm_unwinds()
+@sigterm_unwinds()
 def _generate(args: argparse.Namespace) -> None:
     from bigmodel.data import generate_synthetic, generate_text
 

@@ -1,0 +1,51 @@
+"""SIGTERM ends a command even when Python drops the SystemExit its handler raised."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+
+from bigmodel import stop
+from bigmodel.fsutil import atomic_dir, write_text_atomic
+
+
+def _dropped_sigterm() -> None:
+    """SIGTERM to this process, its SystemExit lost as it is when the handler runs inside an import
+    that pyarrow guards (``pa.array`` importing pandas), a ``__del__`` or a weakref callback."""
+    try:
+        signal.raise_signal(signal.SIGTERM)
+    except SystemExit:
+        pass
+
+
+def test_a_dropped_stop_publishes_no_folder_and_no_file(tmp_path: Path, capfd: pytest.CaptureFixture[str]):
+    previous = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as exc, stop.sigterm_unwinds():
+        with atomic_dir(tmp_path / "dataset") as tmp:
+            (tmp / "part-0.parquet").write_bytes(b"half")
+            _dropped_sigterm()
+            (tmp / "part-1.parquet").write_bytes(b"written after the stop")
+    assert exc.value.code == 128 + signal.SIGTERM
+    assert list(tmp_path.iterdir()) == []  # not published, temporary folder removed
+    assert "interrupted by signal 15" in capfd.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) == previous  # the handler and the stop end with the block
+    stop.check()
+
+    with pytest.raises(SystemExit), stop.sigterm_unwinds():
+        _dropped_sigterm()
+        write_text_atomic(tmp_path / "model.json", "{}")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_dropped_stop_with_nothing_left_to_publish_still_exits():
+    with pytest.raises(SystemExit) as exc, stop.sigterm_unwinds():
+        _dropped_sigterm()
+    assert exc.value.code == 143
+
+
+def test_without_a_stop_the_block_runs_and_publishes(tmp_path: Path):
+    with stop.sigterm_unwinds(), atomic_dir(tmp_path / "dataset") as tmp:
+        (tmp / "part-0.parquet").write_bytes(b"whole")
+    assert (tmp_path / "dataset" / "part-0.parquet").read_bytes() == b"whole"
