@@ -4,8 +4,9 @@
 so that half-written folders are removed on the way out. Python cannot always deliver the
 exception a signal handler raises: a handler that runs inside an import that a C extension guards
 (``pa.array`` imports pandas lazily and drops what that import raises), a ``__del__`` or a weakref
-callback loses it, and the command would go on and publish its result. So the stop is recorded as
-well, and ``check()`` raises it again where work must not go on after one: before a file or folder
+callback loses it (printing "Exception ignored in ..." for the last two), and the command would go
+on and publish its result. So the stop is recorded as well, that print is kept quiet, and
+``check()`` raises it again where work must not go on after one: before a file or folder
 is published (``bigmodel.fsutil``) and in long loops.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 from collections.abc import Iterator
 
 _requested: int | None = None  # the signal number of a stop not yet honoured
@@ -38,10 +40,17 @@ def sigterm_unwinds() -> Iterator[None]:
         os.write(2, f"interrupted by signal {signum}\n".encode())
         raise SystemExit(128 + signum)
 
-    previous = signal.signal(signal.SIGTERM, stop)
+    def quiet(unraisable: sys.UnraisableHookArgs) -> None:
+        if isinstance(unraisable.exc_value, SystemExit) and _requested is not None:
+            return  # the stop, dropped inside a __del__ or weakref callback: check() raises it again
+        previous_hook(unraisable)
+
+    previous, previous_hook = signal.signal(signal.SIGTERM, stop), sys.unraisablehook
+    sys.unraisablehook = quiet
     try:
         yield
         check()  # a stop that Python dropped on the way still ends the command
     finally:
         signal.signal(signal.SIGTERM, previous)
+        sys.unraisablehook = previous_hook
         _requested = None

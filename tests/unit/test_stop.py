@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import signal
+import sys
+import weakref
 from pathlib import Path
 
 import pytest
@@ -39,10 +41,26 @@ def test_a_dropped_stop_publishes_no_folder_and_no_file(tmp_path: Path, capfd: p
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_dropped_stop_with_nothing_left_to_publish_still_exits():
+def test_a_stop_dropped_in_a_weakref_callback_exits_without_a_traceback(
+    capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+):
+    """importlib's module locks die through weakref callbacks: a SIGTERM handled in one was printed
+    as "Exception ignored in ... Traceback" and dropped."""
+    printed: list[BaseException | None] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: printed.append(u.exc_value))
+
+    class Lock:
+        pass
+
+    lock = Lock()
+    weakref.finalize(lock, signal.raise_signal, signal.SIGTERM)
     with pytest.raises(SystemExit) as exc, stop.sigterm_unwinds():
-        _dropped_sigterm()
+        del lock  # the callback runs here; the handler's SystemExit cannot leave it
     assert exc.value.code == 143
+    assert "interrupted by signal 15" in capfd.readouterr().err
+    assert printed == []  # Python's "Exception ignored" print was not reached
+    weakref.finalize(Lock(), lambda: 1 / 0)  # other unraisable errors still reach the hook after
+    assert len(printed) == 1 and isinstance(printed[0], ZeroDivisionError)
 
 
 def test_without_a_stop_the_block_runs_and_publishes(tmp_path: Path):
