@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import weakref
@@ -16,19 +17,16 @@ from bigmodel.fsutil import atomic_dir, write_text_atomic
 def _dropped_sigterm() -> None:
     """SIGTERM to this process, its SystemExit lost as it is when the handler runs inside an import
     that pyarrow guards (``pa.array`` importing pandas), a ``__del__`` or a weakref callback."""
-    try:
+    with contextlib.suppress(SystemExit):
         signal.raise_signal(signal.SIGTERM)
-    except SystemExit:
-        pass
 
 
 def test_a_dropped_stop_publishes_no_folder_and_no_file(tmp_path: Path, capfd: pytest.CaptureFixture[str]):
     previous = signal.getsignal(signal.SIGTERM)
-    with pytest.raises(SystemExit) as exc, stop.sigterm_unwinds():
-        with atomic_dir(tmp_path / "dataset") as tmp:
-            (tmp / "part-0.parquet").write_bytes(b"half")
-            _dropped_sigterm()
-            (tmp / "part-1.parquet").write_bytes(b"written after the stop")
+    with pytest.raises(SystemExit) as exc, stop.sigterm_unwinds(), atomic_dir(tmp_path / "dataset") as tmp:
+        (tmp / "part-0.parquet").write_bytes(b"half")
+        _dropped_sigterm()
+        (tmp / "part-1.parquet").write_bytes(b"written after the stop")
     assert exc.value.code == 128 + signal.SIGTERM
     assert list(tmp_path.iterdir()) == []  # not published, temporary folder removed
     assert "interrupted by signal 15" in capfd.readouterr().err
