@@ -115,6 +115,7 @@ def test_a_killed_workers_trial_is_failed_and_retried(tmp_path: Path, request, w
     assert retries[0].params == by_number[killed].params  # the same trial, run again
     assert survivor["counts"].get("COMPLETE") == 3 and survivor["counts"].get("FAIL") == 1
     assert killed not in [t["number"] for t in survivor["trials"] if t["state"] == "COMPLETE"]
+    assert survivor["retried_trials"] == [killed]  # in both storages: our journal check, RDB heartbeats
 
 
 @pytest.mark.slow  # ~40 s: every trial starts two worker processes (make test-slow; CI runs it)

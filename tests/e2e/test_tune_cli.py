@@ -101,6 +101,7 @@ def test_bad_input_is_one_line_and_leaves_the_study_untouched(tmp_path: Path):
     base = ["tune", *FAST, "--storage", storage, "--study", "s"]
     _json(run_cli(*base, "--trials", "2", "--json"))
     before = _json(run_cli("tune", "show", "--study", "s", "--storage", storage, "--json"))
+    assert before["retried_trials"] == [] and before["counts"]  # the keys tune --json has
 
     def refused(*args: str, words: str, env: dict[str, str] | None = None, tune: bool = False) -> None:
         r = run_cli(*(("tune", *args) if tune else args), env=env)
@@ -148,6 +149,22 @@ def test_bad_input_is_one_line_and_leaves_the_study_untouched(tmp_path: Path):
     refused(
         "tune", "--dataset", "digits", "--trials", "1", "--epochs", "0", "--storage", storage, words="epochs"
     )
+    # a family that cannot learn the dataset: refused before a study or its folder exists
+    lm_out = tmp_path / "lm-runs"
+    refused(
+        *base[:-1],
+        "lm",
+        "--model",
+        "transformer",
+        "--trials",
+        "1",
+        "--out",
+        str(lm_out),
+        words="text dataset",
+    )
+    refused("tune", "show", "--study", "lm", "--storage", storage, words="no study named 'lm'")
+    assert not lm_out.exists()
+    refused(*base[:-1], "new", "--trials", "1", "--out", str(notes), words=f"--out {notes} is a file")
     missing = tmp_path / "new" / "show.journal"
     refused("tune", "show", "--study", "s", "--storage", str(missing), words="no study storage at")
     assert not missing.parent.exists()

@@ -47,13 +47,22 @@ def row(t: optuna.trial.FrozenTrial, objectives: tuple[str, ...]) -> dict[str, A
         "size": t.user_attrs.get("size"),
         "model_dir": t.user_attrs.get("model_dir"),
     }
-    if "retry_of" in t.user_attrs:
-        out["retry_of"] = t.user_attrs["retry_of"]
+    retry_of = _retry_of(t)
+    if retry_of is not None:
+        out["retry_of"] = retry_of
     return out
 
 
+def _retry_of(t: optuna.trial.FrozenTrial) -> int | None:
+    """The trial this one runs again, after its worker died: journal storage (ours) or RDB
+    heartbeats (Optuna's RetryFailedTrialCallback)."""
+    n = t.user_attrs.get("retry_of", t.system_attrs.get("failed_trial"))
+    return n if isinstance(n, int) else None
+
+
 def summary(study: optuna.Study, objectives: tuple[str, ...], out: Path) -> dict[str, Any]:
-    """``{"study", "objectives", "directions", "trials", "best" | "pareto", "counts", "plot"}``."""
+    """``{"study", "objectives", "directions", "counts", "epochs_spent", "retried_trials", "trials",
+    "best" | "pareto", "plot"}``."""
     trials = study.get_trials(deepcopy=False)
     counts: dict[str, int] = {}
     for t in trials:
@@ -64,6 +73,8 @@ def summary(study: optuna.Study, objectives: tuple[str, ...], out: Path) -> dict
         "directions": [d.name.lower() for d in study.directions],
         "counts": counts,
         "epochs_spent": sum(int(t.user_attrs.get("epochs") or 0) for t in trials),
+        # trials whose worker died mid-trial and that were queued again
+        "retried_trials": sorted({n for t in trials if (n := _retry_of(t)) is not None}),
         "trials": [row(t, objectives) for t in trials],
     }
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -106,7 +117,9 @@ def pareto_plot(
     objectives: tuple[str, ...],
     path: Path,
 ) -> Path:
-    """The first objective against the second, every trial grey, the front in colour and joined."""
+    """The first objective against each other one (a panel each), every trial grey, the front in
+    colour. Two objectives: the front is joined, a staircase. Three: a trial on the front may be
+    beaten on one panel and win on the other's axis, so its points stand alone."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -114,20 +127,23 @@ def pareto_plot(
 
     from bigmodel.fsutil import atomic_path
 
-    x_name, y_name = objectives[1], objectives[0]
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    xs, ys = [t.values[1] for t in trials], [t.values[0] for t in trials]
-    ax.scatter(xs, ys, c="0.7", s=18, label="trials")
-    pts = sorted((t.values[1], t.values[0], t.number) for t in front)
-    ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", c="tab:red", label="Pareto front")
-    for x, y, n in pts:
-        ax.annotate(f"#{n}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    if x_name in ("latency", "size") and max(xs) / max(min(xs), 1e-12) > 20:
-        ax.set_xscale("log")
-    ax.set_xlabel(f"{x_name} ({UNITS.get(x_name, '')})".replace(" ()", ""))
-    ax.set_ylabel(y_name)
-    ax.set_title("bigmodel tune: trade-off of the trials")
-    ax.legend()
+    y_name, others = objectives[0], objectives[1:]
+    fig, axes = plt.subplots(1, len(others), figsize=(6.4 * len(others), 4.4), squeeze=False)
+    ys = [t.values[0] for t in trials]
+    for i, (ax, x_name) in enumerate(zip(axes[0], others, strict=True), start=1):
+        xs = [t.values[i] for t in trials]
+        ax.scatter(xs, ys, c="0.7", s=18, label="trials")
+        pts = sorted((t.values[i], t.values[0], t.number) for t in front)
+        style = "o-" if len(others) == 1 else "o"
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], style, c="tab:red", label="Pareto front")
+        for x, y, n in pts:
+            ax.annotate(f"#{n}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        if x_name in ("latency", "size") and max(xs) / max(min(xs), 1e-12) > 20:
+            ax.set_xscale("log")
+        ax.set_xlabel(f"{x_name} ({UNITS.get(x_name, '')})".replace(" ()", ""))
+        ax.set_ylabel(y_name)
+        ax.legend()
+    fig.suptitle("bigmodel tune: trade-off of the trials")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:

@@ -100,9 +100,11 @@ def tune(
     dataset = cfg.data.dataset
     from bigmodel.data.builtin import resolve
 
-    resolve(
-        dataset, seed=cfg.seed, val_fraction=cfg.data.val_fraction
-    )  # a missing dataset: one line, no study
+    # a missing dataset, or one the family cannot learn (an MLP on text): one line, no study
+    _, manifest = resolve(dataset, seed=cfg.seed, val_fraction=cfg.data.val_fraction)
+    from bigmodel.training.spec import architecture
+
+    architecture(cfg, manifest)
     name = study_name or f"{Path(dataset).name}-{family}"
     storage_obj = st.open_storage(storage)
     identity = st.Identity(
@@ -141,14 +143,14 @@ def tune(
         study=name,
         pruner=pruner,
     )
-    retried = st.fail_dead_workers(study)
+    st.fail_dead_workers(study)
     started = time.monotonic()
     with report.trial_progress(trials, _finished(study), enabled=progress) as advance:
 
         def stop_when_done(s: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
             if t.state == optuna.trial.TrialState.FAIL:
                 sys.stderr.write(f"trial {t.number} failed: {_reason(t)}\n")
-            retried.extend(st.fail_dead_workers(s))
+            st.fail_dead_workers(s)
             advance(_finished(s))
             if _finished(s) >= trials:
                 s.stop()
@@ -163,7 +165,7 @@ def tune(
                 # other workers' running trials may finish the study: wait for them rather than
                 # start one more (two workers at 11 of 12 would otherwise finish 13)
                 time.sleep(WAIT_S)
-                retried.extend(st.fail_dead_workers(study))
+                st.fail_dead_workers(study)
                 advance(_finished(study))
                 continue
             if slots <= 2 and not jittered:
@@ -189,7 +191,6 @@ def tune(
     # 3. summarise, plot, register
     summary = report.summary(study, objectives, runs)
     report.winners_loss_plots(summary, runs)
-    summary["retried_trials"] = sorted(set(retried))
     if register:
         from bigmodel.tuning.register import register_winners
 

@@ -227,6 +227,8 @@ RUNS_OWNER = "study.json"  # in a study's --out folder: which study its trial fo
 def check_runs(runs: Path, name: str, storage: optuna.storages.BaseStorage) -> None:
     """A folder of trial folders belongs to one study. The same study name in another storage would
     write its own trial-N over them (models lost): refused in one line, before the study is touched."""
+    if runs.exists() and not runs.is_dir():
+        raise BigModelError(f"--out {runs} is a file: give a folder for the trials' models")
     marker = runs / RUNS_OWNER
     try:
         owner = json.loads(marker.read_text())
