@@ -190,6 +190,8 @@ def read_json_as(path: str | os.PathLike[str], model: type[M], *, missing: str, 
         obj = model.model_validate(data)
     except ValidationError as err:
         e = err.errors()[0]
+        if not e["loc"]:  # a rule across keys
+            raise BigModelError(f"{path}: {e['msg'].removeprefix('Value error, ')}") from None
         raise BigModelError(f"{path}: bad key '{'.'.join(map(str, e['loc']))}': {e['msg']}") from None
     found = getattr(obj, "format", fmt)
     if fmt is not None and found != fmt:

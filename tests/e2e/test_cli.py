@@ -246,6 +246,40 @@ def test_a_corrupt_shard_is_named_before_any_worker_starts(tmp_path: Path, prepa
     assert not (tmp_path / "r").exists()
 
 
+def _edit_manifest(prepared: Path, edit) -> None:
+    m = json.loads((prepared / "manifest.json").read_text())
+    edit(m)
+    (prepared / "manifest.json").write_text(json.dumps(m))
+
+
+def _swap_train_shard(prepared: Path) -> None:  # a valid shard of another dataset in its place
+    pq.write_table(pa.table({"a": [1.0, 2.0], "target": [0, 1]}), prepared / "train" / "part-00000.parquet")
+
+
+@pytest.mark.parametrize(
+    ("damage", "words"),
+    [
+        (lambda d: _edit_manifest(d, lambda m: m.update(label_values=m["label_values"][:1])), "label code 1"),
+        (_swap_train_shard, "lacks the column(s) ['x0', 'x1', 'x2', 'x3', 'x4']"),
+        (lambda d: _edit_manifest(d, lambda m: m["splits"]["train"].update(rows=7)), "its manifest says 7"),
+        (lambda d: _edit_manifest(d, lambda m: m.update(mean=[0.0])), "one value per feature (5)"),
+        (
+            lambda d: _edit_manifest(d, lambda m: m["splits"]["val"].update(files=["/etc/passwd"])),
+            "'/etc/passwd' is not a path inside the dataset folder",
+        ),
+        (lambda d: _edit_manifest(d, lambda m: m["splits"]["val"].update(rows=-5)), "splits.val.rows"),
+    ],
+)
+def test_a_manifest_that_does_not_match_its_shards_is_one_line(tmp_path: Path, prepared: Path, damage, words):
+    """A manifest edited by hand or a shard swapped for another dataset's: named in one line, not
+    an IndexError from deep inside training."""
+    damage(prepared)
+    out = run_cli("train", "--dataset", str(prepared), "--epochs", "1", "--run-dir", str(tmp_path / "r"))
+    err = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and len(err) == 1 and words in err[0], out.stderr
+    assert "Traceback" not in out.stderr
+
+
 def test_existing_run_is_not_overwritten(tmp_path: Path):
     run = tmp_path / "run"
     assert run_cli("train", "--epochs", "1", "--run-dir", str(run)).returncode == 0

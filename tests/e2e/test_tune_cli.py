@@ -4,6 +4,7 @@ a Pareto front registered with its lineage, and bad input refused in one line wi
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -165,6 +166,26 @@ def test_bad_input_is_one_line_and_leaves_the_study_untouched(tmp_path: Path):
     refused("tune", "show", "--study", "lm", "--storage", storage, words="no study named 'lm'")
     assert not lm_out.exists()
     refused(*base[:-1], "new", "--trials", "1", "--out", str(notes), words=f"--out {notes} is a file")
+    from bigmodel.data.builtin import resolve
+
+    damaged = tmp_path / "damaged"  # breast_cancer with a manifest that no longer matches its shards
+    shutil.copytree(resolve("breast_cancer")[0], damaged)
+    m = json.loads((damaged / "manifest.json").read_text())
+    m["splits"]["train"]["rows"] += 1
+    (damaged / "manifest.json").write_text(json.dumps(m))
+    refused(
+        "tune",
+        "--dataset",
+        str(damaged),
+        "--trials",
+        "1",
+        "--storage",
+        storage,
+        "--study",
+        "dmg",
+        words="rows",
+    )
+    refused("tune", "show", "--study", "dmg", "--storage", storage, words="no study named 'dmg'")
     missing = tmp_path / "new" / "show.journal"
     refused("tune", "show", "--study", "s", "--storage", str(missing), words="no study storage at")
     assert not missing.parent.exists()

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from bigmodel.errors import BigModelError
 from bigmodel.fsutil import read_json_as
@@ -18,7 +18,17 @@ Task = Literal["binary", "multiclass", "regression", "lm"]
 class Split(BaseModel):
     model_config = ConfigDict(extra="forbid")
     files: list[str]  # relative to the dataset folder
-    rows: int
+    rows: int = Field(ge=0)
+
+    @field_validator("files")
+    @classmethod
+    def _inside_the_folder(cls, files: list[str]) -> list[str]:
+        # a dataset is its folder: an edited manifest must not read shards from elsewhere
+        for f in files:
+            p = PurePosixPath(f)
+            if not f or p.is_absolute() or ".." in p.parts:
+                raise ValueError(f"shard {f!r} is not a path inside the dataset folder")
+        return files
 
 
 class Manifest(BaseModel):
@@ -48,6 +58,17 @@ class Manifest(BaseModel):
     shuffled: bool = False  # rows written in a random order (by seed), not the source's
     content_hash: str  # sha256 over the shard files' hashes, in order
     file_hashes: dict[str, str]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Manifest:
+        if not len(self.mean) == len(self.std) == len(self.features):
+            raise ValueError(
+                f"mean and std need one value per feature ({len(self.features)}), "
+                f"got {len(self.mean)} and {len(self.std)}"
+            )
+        if self.task in ("binary", "multiclass") and not self.label_values:
+            raise ValueError(f"a {self.task} dataset needs label_values, one per class")
+        return self
 
     @property
     def num_classes(self) -> int:

@@ -82,12 +82,26 @@ def rank_slice(b: np.ndarray, world: int, rank: int) -> tuple[np.ndarray, np.nda
 
 
 def list_row_groups(root: str | Path, manifest: Manifest, split: str) -> list[RowGroup]:
+    """The row groups of a split's shards, from their footers; a shard that does not hold the
+    manifest's columns, or shards whose rows do not add up to the manifest's, is a one-line error
+    (a shard swapped or a manifest edited by hand would otherwise fail deep in training)."""
     groups: list[RowGroup] = []
+    columns = [manifest.label] if manifest.task == "lm" else [*manifest.features, manifest.label]
     for f in manifest.split(split).files:
         path = str(Path(root) / f)
         with shard_errors(path):
             meta = pq.ParquetFile(path).metadata
+            names = set(meta.schema.to_arrow_schema().names)
+        if missing := [c for c in columns if c not in names]:
+            raise BigModelError(
+                f"shard {path} lacks the column(s) {missing} of its manifest (prepare the dataset again)"
+            )
         groups.extend(RowGroup(path, i, meta.row_group(i).num_rows, meta) for i in range(meta.num_row_groups))
+    if (rows := sum(g.rows for g in groups)) != manifest.split(split).rows:
+        raise BigModelError(
+            f"dataset {root}: the {split} shards hold {rows:,} rows, its manifest says "
+            f"{manifest.split(split).rows:,} (prepare the dataset again)"
+        )
     return groups
 
 
@@ -227,6 +241,13 @@ class ParquetStream(IterableDataset):
                 gather_blocks(col, take, unit, out)
             else:  # mode="clip": the indices are in range, and "raise" would buffer the output
                 np.take(col, take, out=out, mode="clip")
+        k = self.manifest.num_classes
+        if k and n and not (y.min() >= 0 and y.max() < k):
+            bad = y.max() if y.max() >= k else y.min()
+            raise BigModelError(
+                f"{win.groups[0].path}: label code {bad:g} is outside the {k} classes of its manifest's "
+                "label_values (prepare the dataset again)"
+            )
         return win.k, win.last, torch.from_numpy(x).t(), torch.from_numpy(y)
 
     def _take(self, win: Window, epoch: int, start_batch: int) -> tuple[np.ndarray | None, int]:

@@ -100,10 +100,14 @@ def tune(
     dataset = cfg.data.dataset
     from bigmodel.data.builtin import resolve
 
-    # a missing dataset, or one the family cannot learn (an MLP on text): one line, no study
-    _, manifest = resolve(dataset, seed=cfg.seed, val_fraction=cfg.data.val_fraction)
+    # a missing or damaged dataset (its shards' footers against its manifest), or one the family
+    # cannot learn (an MLP on text): one line, no study
+    folder, manifest = resolve(dataset, seed=cfg.seed, val_fraction=cfg.data.val_fraction)
+    from bigmodel.data.stream import list_row_groups
     from bigmodel.training.spec import architecture
 
+    for split in manifest.splits:
+        list_row_groups(folder, manifest, split)
     architecture(cfg, manifest)
     name = study_name or f"{Path(dataset).name}-{family}"
     storage_obj = st.open_storage(storage)
