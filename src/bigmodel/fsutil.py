@@ -16,8 +16,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from bigmodel import stop
 from bigmodel.errors import BigModelError
+from bigmodel.stop import check as check_stop
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -91,7 +91,7 @@ def atomic_path(dst: str | os.PathLike[str]) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        stop.check()  # a process asked to stop publishes nothing, even if its exit was dropped
+        check_stop()  # a process asked to stop publishes nothing, even if its exit was dropped
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp_path, dst)
@@ -163,7 +163,7 @@ def atomic_dir(dst: str | os.PathLike[str], *, exist_ok: bool = False) -> Iterat
     os.chmod(tmp, 0o777 & ~_umask())  # as mkdir would make it, not mkdtemp's private 0700
     try:
         yield tmp
-        stop.check()
+        check_stop()
         try:
             os.rename(tmp, dst)  # fails if dst exists and is non-empty: never overwrite
         except OSError:

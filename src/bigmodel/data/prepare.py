@@ -9,12 +9,12 @@ from typing import Any
 import fsspec
 import pyarrow as pa
 
-from bigmodel import stop
 from bigmodel.data import delta, remote, source
 from bigmodel.data.manifest import Manifest, Task
 from bigmodel.data.shards import ShardWriter, check_seed
 from bigmodel.errors import BigModelError
 from bigmodel.fsutil import atomic_dir
+from bigmodel.stop import check as check_stop
 
 
 def prepare(
@@ -246,7 +246,7 @@ def _write_source(
         for path in files:
             row = 0  # messages name the row within its file
             for batch in source.batches(fs, path):
-                stop.check()
+                check_stop()
                 if partitions:
                     batch = delta.with_partition_values(batch, partitions[path], schema)
                 if batch.schema.names != columns:

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from bigmodel import stop
 from bigmodel.data.rowkey import bucket_of
+from bigmodel.stop import check as check_stop
 
 BUCKET_BYTES = 256 << 20  # pass 2 holds one bucket in memory
 MAX_BUCKETS = 100  # files open at once per split (2 splits stay under macOS's default of 256)
@@ -75,7 +75,7 @@ class BucketShuffle:
         """Pass 2: every row, bucket by bucket, each bucket sorted by key; then remove the bucket files."""
         self.close()
         for i, path in enumerate(self.paths):
-            stop.check()
+            check_stop()
             size = path.stat().st_size
             if size > 2 * BUCKET_BYTES:  # the size was underestimated: split this bucket again
                 yield from self._split_again(i, path, size)
