@@ -165,9 +165,10 @@ def open_study(
     """Create the study, or load it and check that it searches the same thing."""
     existing = {s.study_name: s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
     if name in existing:
-        attrs = existing[name].user_attrs
+        attrs, keys = existing[name].user_attrs, identity.attrs().keys()
         deadline = time.monotonic() + 10
-        while not attrs and time.monotonic() < deadline:  # created a moment ago: its creator writes them next
+        # created a moment ago: its creator writes them next, one key at a time
+        while not all(k in attrs for k in keys) and time.monotonic() < deadline:
             time.sleep(0.2)
             attrs = optuna.load_study(study_name=name, storage=storage).user_attrs
         for key, want in identity.attrs().items():
