@@ -61,7 +61,7 @@ class Manifest(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:
-        if not len(self.mean) == len(self.std) == len(self.features):
+        if self.task != "lm" and not len(self.mean) == len(self.std) == len(self.features):
             raise ValueError(
                 f"mean and std need one value per feature ({len(self.features)}), "
                 f"got {len(self.mean)} and {len(self.std)}"
