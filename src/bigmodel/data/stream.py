@@ -242,8 +242,8 @@ class ParquetStream(IterableDataset):
             else:  # mode="clip": the indices are in range, and "raise" would buffer the output
                 np.take(col, take, out=out, mode="clip")
         k = self.manifest.num_classes
-        if k and n and not (y.min() >= 0 and y.max() < k):
-            bad = y.max() if y.max() >= k else y.min()
+        if k and n and ((lo := y.min()) < 0 or (hi := y.max()) >= k):
+            bad = lo if lo < 0 else hi
             raise BigModelError(
                 f"{win.groups[0].path}: label code {bad:g} is outside the {k} classes of its manifest's "
                 "label_values (prepare the dataset again)"

@@ -291,13 +291,14 @@ def mark_owner(trial: optuna.Trial) -> None:
     trial.set_user_attr("pid", os.getpid())
 
 
-def fail_dead_workers(study: optuna.Study) -> list[int]:
+def fail_dead_workers(study: optuna.Study) -> None:
     """Journal storage has no heartbeat: RUNNING trials whose process on this machine is gone are
-    marked FAIL and their parameters queued again (at most MAX_RETRY times). Returns their numbers."""
+    marked FAIL and their parameters queued again (at most MAX_RETRY times; ``report.summary``
+    lists them as retried_trials)."""
     if not isinstance(study._storage, optuna.storages.JournalStorage):
         optuna.storages.fail_stale_trials(study)  # RDB: by heartbeat
-        return []
-    host, failed = socket.gethostname(), []
+        return
+    host = socket.gethostname()
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         pid = t.user_attrs.get("pid")
         if t.user_attrs.get("host") != host or not isinstance(pid, int) or _alive(pid):
@@ -306,11 +307,9 @@ def fail_dead_workers(study: optuna.Study) -> list[int]:
             study._storage.set_trial_state_values(t._trial_id, state=optuna.trial.TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # another worker got there first
-        failed.append(t.number)
         retries = int(t.user_attrs.get("retries", 0))
         if retries < MAX_RETRY:
             study.enqueue_trial(t.params, user_attrs={"retries": retries + 1, "retry_of": t.number})
-    return failed
 
 
 def _alive(pid: int) -> bool:
