@@ -8,15 +8,22 @@ callback loses it (printing "Exception ignored in ..." for the last two), and th
 on and publish its result. So the stop is recorded as well, that print is kept quiet, and
 ``check()`` raises it again where work must not go on after one: before a file or folder
 is published (``bigmodel.fsutil``) and in long loops.
+
+``exit_process(rc)`` ends a finished command without the interpreter's teardown, which native
+thread pools (Arrow's) now and then turn into an abort.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import gc
 import os
 import signal
 import sys
+import threading
 from collections.abc import Iterator
+from typing import NoReturn
 
 _requested: int | None = None  # the signal number of a stop not yet honoured
 
@@ -54,3 +61,24 @@ def sigterm_unwinds() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
         sys.unraisablehook = previous_hook
         _requested = None
+
+
+def exit_process(rc: int) -> NoReturn:
+    """End the process with ``rc``: Python's exit duties (atexit hooks, which also remove leftover
+    temporary folders and join multiprocessing children; the std streams), then ``os._exit``.
+
+    Why not ``sys.exit``: the interpreter's teardown then destroys what pyarrow's thread pools still
+    reference, and one run in a few hundred aborts after its work is done ("terminate called
+    without an active exception", SIGABRT, exit -6: apache/arrow#34314): a command that printed
+    its result or its one-line error would still fail. The console script only; a library caller
+    keeps its interpreter. A thread that Python's exit would wait for keeps the ordinary exit.
+    """
+    others = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
+    if any(t.is_alive() for t in others):
+        sys.exit(rc)
+    gc.collect()  # a file object left to the garbage collector is flushed and closed now
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe (`| head`) or a closed stream
+            stream.flush()
+    os._exit(rc)

@@ -100,4 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run() -> None:
-    sys.exit(main())
+    """The ``bigmodel`` console script and ``python -m bigmodel``."""
+    from bigmodel.stop import exit_process
+
+    exit_process(main())

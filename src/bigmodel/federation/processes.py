@@ -33,6 +33,7 @@ from bigmodel.errors import BigModelError
 from bigmodel.federation.config import FederatedConfig, validate
 from bigmodel.federation.run import CONFIG_FILE, SUMMARY_FILE, client_rows, context, make_client, serve
 from bigmodel.fsutil import write_json_atomic
+from bigmodel.stop import exit_process
 
 PROCESSES_FILE = "processes.json"
 
@@ -129,4 +130,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())
