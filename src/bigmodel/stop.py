@@ -79,6 +79,8 @@ def exit_process(rc: int) -> NoReturn:
     gc.collect()  # a file object left to the garbage collector is flushed and closed now
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):  # a closed pipe (`| head`) or a closed stream
+        try:
             stream.flush()
+        except (OSError, ValueError):  # a closed pipe (`| head`), a full disk: output was lost
+            rc = rc or 120  # what Python's own exit returns then
     os._exit(rc)

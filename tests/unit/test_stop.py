@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import subprocess
 import sys
 import weakref
 from pathlib import Path
@@ -86,10 +88,20 @@ exit_process(3)
 """
 
 
+def test_exit_process_fails_when_the_output_cannot_be_written():
+    script = (
+        "import sys; from bigmodel.stop import exit_process; print('result'); exit_process(int(sys.argv[1]))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # the result stays in the buffer
+    for rc, expected in ((0, 120), (3, 3)):
+        with open("/dev/full", "w") as full:  # every write: ENOSPC
+            out = subprocess.run([sys.executable, "-c", script, str(rc)], stdout=full, env=env, timeout=60)
+        # "done" with its result lost is a failure, as Python's own exit has it; an error keeps its code
+        assert out.returncode == expected
+
+
 @pytest.mark.parametrize("case", ["plain", "thread"])
 def test_exit_process_runs_exit_duties_but_not_the_teardown(case: str, tmp_path: Path):
-    import subprocess
-
     out = subprocess.run([sys.executable, "-c", _EXITING, case], capture_output=True, text=True, timeout=60)
     assert out.returncode == 3
     left, printed = out.stdout.splitlines()
