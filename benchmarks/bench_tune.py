@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -300,8 +301,6 @@ def pareto(work: Path, seed: int = 0, sampler: str = "random") -> tuple[list[lis
         progress=False,
     )
     if not QUICK:  # beside the other figures, where BENCHMARKS.md points
-        import shutil
-
         out["plot"] = shutil.copyfile(out["plot"], HERE / "results" / f"tune_pareto_seed{seed}.png")
     return front(out, work)
 
@@ -342,21 +341,19 @@ def front(out: dict[str, Any], work: Path) -> tuple[list[list[Any]], list[str]]:
     return rows, notes
 
 
-def _exported(top: dict[str, Any], fast: dict[str, Any], work: Path) -> str:
+def _exported(model: dict[str, Any], fast: dict[str, Any], work: Path) -> str:
     """A model at the top accuracy (the slowest of a tie) timed three ways in one interleaved run: as
     the study served it, the same model exported to ONNX (ONNX Runtime, fp32), and the fastest model
     within 1 point. A float model's latency in a trial is PyTorch's: this says how much of the gap
     is PyTorch's per-call cost, which ``bigmodel export`` removes, and how much size and int8."""
-    import shutil
-
     from bigmodel.compress.export import export_onnx
     from bigmodel.compress.measure import open_runner, profile_all
 
-    src = Path(top["model_dir"])
-    if top["number"] == fast["number"]:
+    src = Path(model["model_dir"])
+    if model["number"] == fast["number"]:
         return "The top-accuracy model is also the fastest within 1 point."
     if open_runner(src).runtime == "onnxruntime":
-        return f"The slowest top-accuracy model (trial {top['number']}) already runs in ONNX Runtime (int8 or exported)."
+        return f"The slowest top-accuracy model (trial {model['number']}) already runs in ONNX Runtime (int8 or exported)."
     copy = work / f"{src.name}-exported"
     shutil.rmtree(copy, ignore_errors=True)
     shutil.copytree(src, copy)
@@ -366,7 +363,7 @@ def _exported(top: dict[str, Any], fast: dict[str, Any], work: Path) -> str:
     )
     a, b, c = (p["latency_ms_b1"] for p in (served, exported, quick))
     return (
-        f"Side by side, one interleaved run: trial {top['number']} as served in the study "
+        f"Side by side, one interleaved run: trial {model['number']} as served in the study "
         f"({served['runtime']}) {a:.4f} ms, the same model exported to ONNX (ONNX Runtime fp32) {b:.4f} ms, "
         f"the fastest within 1 point ({quick['runtime']}) {c:.4f} ms: {a / c:.2f}x as served, "
         f"{b / c:.2f}x against the exported model."

@@ -101,7 +101,7 @@ def test_exit_process_fails_when_the_output_cannot_be_written():
 
 
 @pytest.mark.parametrize("case", ["plain", "thread"])
-def test_exit_process_runs_exit_duties_but_not_the_teardown(case: str, tmp_path: Path):
+def test_exit_process_runs_exit_duties_but_not_the_teardown(case: str):
     out = subprocess.run([sys.executable, "-c", _EXITING, case], capture_output=True, text=True, timeout=60)
     assert out.returncode == 3
     left, printed = out.stdout.splitlines()
