@@ -78,6 +78,7 @@ def test_communication_options_still_learn(data: Path, tmp_path: Path, opts: dic
     assert all(torch.isfinite(v).all() for v in w.values())
 
 
+@pytest.mark.slow  # ~50 s: inductor compiles C++ kernels on CPU (make test-slow; CI runs it)
 def test_compile_trains_the_same_weights_as_eager(data: Path, tmp_path: Path):
     # --compile wraps the (DDP) model in torch.compile: inductor's generated C++ on CPU must learn
     # what eager PyTorch learns, in this process and on 2 workers (DDP's graph split at buckets)

@@ -78,6 +78,7 @@ def _wait_for_checkpoint(proc: subprocess.Popen[str], run: Path) -> None:
         time.sleep(0.01)
 
 
+@pytest.mark.slow  # ~25 s: two torchrun agents (make test-slow; CI runs it)
 def test_two_nodes_on_localhost_equal_one_node_with_two_workers(data: Path, tmp_path: Path, reference: dict):
     with socket.socket() as s:
         s.bind(("localhost", 0))
@@ -130,6 +131,7 @@ def test_a_killed_worker_is_restarted_and_resumes_from_the_last_checkpoint(
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 1  # the epoch logged once
 
 
+@pytest.mark.slow  # ~25 s: waits out the collective timeout (make test-slow; CI runs it)
 def test_a_hung_peer_fails_with_a_timeout_instead_of_hanging(data: Path, tmp_path: Path):
     run = tmp_path / "hung"
     proc = _start([*_args(data, run), "--epochs", "50", "--set", "dist.timeout_s=3"])

@@ -50,7 +50,7 @@ def _args(data: Path, run_dir: Path, workers: int) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("workers", [1, pytest.param(2, marks=pytest.mark.slow)])  # 2: ~35 s, make test-slow
 def test_sigkill_then_resume_matches_uninterrupted(data: Path, tmp_path: Path, workers: int):
     ref = run_cli(*_args(data, tmp_path / "ref", workers))
     assert ref.returncode == 0, ref.stderr

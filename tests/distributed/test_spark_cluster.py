@@ -154,7 +154,8 @@ def _cli(src: Path, dst: Path, url: str, *conf: str) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize("cores", [pytest.param(1, marks=pytest.mark.slow), 2])  # 1 core: in make test-slow
+@pytest.mark.slow  # ~55 s with the cluster's start (make test-slow; CI runs it)
+@pytest.mark.parametrize("cores", [1, 2])
 def test_one_and_two_workers_write_the_local_engines_dataset(cluster, source, tmp_path: Path, cores: int):
     url, _ = cluster
     src, local = source

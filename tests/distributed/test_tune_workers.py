@@ -90,6 +90,7 @@ def _kill_mid_trial(storage: str, study: str, out: Path) -> int:
     pytest.fail(f"no trial started: {victim.communicate()[1][-2000:]}")
 
 
+@pytest.mark.slow  # ~45 s: each waits for a heartbeat grace period (make test-slow; CI runs it)
 @pytest.mark.parametrize("where", ["postgresql", "journal"])
 def test_a_killed_workers_trial_is_failed_and_retried(tmp_path: Path, request, where: str):
     storage = (

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from bigmodel import artifacts
@@ -22,6 +23,7 @@ def test_sentence_set_is_varied():
     assert not set(s) & set(minilm.calibration_sentences())  # calibration never sees the metric's set
 
 
+@pytest.mark.slow  # ~70 s: the real MiniLM calibrated, scored and timed at three batch sizes (make test-slow; CI runs it)
 def test_real_minilm_int8_torch_backend(tmp_path: Path):
     folder = minilm.package_path()
     fp32, config = minilm.load_encoder(folder)

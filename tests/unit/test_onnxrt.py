@@ -110,6 +110,7 @@ _EMULATED = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # ~45 s: ONNX Runtime under qemu (make test-slow; CI runs it)
 @pytest.mark.parametrize("method", ["dynamic", "static"])
 def test_accurate_on_an_emulated_avx2_only_cpu(tmp_path: Path, method: str):
     qemu = shutil.which("qemu-x86_64")
