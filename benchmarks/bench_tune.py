@@ -374,6 +374,17 @@ def _p(t: dict[str, Any]) -> str:
     return " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in t["params"].items())
 
 
+def _pareto_lines(seed: int, rows: list[list[Any]], notes: list[str]) -> list[str]:
+    """One Pareto study's rows and notes as BENCHMARKS.md notes, each naming its seed."""
+    return [
+        *(
+            f"Pareto, seed {seed}: {r[0]}: trial {r[1]}, accuracy {r[2]}, {r[3]} ms, {r[4]} bytes ({r[5]})"
+            for r in rows
+        ),
+        *(f"Pareto, seed {seed}: {n}" for n in notes),
+    ]
+
+
 def run() -> dict:
     import optuna
 
@@ -384,7 +395,7 @@ def run() -> dict:
     os.environ["OMP_NUM_THREADS"] = "1"
     a_rows, a_notes = asha_vs_random(work)
     w_rows, w_notes = workers(work)
-    paretos = [(seed, *pareto(work, seed)) for seed in PARETO_SEEDS]
+    p_notes = [line for seed in PARETO_SEEDS for line in _pareto_lines(seed, *pareto(work, seed))]
     rows = [*a_rows]
     notes = [
         "ASHA vs random: random sampler (same seed: the same configurations), 9 epochs at most, "
@@ -398,17 +409,7 @@ def run() -> dict:
             for r in w_rows
         ),
         *w_notes,
-        *(
-            line
-            for seed, p_rows, p_notes in paretos
-            for line in (
-                *(
-                    f"Pareto, seed {seed}: {r[0]}: trial {r[1]}, accuracy {r[2]}, {r[3]} ms, {r[4]} bytes ({r[5]})"
-                    for r in p_rows
-                ),
-                *(f"Pareto, seed {seed}: {n}" for n in p_notes),
-            )
-        ),
+        *p_notes,
     ]
     return {
         "title": "Tuning: ASHA vs random search, workers, Pareto front (bigmodel tune)",
