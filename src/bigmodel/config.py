@@ -112,7 +112,7 @@ class DistConfig(_Strict):
     powersgd_rank: int = Field(2, ge=1)
     local_sgd_period: int = Field(0, ge=0)  # >1: average parameters every N steps instead of gradients
     warmup_steps: int = Field(10, ge=0)  # exact all-reduce steps before powersgd or local SGD takes over
-    threads: int = Field(0, ge=0)  # torch threads per worker; 0: cores / local workers
+    threads: int = Field(0, ge=0)  # torch threads per worker; 0: OMP_NUM_THREADS, else cores / local workers
     timeout_s: float = Field(300.0, gt=0.0)  # a collective that waits this long fails instead of hanging
 
     @model_validator(mode="after")
