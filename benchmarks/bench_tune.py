@@ -363,12 +363,16 @@ def pareto_verdict(ratios: dict[int, dict[str, float]]) -> str:
     if cannot:
         worst = max(ratios[s]["top_over_floor"] for s in cannot)
         line += (
-            f"; in seed {', '.join(map(str, cannot))} the most accurate model itself runs within "
+            f"; in {_seeds(cannot)} the most accurate model itself runs within "
             f"{worst:.2f}x of the study's fastest model, so no model there is 3x faster than it"
         )
     if lost:
-        line += f"; in seed {', '.join(map(str, lost))} the models 3x faster are more than 1 point behind"
+        line += f"; in {_seeds(lost)} the models 3x faster are more than 1 point behind"
     return line + "."
+
+
+def _seeds(seeds: list[int]) -> str:
+    return ("seed " if len(seeds) == 1 else "seeds ") + " and ".join(map(str, seeds))
 
 
 def _exported(model: dict[str, Any], fast: dict[str, Any], work: Path) -> str:
