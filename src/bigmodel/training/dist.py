@@ -62,7 +62,7 @@ def cpu_threads(configured: int, local_world: int) -> int:
     """Torch threads for one CPU worker: ``dist.threads`` when set; else ``OMP_NUM_THREADS``, PyTorch's
     own knob (torchrun sets it to 1 for several workers), which a user who runs several processes
     sets; else the cores shared among this machine's workers. Several processes that each take every
-    core leave OpenMP's spinning threads waiting on one another: two tune workers on 2 cores, each
+    core leave OpenMP's spinning threads waiting on one another: two tune processes on 2 cores, each
     with 2 threads, ran the same trials ~10x slower than with one each."""
     if configured:
         return configured
